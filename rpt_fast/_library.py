@@ -1,0 +1,130 @@
+"""``torch.library`` registration of the fused ops, so ``torch.compile`` traces through them.
+
+The forward and backward kernels of each op are custom ops with fake (meta) implementations;
+the autograd Functions in ``functional.py`` call them. Outside of compilation the Functions
+call the implementations directly and skip the dispatcher, whose overhead matters for the
+launch-bound prompt-sized calls.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .ops import load_backend
+
+
+def _zero_rows_forward(x: Tensor, m: int):
+    rows = x.new_empty((0,), dtype=torch.float32)
+    return torch.empty_like(x), x.new_empty((0, m)), rows, rows.clone()
+
+
+def _zero_rows_backward(dy, x, w1, w2, b2, ln_weight):
+    zeros = [torch.zeros_like(t) for t in (w1, w1[..., 0], w2, b2, ln_weight, ln_weight)]
+    return (torch.empty_like(x), *zeros)
+
+
+def residual_mlp_forward_impl(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
+    if x.shape[0] == 0:
+        return _zero_rows_forward(x, w1.shape[0])
+    return load_backend(backend).residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps)
+
+
+def residual_mlp_backward_impl(dy, x, w1, w2, b2, ln_weight, h, mean, rstd, backend):
+    if x.shape[0] == 0:
+        return _zero_rows_backward(dy, x, w1, w2, b2, ln_weight)
+    return load_backend(backend).residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, mean, rstd)
+
+
+def grouped_forward_impl(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
+    if x.shape[0] == 0:
+        return _zero_rows_forward(x, w1.shape[1])
+    return load_backend(backend).grouped_residual_mlp_forward(
+        x, w1, b1, w2, b2, ln_weight, ln_bias, eps
+    )
+
+
+def grouped_backward_impl(dy, x, w1, w2, b2, ln_weight, h, mean, rstd, backend):
+    if x.shape[0] == 0:
+        return _zero_rows_backward(dy, x, w1, w2, b2, ln_weight)
+    return load_backend(backend).grouped_residual_mlp_backward(
+        dy, x, w1, w2, b2, ln_weight, h, mean, rstd
+    )
+
+
+_FWD_OUT = tuple[Tensor, Tensor, Tensor, Tensor]
+_BWD_OUT = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+@torch.library.custom_op("rpt_fast::residual_mlp_fwd", mutates_args=())
+def residual_mlp_fwd(
+    x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor,
+    ln_weight: Tensor, ln_bias: Tensor, eps: float, backend: str,
+) -> _FWD_OUT:
+    return residual_mlp_forward_impl(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend)
+
+
+@torch.library.custom_op("rpt_fast::residual_mlp_bwd", mutates_args=())
+def residual_mlp_bwd(
+    dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, b2: Tensor, ln_weight: Tensor,
+    h: Tensor, mean: Tensor, rstd: Tensor, backend: str,
+) -> _BWD_OUT:
+    return residual_mlp_backward_impl(dy, x, w1, w2, b2, ln_weight, h, mean, rstd, backend)
+
+
+@torch.library.custom_op("rpt_fast::grouped_residual_mlp_fwd", mutates_args=())
+def grouped_residual_mlp_fwd(
+    x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor,
+    ln_weight: Tensor, ln_bias: Tensor, eps: float, backend: str,
+) -> _FWD_OUT:
+    return grouped_forward_impl(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend)
+
+
+@torch.library.custom_op("rpt_fast::grouped_residual_mlp_bwd", mutates_args=())
+def grouped_residual_mlp_bwd(
+    dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, b2: Tensor, ln_weight: Tensor,
+    h: Tensor, mean: Tensor, rstd: Tensor, backend: str,
+) -> _BWD_OUT:
+    return grouped_backward_impl(dy, x, w1, w2, b2, ln_weight, h, mean, rstd, backend)
+
+
+def _fake_forward(x, m):
+    rows = x.shape[0]
+    return (
+        torch.empty_like(x),
+        x.new_empty((rows, m)),
+        x.new_empty((rows,), dtype=torch.float32),
+        x.new_empty((rows,), dtype=torch.float32),
+    )
+
+
+def _fake_backward(dy, x, w1, w2, b2, ln_weight):
+    return (
+        torch.empty_like(x),
+        torch.empty_like(w1),
+        w1.new_empty(w1.shape[:-1]),
+        torch.empty_like(w2),
+        torch.empty_like(b2),
+        torch.empty_like(ln_weight),
+        torch.empty_like(ln_weight),
+    )
+
+
+@residual_mlp_fwd.register_fake
+def _(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
+    return _fake_forward(x, w1.shape[0])
+
+
+@grouped_residual_mlp_fwd.register_fake
+def _(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
+    return _fake_forward(x, w1.shape[1])
+
+
+@residual_mlp_bwd.register_fake
+def _(dy, x, w1, w2, b2, ln_weight, h, mean, rstd, backend):
+    return _fake_backward(dy, x, w1, w2, b2, ln_weight)
+
+
+@grouped_residual_mlp_bwd.register_fake
+def _(dy, x, w1, w2, b2, ln_weight, h, mean, rstd, backend):
+    return _fake_backward(dy, x, w1, w2, b2, ln_weight)

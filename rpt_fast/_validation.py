@@ -1,0 +1,107 @@
+"""Input checks shared by the public ops: every error names the argument, the expected and
+the actual shape, dtype or device, so a bad call never reaches a kernel."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _describe(t: torch.Tensor) -> str:
+    return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
+
+
+def check_tensor(name: str, t, expected_shape: Sequence[int], ref: torch.Tensor) -> None:
+    """``t`` must be a tensor of ``expected_shape`` with ``ref``'s dtype and device."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    expected_shape = tuple(int(s) for s in expected_shape)
+    if t.numel() == 0 and t.dim() == 1 and 0 not in expected_shape:
+        raise ValueError(
+            f"{name}: expected shape {expected_shape}, got an empty tensor of shape "
+            f"{tuple(t.shape)}; this looks like a DeepSpeed ZeRO-3 parameter that was released "
+            "(partitioned) and not gathered: call the op inside the forward of the module that "
+            "owns the parameter"
+        )
+    if tuple(t.shape) != expected_shape:
+        raise ValueError(f"{name}: expected shape {expected_shape}, got {tuple(t.shape)}")
+    if t.dtype != ref.dtype:
+        raise TypeError(
+            f"{name}: expected dtype {ref.dtype} (the dtype of x), got {t.dtype}; "
+            "all inputs must share one dtype (use torch.autocast for mixed precision)"
+        )
+    if t.device != ref.device:
+        raise ValueError(f"{name}: expected device {ref.device} (the device of x), got {t.device}")
+
+
+def check_x(x, *, ndim: int | None = None) -> None:
+    """``x`` must be a floating tensor of a supported dtype with at least one dimension."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in SUPPORTED_DTYPES:
+        names = ", ".join(str(d) for d in SUPPORTED_DTYPES)
+        raise TypeError(f"x: expected dtype in ({names}), got {x.dtype}")
+    if ndim is not None and x.dim() != ndim:
+        raise ValueError(f"x: expected a {ndim}-D tensor, got {x.dim()}-D with {_describe(x)}")
+    if x.dim() < 1:
+        raise ValueError(f"x: expected at least 1 dimension (..., d), got a 0-D tensor")
+    if x.shape[-1] < 1:
+        raise ValueError(f"x: expected a last dimension d >= 1, got shape {tuple(x.shape)}")
+
+
+def check_eps(eps) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps: expected a float, got {type(eps).__name__}")
+    if not eps > 0:
+        raise ValueError(f"eps: expected a positive float, got {eps}")
+    return float(eps)
+
+
+def _bottleneck_of(name: str, w, d: int, lead: tuple) -> int:
+    """Read the bottleneck m from a weight that must be ``lead + (m, d)``."""
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(w).__name__}")
+    want = len(lead) + 2
+    if w.dim() != want or tuple(w.shape[: len(lead)]) != lead or w.shape[-1] != d or w.shape[-2] < 1:
+        expected = lead + ("m", d)
+        hint = ""
+        if w.numel() == 0 and w.dim() == 1:
+            hint = (
+                "; this looks like a DeepSpeed ZeRO-3 parameter that was released and not "
+                "gathered: call the op inside the forward of the module that owns it"
+            )
+        raise ValueError(
+            f"{name}: expected shape {expected} with m >= 1, got {tuple(w.shape)}{hint}"
+        )
+    return int(w.shape[-2])
+
+
+def check_residual_mlp_inputs(x, w1, b1, w2, b2, ln_weight, ln_bias) -> tuple[int, int]:
+    """Checks the shared op's inputs; returns (d, m)."""
+    check_x(x)
+    d = int(x.shape[-1])
+    m = _bottleneck_of("w1", w1, d, ())
+    check_tensor("w1", w1, (m, d), x)
+    check_tensor("b1", b1, (m,), x)
+    check_tensor("w2", w2, (d, m), x)
+    check_tensor("b2", b2, (d,), x)
+    check_tensor("ln_weight", ln_weight, (d,), x)
+    check_tensor("ln_bias", ln_bias, (d,), x)
+    return d, m
+
+
+def check_grouped_inputs(x, w1, b1, w2, b2, ln_weight, ln_bias) -> tuple[int, int, int]:
+    """Checks the grouped ("separate") op's inputs; returns (n, d, m)."""
+    check_x(x, ndim=2)
+    n, d = (int(s) for s in x.shape)
+    m = _bottleneck_of("w1", w1, d, (n,))
+    check_tensor("w1", w1, (n, m, d), x)
+    check_tensor("b1", b1, (n, m), x)
+    check_tensor("w2", w2, (n, d, m), x)
+    check_tensor("b2", b2, (n, d), x)
+    check_tensor("ln_weight", ln_weight, (n, d), x)
+    check_tensor("ln_bias", ln_bias, (n, d), x)
+    return n, d, m

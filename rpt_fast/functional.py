@@ -1,0 +1,99 @@
+"""Public functional ops: input checks, autocast, backend choice and the autograd Functions.
+
+The Functions save the weight tensors they are given (the ``nn.Parameter`` objects
+themselves, never copies or transposes), so DeepSpeed ZeRO-3 can release them after the
+forward and gather them again before the backward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _library
+from ._backends import resolve_backend
+from ._validation import check_eps, check_grouped_inputs, check_residual_mlp_inputs
+from .ops.reference import grouped_residual_mlp_reference, residual_mlp_reference
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+class _ResidualMLPFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend, grouped):
+        if _compiling():
+            fwd = _library.grouped_residual_mlp_fwd if grouped else _library.residual_mlp_fwd
+        else:
+            fwd = _library.grouped_forward_impl if grouped else _library.residual_mlp_forward_impl
+        y, h, mean, rstd = fwd(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend)
+        ctx.save_for_backward(x, w1, w2, b2, ln_weight, h, mean, rstd)
+        ctx.backend = backend
+        ctx.grouped = grouped
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w1, w2, b2, ln_weight, h, mean, rstd = ctx.saved_tensors
+        if _compiling():
+            bwd = _library.grouped_residual_mlp_bwd if ctx.grouped else _library.residual_mlp_bwd
+        else:
+            bwd = _library.grouped_backward_impl if ctx.grouped else _library.residual_mlp_backward_impl
+        grads = bwd(dy.contiguous(), x, w1, w2, b2, ln_weight, h, mean, rstd, ctx.backend)
+        return (*grads, None, None, None)
+
+
+def _autocast(tensors: tuple) -> tuple:
+    """Under ``torch.autocast`` run in the autocast dtype, as ``nn.Linear`` does."""
+    x = tensors[0]
+    if not isinstance(x, torch.Tensor) or not torch.is_autocast_enabled(x.device.type):
+        return tensors
+    dtype = torch.get_autocast_dtype(x.device.type)
+    return tuple(
+        t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+        for t in tensors
+    )
+
+
+def _run(tensors, eps, backend, grouped):
+    x = tensors[0]
+    device_type = x.device.type
+    name = resolve_backend(backend, x)
+    with torch.autocast(device_type, enabled=False):
+        if name == "eager":
+            ref = grouped_residual_mlp_reference if grouped else residual_mlp_reference
+            return ref(*tensors, eps)
+        x2d = x.reshape(-1, x.shape[-1]).contiguous()
+        y = _ResidualMLPFunction.apply(x2d, *tensors[1:], eps, name, grouped)
+        return y.view(x.shape)
+
+
+def residual_mlp(x, w1, b1, w2, b2, ln_weight, ln_bias, eps=1e-5, *, backend="auto"):
+    """The residual prompt encoder, fused:
+    ``LayerNorm(ReLU(x @ w1.T + b1) @ w2.T + b2) * ln_weight + ln_bias + x``.
+
+    Args:
+        x: (..., d) input rows, any leading dims, contiguous or not.
+        w1, b1: the down projection, (m, d) and (m,), laid out as ``nn.Linear``.
+        w2, b2: the up projection, (d, m) and (d,).
+        ln_weight, ln_bias: LayerNorm affine parameters, (d,).
+        eps: LayerNorm epsilon.
+        backend: "auto" (fastest available), "triton", "native" or "eager" (the reference).
+
+    Returns a tensor of x's shape and dtype (the autocast dtype under ``torch.autocast``).
+    All inputs share one dtype and device; errors name the offending argument.
+    """
+    tensors = _autocast((x, w1, b1, w2, b2, ln_weight, ln_bias))
+    check_residual_mlp_inputs(*tensors)
+    return _run(tensors, check_eps(eps), backend, grouped=False)
+
+
+def grouped_residual_mlp(x, w1, b1, w2, b2, ln_weight, ln_bias, eps=1e-5, *, backend="auto"):
+    """The "separate" variant: row ``i`` of ``x`` (n, d) goes through its own MLP ``i``.
+
+    Shapes: w1 (n, m, d), b1 (n, m), w2 (n, d, m), b2 (n, d), ln_weight and ln_bias (n, d).
+    Same dtype, backend and autocast rules as :func:`residual_mlp`.
+    """
+    tensors = _autocast((x, w1, b1, w2, b2, ln_weight, ln_bias))
+    check_grouped_inputs(*tensors)
+    return _run(tensors, check_eps(eps), backend, grouped=True)
