@@ -1,0 +1,16 @@
+"""Test setup. Without a GPU, Triton kernels run on CPU tensors through the interpreter; the
+variable must be set before triton is imported anywhere."""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
