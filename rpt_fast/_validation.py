@@ -14,20 +14,23 @@ def _describe(t: torch.Tensor) -> str:
     return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
 
 
+def _shape_error(name: str, t: torch.Tensor, expected: tuple) -> ValueError:
+    hint = ""
+    if t.numel() == 0 and t.dim() == 1:
+        hint = (
+            "; this looks like a DeepSpeed ZeRO-3 parameter that was released and not gathered: "
+            "call the op inside the forward of the module that owns the parameter"
+        )
+    return ValueError(f"{name}: expected shape {expected}, got {tuple(t.shape)}{hint}")
+
+
 def check_tensor(name: str, t, expected_shape: Sequence[int], ref: torch.Tensor) -> None:
     """``t`` must be a tensor of ``expected_shape`` with ``ref``'s dtype and device."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     expected_shape = tuple(int(s) for s in expected_shape)
-    if t.numel() == 0 and t.dim() == 1 and 0 not in expected_shape:
-        raise ValueError(
-            f"{name}: expected shape {expected_shape}, got an empty tensor of shape "
-            f"{tuple(t.shape)}; this looks like a DeepSpeed ZeRO-3 parameter that was released "
-            "(partitioned) and not gathered: call the op inside the forward of the module that "
-            "owns the parameter"
-        )
     if tuple(t.shape) != expected_shape:
-        raise ValueError(f"{name}: expected shape {expected_shape}, got {tuple(t.shape)}")
+        raise _shape_error(name, t, expected_shape)
     if t.dtype != ref.dtype:
         raise TypeError(
             f"{name}: expected dtype {ref.dtype} (the dtype of x), got {t.dtype}; "
@@ -47,7 +50,7 @@ def check_x(x, *, ndim: int | None = None) -> None:
     if ndim is not None and x.dim() != ndim:
         raise ValueError(f"x: expected a {ndim}-D tensor, got {x.dim()}-D with {_describe(x)}")
     if x.dim() < 1:
-        raise ValueError(f"x: expected at least 1 dimension (..., d), got a 0-D tensor")
+        raise ValueError("x: expected at least 1 dimension (..., d), got a 0-D tensor")
     if x.shape[-1] < 1:
         raise ValueError(f"x: expected a last dimension d >= 1, got shape {tuple(x.shape)}")
 
@@ -66,16 +69,7 @@ def _bottleneck_of(name: str, w, d: int, lead: tuple) -> int:
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(w).__name__}")
     want = len(lead) + 2
     if w.dim() != want or tuple(w.shape[: len(lead)]) != lead or w.shape[-1] != d or w.shape[-2] < 1:
-        expected = lead + ("m", d)
-        hint = ""
-        if w.numel() == 0 and w.dim() == 1:
-            hint = (
-                "; this looks like a DeepSpeed ZeRO-3 parameter that was released and not "
-                "gathered: call the op inside the forward of the module that owns it"
-            )
-        raise ValueError(
-            f"{name}: expected shape {expected} with m >= 1, got {tuple(w.shape)}{hint}"
-        )
+        raise _shape_error(name, w, lead + ("m >= 1", d))
     return int(w.shape[-2])
 
 
