@@ -2,14 +2,22 @@
 
 from ._backends import BackendUnavailableError
 from .functional import grouped_residual_mlp, residual_mlp
-from .modules import FusedResidualMLP, ResidualMLP, ResidualPromptEncoder
+from .modules import (
+    FusedResidualMLP,
+    GroupedResidualMLP,
+    ResidualMLP,
+    ResidualMLPLoop,
+    ResidualPromptEncoder,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
     "FusedResidualMLP",
+    "GroupedResidualMLP",
     "ResidualMLP",
+    "ResidualMLPLoop",
     "ResidualPromptEncoder",
     "ResidualPromptModel",
     "grouped_residual_mlp",

@@ -11,12 +11,19 @@ class BackendUnavailableError(RuntimeError):
     """An explicitly requested backend cannot serve this call; the message says why."""
 
 
-def _unavailable(name: str, x: torch.Tensor) -> str | None:
+@torch._dynamo.assume_constant_result
+def _unavailable(name: str, device: str, dtype: str, d: int) -> str | None:
+    """Why backend ``name`` cannot serve (., d) tensors of ``dtype`` on ``device`` (None: it can).
+
+    Plain values in, a constant out: torch.compile runs it once while tracing instead of
+    tracing through backend imports and builds.
+    """
     try:
         module = load_backend(name)
     except ImportError as exc:  # triton not installed, for instance
         return f"cannot import the {name} backend ({exc})"
-    return module.unavailable_reason(x)
+    probe = torch.empty((0, d), device=device, dtype=getattr(torch, dtype))
+    return module.unavailable_reason(probe)
 
 
 def resolve_backend(backend: str, x: torch.Tensor) -> str:
@@ -29,10 +36,11 @@ def resolve_backend(backend: str, x: torch.Tensor) -> str:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     if backend == "eager":
         return "eager"
+    spec = (str(x.device), str(x.dtype).removeprefix("torch."), int(x.shape[-1]))
     if backend == "auto":
         candidate = "triton" if x.device.type == "cuda" else "native"
-        return candidate if _unavailable(candidate, x) is None else "eager"
-    reason = _unavailable(backend, x)
+        return candidate if _unavailable(candidate, *spec) is None else "eager"
+    reason = _unavailable(backend, *spec)
     if reason is not None:
         raise BackendUnavailableError(f"backend={backend!r} cannot run this call: {reason}")
     return backend

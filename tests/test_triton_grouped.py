@@ -1,0 +1,223 @@
+"""The grouped ("separate") op's Triton kernels against the float64 reference, through the
+interpreter on CPU (fp32/fp16; bf16 through the raw launchers): the value and all 7 gradients
+with NaN-poisoned allocations, the launcher contract, strided weights, determinism, NaN
+propagation, the registered ops' fake shapes, bad inputs and the reference itself.
+The ahead-of-time compile of every shipped config (sm_80, sm_90) is in test_aot_compile.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rpt_fast import BackendUnavailableError, _library, grouped_residual_mlp
+from rpt_fast.ops import triton_backend, triton_grouped
+from rpt_fast.ops.reference import grouped_residual_mlp_reference, residual_mlp_reference
+
+# Max |triton - reference| relative to max(1, max |reference|) of each output: a few fp32 ulps
+# of the fp32 accumulation; about four ulps of fp16/bf16 storage of h and the outputs.
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+NAMES = ("y", "dx", "dw1", "db1", "dw2", "db2", "dln_weight", "dln_bias")
+
+# These run the kernels on CPU tensors through the interpreter (conftest sets TRITON_INTERPRET
+# where no GPU is present); tests/test_gpu_kernels.py covers the device.
+interpreted = pytest.mark.skipif(
+    triton_backend.unavailable_reason(torch.empty(1)) is not None,
+    reason="the Triton interpreter is off (TRITON_INTERPRET unset)",
+)
+
+
+@pytest.fixture
+def poisoned():
+    """Fresh allocations (outputs and scratch) are NaN-filled, so a skipped element fails."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(previous)
+    torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+def make_inputs(n, d, m, dtype=torch.float64):
+    """x (n, d) and the six stacked parameters, scaled like a trained encoder's."""
+    x = torch.randn(n, d, dtype=dtype)
+    w1 = torch.randn(n, m, d, dtype=dtype) / d**0.5
+    b1 = 0.1 * torch.randn(n, m, dtype=dtype)
+    w2 = torch.randn(n, d, m, dtype=dtype) / m**0.5
+    b2 = 0.1 * torch.randn(n, d, dtype=dtype)
+    ln_weight = 1 + 0.1 * torch.randn(n, d, dtype=dtype)
+    ln_bias = 0.1 * torch.randn(n, d, dtype=dtype)
+    return [x, w1, b1, w2, b2, ln_weight, ln_bias]
+
+
+def value_and_grads(fn, leaves, dy, **kwargs):
+    leaves = [t.detach().requires_grad_() for t in leaves]
+    y = fn(*leaves, **kwargs)
+    return [y.detach()] + list(torch.autograd.grad(y, leaves, dy))
+
+
+def relative_error(o, r):
+    return (o.double() - r).abs().max().item() / max(1.0, r.abs().max().item())
+
+
+def check_against_reference(tensors, dtype):
+    """Runs the Triton backend in ``dtype``; compares with float64 on the same rounded inputs."""
+    low = [t.to(dtype) for t in tensors]
+    dy = torch.randn_like(low[0])
+    ref = value_and_grads(grouped_residual_mlp_reference, [t.double() for t in low], dy.double())
+    got = value_and_grads(grouped_residual_mlp, low, dy, backend="triton")
+    for name, o, r in zip(NAMES, got, ref):
+        assert o.dtype == dtype and o.shape == r.shape, name
+        err = relative_error(o, r)
+        assert err <= TOLERANCE[dtype], f"{name}: error {err:.3g} > {TOLERANCE[dtype]} ({dtype})"
+    return got, low
+
+
+# (n, d, m, dtype): n in {1, 3, 10, 100}, d in {8, 64, 768, 1000}, m in {1, 5, 64, 800}.
+CASES = [
+    (1, 8, 1, torch.float32),
+    (3, 64, 5, torch.float16),
+    (10, 64, 5, torch.float32),
+    (100, 8, 5, torch.float16),
+    (1, 768, 800, torch.float16),
+    (3, 1000, 64, torch.float32),
+]
+
+
+@interpreted
+@pytest.mark.parametrize("n, d, m, dtype", CASES, ids=lambda v: str(v).replace("torch.", ""))
+def test_matches_float64_reference(n, d, m, dtype, poisoned):
+    check_against_reference(make_inputs(n, d, m), dtype)
+
+
+@interpreted
+def test_strided_weights_are_read_in_place_and_grads_take_the_fake_layout(poisoned):
+    n, d, m = 3, 40, 24
+    x, w1, b1, w2, b2, g, beta = make_inputs(n, d, m, torch.float32)
+    strided = [
+        x,
+        w1.transpose(1, 2).contiguous().transpose(1, 2),  # (n, m, d) stored as (n, d, m)
+        torch.stack([b1, b1], dim=-1)[..., 0],  # stride 2 along m
+        w2.permute(2, 0, 1).contiguous().permute(1, 2, 0),  # group dimension innermost
+        b2.t().contiguous().t(),
+        g.t().contiguous().t(),
+        torch.stack([beta, beta], dim=-1)[..., 1],
+    ]
+    assert not any(t.is_contiguous() for t in strided[1:])
+    got, low = check_against_reference(strided, torch.float32)
+    x, w1, _, w2, b2, g, _ = low
+    fake = _library._fake_backward(x, x, w1, w2, b2, g)  # what torch.compile plans for
+    for name, grad, planned in zip(NAMES[1:], got[1:], fake):
+        assert grad.stride() == planned.stride(), name
+
+
+@interpreted
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_launchers_honour_the_backend_contract(dtype, poisoned):
+    """Raw launchers: h = ReLU(w1 x + b1) in x's dtype, fp32 mean/rstd of z, and all 7 grads.
+    bfloat16 runs here too: these kernels use no tl.dot, the interpreter's bfloat16 weak spot."""
+    tensors = [t.to(dtype) for t in make_inputs(3, 48, 20)]
+    x, w1, b1, w2, b2, g, beta = tensors
+    y, h, mean, rstd = triton_grouped.grouped_residual_mlp_forward(*tensors, 1e-3)
+    params = [t.double().requires_grad_() for t in tensors]
+    xd, w1d, b1d, w2d, b2d = params[:5]
+    h_ref = torch.relu(torch.einsum("nmd,nd->nm", w1d, xd) + b1d)
+    z = torch.einsum("ndm,nm->nd", w2d, h_ref.to(dtype).double()) + b2d
+    tol = TOLERANCE[dtype]
+    assert h.dtype == dtype and mean.dtype == rstd.dtype == torch.float32
+    assert mean.shape == rstd.shape == (3,)
+    assert relative_error(h, h_ref) <= tol and relative_error(mean, z.mean(-1)) <= tol
+    rstd_ref = torch.rsqrt(z.var(-1, unbiased=False) + 1e-3)
+    assert relative_error(rstd / rstd_ref, torch.ones(3, dtype=torch.float64)) <= tol
+    dy = torch.randn_like(y)
+    grads = triton_grouped.grouped_residual_mlp_backward(dy, x, w1, w2, b2, g, h, mean, rstd)
+    out = grouped_residual_mlp_reference(*params, 1e-3)
+    ref_grads = torch.autograd.grad(out, params, dy.double())
+    for name, got, want in zip(NAMES, (y, *grads), (out, *ref_grads)):
+        assert got.dtype == dtype and got.shape == want.shape, name
+        assert relative_error(got, want) <= tol, name
+
+
+@interpreted
+def test_bitwise_deterministic():
+    inputs = make_inputs(3, 64, 5, torch.float32)
+    dy = torch.randn(3, 64)
+    first = value_and_grads(grouped_residual_mlp, inputs, dy, backend="triton")
+    second = value_and_grads(grouped_residual_mlp, inputs, dy, backend="triton")
+    for name, a, b in zip(NAMES, first, second):
+        assert torch.equal(a, b), name
+
+
+@interpreted
+def test_nan_stays_in_its_row():
+    inputs = make_inputs(3, 16, 4, torch.float32)
+    inputs[0][1, 2] = float("nan")
+    out = grouped_residual_mlp(*inputs, backend="triton")
+    assert torch.isnan(out[1]).all()
+    assert torch.isfinite(out[0]).all() and torch.isfinite(out[2]).all()
+
+
+@interpreted
+def test_opcheck_of_the_registered_custom_ops():
+    """Schema and fake (meta) shapes and strides of the Triton path's registered ops."""
+    x, w1, b1, w2, b2, g, beta = make_inputs(2, 12, 3, torch.float32)
+    w1 = w1.transpose(1, 2).contiguous().transpose(1, 2)  # gradient layout must match the fake
+    fwd_args = (x, w1, b1, w2, b2, g, beta, 1e-5, "triton")
+    y, h, mean, rstd = _library.grouped_residual_mlp_fwd(*fwd_args)
+    checks = ("test_schema", "test_faketensor")
+    torch.library.opcheck(_library.grouped_residual_mlp_fwd, fwd_args, test_utils=checks)
+    bwd_args = (torch.randn_like(y), x, w1, w2, b2, g, h, mean, rstd, "triton")
+    torch.library.opcheck(_library.grouped_residual_mlp_bwd, bwd_args, test_utils=checks)
+
+
+def _bad_calls():
+    x, w1, b1, w2, b2, g, beta = make_inputs(3, 8, 5, torch.float32)
+    good = {"x": x, "w1": w1, "b1": b1, "w2": w2, "b2": b2, "ln_weight": g, "ln_bias": beta}
+    return [
+        ({"w1": torch.randn(3, 5, 9)}, ValueError, r"w1: expected shape \(3, 'm >= 1', 8\), got \(3, 5, 9\)"),
+        ({"w1": torch.randn(2, 5, 8)}, ValueError, r"w1: expected shape .* got \(2, 5, 8\)"),
+        ({"b1": torch.randn(3, 4)}, ValueError, r"b1: expected shape \(3, 5\), got \(3, 4\)"),
+        ({"w2": torch.randn(3, 8, 4)}, ValueError, r"w2: expected shape \(3, 8, 5\), got \(3, 8, 4\)"),
+        ({"b2": torch.randn(8)}, ValueError, r"b2: expected shape \(3, 8\), got \(8,\)"),
+        ({"ln_weight": g.double()}, TypeError, r"ln_weight: expected dtype torch.float32 .* got torch.float64"),
+        ({"ln_bias": beta.to("meta")}, ValueError, r"ln_bias: expected device cpu .* got meta"),
+        ({"w2": torch.empty(0)}, ValueError, r"w2: expected shape .* ZeRO-3"),
+        ({"b1": b1.tolist()}, TypeError, r"b1: expected a torch.Tensor, got list"),
+        ({"x": x[None]}, ValueError, r"x: expected a 2-D tensor, got 3-D"),
+        ({"x": x.to(torch.int32)}, TypeError, r"x: expected dtype in .* got torch.int32"),
+    ], good
+
+
+@pytest.mark.parametrize("case", range(len(_bad_calls()[0])))
+def test_bad_inputs_name_the_argument(case):
+    calls, good = _bad_calls()
+    change, error, pattern = calls[case]
+    with pytest.raises(error, match=pattern):
+        grouped_residual_mlp(**{**good, **change}, backend="triton")
+
+
+def test_bad_eps_backend_and_dtypes_the_kernels_do_not_take():
+    x, *weights = make_inputs(2, 8, 3, torch.float32)
+    with pytest.raises(ValueError, match="eps: expected a positive float, got -1.0"):
+        grouped_residual_mlp(x, *weights, eps=-1.0, backend="triton")
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        grouped_residual_mlp(x, *weights, backend="cuda")
+    as64 = [t.double() for t in (x, *weights)]
+    with pytest.raises(BackendUnavailableError, match="float32, float16 or bfloat16, got torch.float64"):
+        grouped_residual_mlp(*as64, backend="triton")
+
+
+def test_reference_gradcheck_float64():
+    inputs = [t.requires_grad_() for t in make_inputs(3, 5, 4)]
+    assert torch.autograd.gradcheck(grouped_residual_mlp_reference, (*inputs, 1e-5))
+
+
+@pytest.mark.parametrize("n", [1, 3, 10])
+def test_reference_is_a_loop_of_the_shared_reference(n):
+    x, w1, b1, w2, b2, g, beta = make_inputs(n, 8, 5)
+    got = grouped_residual_mlp_reference(x, w1, b1, w2, b2, g, beta)
+    loop = torch.cat(
+        [residual_mlp_reference(x[i : i + 1], w1[i], b1[i], w2[i], b2[i], g[i], beta[i]) for i in range(n)]
+    )
+    torch.testing.assert_close(got, loop, rtol=1e-12, atol=1e-12)
+
