@@ -8,6 +8,8 @@ launch-bound prompt-sized calls.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 
@@ -24,32 +26,43 @@ def _zero_rows_backward(dy, x, w1, w2, b2, ln_weight):
     return (torch.empty_like(x), *zeros)
 
 
+def _on(x: Tensor):
+    """Kernels launch on the current CUDA device: make it x's."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
 def residual_mlp_forward_impl(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
     if x.shape[0] == 0:
         return _zero_rows_forward(x, w1.shape[0])
-    return load_backend(backend).residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps)
+    with _on(x):
+        return load_backend(backend).residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps)
 
 
 def residual_mlp_backward_impl(dy, x, w1, w2, b2, ln_weight, h, mean, rstd, backend):
     if x.shape[0] == 0:
         return _zero_rows_backward(dy, x, w1, w2, b2, ln_weight)
-    return load_backend(backend).residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, mean, rstd)
+    with _on(x):
+        return load_backend(backend).residual_mlp_backward(
+            dy, x, w1, w2, b2, ln_weight, h, mean, rstd
+        )
 
 
 def grouped_forward_impl(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
     if x.shape[0] == 0:
         return _zero_rows_forward(x, w1.shape[1])
-    return load_backend(backend).grouped_residual_mlp_forward(
-        x, w1, b1, w2, b2, ln_weight, ln_bias, eps
-    )
+    with _on(x):
+        return load_backend(backend).grouped_residual_mlp_forward(
+            x, w1, b1, w2, b2, ln_weight, ln_bias, eps
+        )
 
 
 def grouped_backward_impl(dy, x, w1, w2, b2, ln_weight, h, mean, rstd, backend):
     if x.shape[0] == 0:
         return _zero_rows_backward(dy, x, w1, w2, b2, ln_weight)
-    return load_backend(backend).grouped_residual_mlp_backward(
-        dy, x, w1, w2, b2, ln_weight, h, mean, rstd
-    )
+    with _on(x):
+        return load_backend(backend).grouped_residual_mlp_backward(
+            dy, x, w1, w2, b2, ln_weight, h, mean, rstd
+        )
 
 
 _FWD_OUT = tuple[Tensor, Tensor, Tensor, Tensor]

@@ -179,6 +179,11 @@ def test_triton_refuses_float64_with_a_reason():
         residual_mlp(*make_inputs(3, 8, 4), backend="triton")
 
 
+def test_triton_refuses_rows_wider_than_its_registers():
+    with pytest.raises(BackendUnavailableError, match="d <= 8192, got d=8193"):
+        residual_mlp(*make_inputs(1, 8193, 1, dtype=torch.float32), backend="triton")
+
+
 def test_grouped_bad_shape_names_the_argument():
     n, d, m = 3, 8, 4
     x = torch.randn(n, d)

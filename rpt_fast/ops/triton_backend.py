@@ -7,7 +7,7 @@ import os
 import torch
 
 from .triton_grouped import grouped_residual_mlp_backward, grouped_residual_mlp_forward
-from .triton_residual_mlp import residual_mlp_backward, residual_mlp_forward
+from .triton_residual_mlp import MAX_D, residual_mlp_backward, residual_mlp_forward
 
 __all__ = [
     "unavailable_reason",
@@ -28,6 +28,8 @@ def interpreting() -> bool:
 def unavailable_reason(x: torch.Tensor) -> str | None:
     if x.dtype not in _KERNEL_DTYPES:
         return f"the Triton kernels take float32, float16 or bfloat16, got {x.dtype}"
+    if x.shape[-1] > MAX_D:
+        return f"the Triton kernels hold a row in registers and take d <= {MAX_D}, got d={x.shape[-1]}"
     if x.device.type == "cuda":
         return None
     if x.device.type == "cpu" and interpreting():

@@ -1,0 +1,133 @@
+"""Row kernels of the residual encoder: LayerNorm + affine + residual forward, and its backward.
+
+Both hold whole rows (BLOCK_N >= d columns, BLOCK_R rows at a time) in registers and compute
+the statistics in fp32, as flash-attention's fused layer norm does. The backward writes the
+weight/bias gradients as per-program fp32 partials (each program owns a fixed range of rows),
+which a later fixed-order column sum reduces: deterministic, no atomics.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def layer_norm_forward_kernel(
+    z_ptr, x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr,
+    M, N, eps,
+    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Rows ``[pid * BLOCK_R, ...)``: ``y = (z - mean) * rstd * w + b + x`` with fp32 z.
+
+    z, x and y are contiguous (M, N); mean and rstd are fp32 (M,).
+    """
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_N)
+    r_ok = rows < M
+    c_ok = cols < N
+    ok = r_ok[:, None] & c_ok[None, :]
+    offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
+    z = tl.load(z_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    mean = tl.sum(z, axis=1) / N
+    centered = tl.where(c_ok[None, :], z - mean[:, None], 0.0)
+    var = tl.sum(centered * centered, axis=1) / N
+    rstd = 1.0 / tl.sqrt(var + eps)
+    w = tl.load(w_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    y = centered * rstd[:, None] * w[None, :] + b[None, :] + x
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=ok)
+    tl.store(mean_ptr + rows, mean, mask=r_ok)
+    tl.store(rstd_ptr + rows, rstd, mask=r_ok)
+
+
+@triton.jit
+def layer_norm_backward_kernel(
+    dy_ptr, z_ptr, w_ptr, mean_ptr, rstd_ptr, dz_ptr, part_w_ptr, part_b_ptr,
+    M, N, rows_per_program,
+    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Program ``p`` handles rows ``[p * rows_per_program, ...)`` (a multiple of BLOCK_R):
+    writes dz (dz's dtype) and row ``p`` of the fp32 partials ``part_w = sum dy * zhat`` and
+    ``part_b = sum dy``.
+
+    dy, z (fp32) and dz are contiguous (M, N); part_* are (P, N) fp32.
+    """
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    c_ok = cols < N
+    w = tl.load(w_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)
+    acc_w = tl.zeros((BLOCK_R, BLOCK_N), dtype=tl.float32)
+    acc_b = tl.zeros((BLOCK_R, BLOCK_N), dtype=tl.float32)
+    first = pid * rows_per_program
+    last = min(first + rows_per_program, M)
+    for r0 in range(first, last, BLOCK_R):
+        rows = r0 + tl.arange(0, BLOCK_R)
+        r_ok = rows < last
+        ok = r_ok[:, None] & c_ok[None, :]
+        offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
+        z = tl.load(z_ptr + offs, mask=ok, other=0.0)
+        dy = tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+        mean = tl.load(mean_ptr + rows, mask=r_ok, other=0.0)
+        rstd = tl.load(rstd_ptr + rows, mask=r_ok, other=0.0)
+        zhat = tl.where(ok, (z - mean[:, None]) * rstd[:, None], 0.0)
+        g = dy * w[None, :]
+        c1 = tl.sum(zhat * g, axis=1) / N
+        c2 = tl.sum(g, axis=1) / N
+        dz = (g - (zhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+        tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=ok)
+        acc_w += dy * zhat
+        acc_b += dy
+    tl.store(part_w_ptr + pid * N + cols, tl.sum(acc_w, axis=0), mask=c_ok)
+    tl.store(part_b_ptr + pid * N + cols, tl.sum(acc_b, axis=0), mask=c_ok)
+
+
+@triton.jit
+def layer_norm_backward_wide_kernel(
+    dy_ptr, z_ptr, w_ptr, mean_ptr, rstd_ptr, dz_ptr, part_w_ptr, part_b_ptr,
+    M, N, rows_per_program,
+    BLOCK_N: tl.constexpr,
+):
+    """:func:`layer_norm_backward_kernel` for rows too wide for registers: each row is walked
+    in BLOCK_N-column chunks twice (the two row sums, then dz), and the program accumulates
+    its partials in its own rows of part_* (no other program touches them)."""
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    part_w_row = part_w_ptr + pid.to(tl.int64) * N
+    part_b_row = part_b_ptr + pid.to(tl.int64) * N
+    for c0 in range(0, N, BLOCK_N):
+        c_ok = c0 + cols < N
+        tl.store(part_w_row + c0 + cols, tl.zeros((BLOCK_N,), dtype=tl.float32), mask=c_ok)
+        tl.store(part_b_row + c0 + cols, tl.zeros((BLOCK_N,), dtype=tl.float32), mask=c_ok)
+    first = pid * rows_per_program
+    last = min(first + rows_per_program, M)
+    offset = first.to(tl.int64) * N  # of row r, advanced one row per step
+    for r in range(first, last):
+        mean = tl.load(mean_ptr + r)
+        rstd = tl.load(rstd_ptr + r)
+        sum_zg = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        sum_g = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        for c0 in range(0, N, BLOCK_N):
+            c_ok = c0 + cols < N
+            z = tl.load(z_ptr + offset + c0 + cols, mask=c_ok, other=0.0)
+            dy = tl.load(dy_ptr + offset + c0 + cols, mask=c_ok, other=0.0).to(tl.float32)
+            w = tl.load(w_ptr + c0 + cols, mask=c_ok, other=0.0).to(tl.float32)
+            zhat = tl.where(c_ok, (z - mean) * rstd, 0.0)
+            sum_zg += zhat * dy * w
+            sum_g += dy * w
+        c1 = tl.sum(sum_zg, axis=0) / N
+        c2 = tl.sum(sum_g, axis=0) / N
+        for c0 in range(0, N, BLOCK_N):
+            c_ok = c0 + cols < N
+            z = tl.load(z_ptr + offset + c0 + cols, mask=c_ok, other=0.0)
+            dy = tl.load(dy_ptr + offset + c0 + cols, mask=c_ok, other=0.0).to(tl.float32)
+            w = tl.load(w_ptr + c0 + cols, mask=c_ok, other=0.0).to(tl.float32)
+            zhat = tl.where(c_ok, (z - mean) * rstd, 0.0)
+            dz = (dy * w - (zhat * c1 + c2)) * rstd
+            tl.store(dz_ptr + offset + c0 + cols, dz.to(dz_ptr.dtype.element_ty), mask=c_ok)
+            part_w = tl.load(part_w_row + c0 + cols, mask=c_ok, other=0.0)
+            part_b = tl.load(part_b_row + c0 + cols, mask=c_ok, other=0.0)
+            tl.store(part_w_row + c0 + cols, part_w + dy * zhat, mask=c_ok)
+            tl.store(part_b_row + c0 + cols, part_b + dy, mask=c_ok)
+        offset += N

@@ -1,0 +1,182 @@
+"""The shared residual MLP's Triton kernels against the float64 reference.
+
+Without a GPU they run on CPU tensors through the Triton interpreter (set by conftest.py), so
+shapes stay small; bfloat16 is left to the GPU tier (test_gpu_kernels.py). Every buffer the
+launchers allocate is prefilled with NaN, so an element a kernel fails to write shows up.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import rpt_fast
+from rpt_fast.ops import triton_residual_mlp as trm
+from rpt_fast.ops.reference import residual_mlp_reference
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Relative Frobenius error vs float64: (outputs y/h/mean/rstd, gradients).
+TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.float16: (3e-3, 1e-2)}
+GRAD_NAMES = ("x", "w1", "b1", "w2", "b2", "ln_weight", "ln_bias")
+
+
+def _inputs(M, d, m, dtype, strided_weights=False):
+    """Random inputs scaled so the LayerNorm sees well-spread rows (never zeros)."""
+    if strided_weights:
+        w1 = torch.randn(d, m, device=DEVICE).t()  # (m, d), strides (1, m)
+        w2 = torch.randn(d, 2 * m, device=DEVICE)[:, ::2]  # (d, m), strides (2m, 2)
+    else:
+        w1 = torch.randn(m, d, device=DEVICE)
+        w2 = torch.randn(d, m, device=DEVICE)
+    tensors = (
+        torch.randn(M, d, device=DEVICE),
+        w1 / d**0.5,
+        0.1 * torch.randn(m, device=DEVICE),
+        w2 / m**0.5,
+        0.1 * torch.randn(d, device=DEVICE),
+        1 + 0.1 * torch.randn(d, device=DEVICE),
+        0.1 * torch.randn(d, device=DEVICE),
+    )
+    return [t.to(dtype) for t in tensors]
+
+
+def _rel(a, b):
+    return ((a.double() - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def _reference(inputs, dy, eps=1e-5):
+    """float64 (y, h, mean, rstd) and the seven gradients, on upcast copies."""
+    ref = [t.detach().double().requires_grad_() for t in inputs]
+    y = residual_mlp_reference(*ref, eps)
+    grads = torch.autograd.grad(y, ref, dy.double())
+    with torch.no_grad():
+        x, w1, b1, w2, b2 = ref[:5]
+        h = F.relu(F.linear(x, w1, b1))
+        z = F.linear(h, w2, b2)
+        mean = z.mean(-1)
+        rstd = torch.rsqrt(z.var(-1, unbiased=False) + eps)
+    return y.detach(), h, mean, rstd, grads
+
+
+@pytest.fixture
+def nan_buffers(monkeypatch):
+    """Makes torch.empty / torch.empty_like return NaN-filled floating tensors."""
+    empty, empty_like = torch.empty, torch.empty_like
+
+    def poison(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: poison(empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poison(empty_like(*a, **k)))
+
+
+def _run_kernels(inputs, dy, eps=1e-5):
+    x, w1, b1, w2, b2, ln_weight, ln_bias = inputs
+    y, h, mean, rstd = trm.residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps)
+    grads = trm.residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, mean, rstd)
+    return (y, h, mean, rstd), grads
+
+
+# (M, d, m, dtype, strided_weights): every M in {1, 7, 100, 1000}, d in {8, 64, 768, 1000},
+# m in {1, 5, 64, 800} at least once, each M bucket, odd sizes (m = 1500 too); the biggest
+# sizes are not combined, to keep the interpreter fast.
+CASES = [
+    (1, 8, 1, torch.float32, False),
+    (7, 64, 800, torch.float16, True),
+    (100, 768, 5, torch.float16, False),
+    (1000, 24, 64, torch.float32, False),
+    (300, 40, 24, torch.float16, True),
+    (7, 1000, 5, torch.float32, True),
+    (3, 16, 1500, torch.float32, False),
+]
+
+
+@pytest.mark.parametrize("M, d, m, dtype, strided_weights", CASES, ids=str)
+def test_kernels_match_float64_reference(M, d, m, dtype, strided_weights, nan_buffers):
+    inputs = _inputs(M, d, m, dtype, strided_weights)
+    dy = torch.randn(M, d, device=DEVICE).to(dtype)
+    *ref_out, ref_grads = _reference(inputs, dy)
+    outs, grads = _run_kernels(inputs, dy)
+    out_tol, grad_tol = TOLERANCE[dtype]
+    for name, out, ref, want_dtype in zip(
+        ("y", "h", "mean", "rstd"), outs, ref_out, (dtype, dtype, torch.float32, torch.float32)
+    ):
+        assert out.dtype == want_dtype and out.shape == ref.shape, name
+        assert torch.isfinite(out).all(), f"{name} has unwritten (NaN) elements"
+        assert _rel(out, ref) < out_tol, name
+    for name, grad, ref, param in zip(GRAD_NAMES, grads, ref_grads, inputs):
+        assert grad.dtype == dtype and grad.shape == param.shape, name
+        assert torch.isfinite(grad).all(), f"d{name} has unwritten (NaN) elements"
+        assert _rel(grad, ref) < grad_tol, f"d{name}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_public_op_with_3d_noncontiguous_x_and_strided_weights(dtype):
+    inputs = _inputs(10, 64, 5, dtype, strided_weights=True)
+    x = inputs[0].reshape(5, 2, 64).transpose(0, 1).requires_grad_()  # (2, 5, 64), strided
+    weights = [t.detach().requires_grad_() for t in inputs[1:]]
+    assert not x.is_contiguous() and not weights[0].is_contiguous()
+    out = rpt_fast.residual_mlp(x, *weights, backend="triton")
+    dy = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [x, *weights], dy)
+
+    ref_inputs = [t.detach().double().requires_grad_() for t in (x, *weights)]
+    ref = residual_mlp_reference(*ref_inputs)
+    ref_grads = torch.autograd.grad(ref, ref_inputs, dy.double())
+    out_tol, grad_tol = TOLERANCE[dtype]
+    assert out.shape == x.shape and out.dtype == dtype
+    assert _rel(out, ref) < out_tol
+    for name, grad, r in zip(GRAD_NAMES, grads, ref_grads):
+        assert grad.shape == r.shape, name
+        assert _rel(grad, r) < grad_tol, f"d{name}"
+
+
+def test_chunked_backward_of_wide_rows(monkeypatch, nan_buffers):
+    # Rows wider than 4096 take the chunked LayerNorm backward; shrink its chunk so a small d
+    # walks several chunks (and a ragged last one) in the interpreter.
+    monkeypatch.setattr(trm, "ROW_KERNEL_CONFIGS", (trm.RowKernelConfig(128, 1, 4, True),))
+    monkeypatch.setattr(trm, "WIDE_BACKWARD_BLOCK_N", 32)
+    monkeypatch.setattr(trm, "MAX_PARTIALS", 8)  # several rows per program
+    inputs = _inputs(20, 100, 8, torch.float32)
+    dy = torch.randn(20, 100, device=DEVICE)
+    ref_grads = _reference(inputs, dy)[4]
+    _, grads = _run_kernels(inputs, dy)
+    for name, grad, ref in zip(GRAD_NAMES, grads, ref_grads):
+        assert torch.isfinite(grad).all(), f"d{name} has unwritten (NaN) elements"
+        assert _rel(grad, ref) < TOLERANCE[torch.float32][1], f"d{name}"
+
+
+def test_bitwise_deterministic():
+    # 300 rows: B2 programs own several rows each, so the partial sums have real depth.
+    inputs = _inputs(300, 32, 8, torch.float32)
+    dy = torch.randn(300, 32, device=DEVICE)
+    first, second = _run_kernels(inputs, dy), _run_kernels(inputs, dy)
+    for a, b in zip((*first[0], *first[1]), (*second[0], *second[1])):
+        assert torch.equal(a, b)
+
+
+def test_nan_propagates_like_the_reference():
+    inputs = _inputs(7, 64, 5, torch.float32)
+    inputs[0][3, 10] = float("nan")
+    inputs[1][2, 5] = float("nan")  # a hidden unit whose row of w1 is poisoned
+    dy = torch.randn(7, 64, device=DEVICE)
+    ref_y, _, _, _, ref_grads = _reference(inputs, dy)
+    (y, h, _, _), grads = _run_kernels(inputs, dy)
+    assert torch.isnan(y).any()
+    assert torch.equal(torch.isnan(y), torch.isnan(ref_y))
+    for name, grad, ref in zip(GRAD_NAMES, grads, ref_grads):
+        assert torch.equal(torch.isnan(grad), torch.isnan(ref)), f"d{name}"
+
+
+def test_configs_are_chosen_from_shapes():
+    assert [trm.m_bucket(r) for r in (1, 32, 33, 128, 129, 10**6)] == [32, 32, 128, 128, 256, 256]
+    assert trm.row_kernel_config(8) == trm.ROW_KERNEL_CONFIGS[0]
+    assert trm.row_kernel_config(trm.MAX_D).block_n == trm.MAX_D
+    with pytest.raises(ValueError, match=rf"x: .*d <= {trm.MAX_D}, got d={trm.MAX_D + 1}"):
+        trm.row_kernel_config(trm.MAX_D + 1)
+
+
+def test_fp32_dot_precision_follows_allow_tf32(monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    assert trm.dot_precision(torch.float32) == "tf32"
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    assert trm.dot_precision(torch.float32) == "ieee"
