@@ -1,7 +1,50 @@
-"""Packaging for rpt-fast. The native extension (csrc/) is built with ninja at install when a
-C++ compiler is present; otherwise rpt_fast.ops.native compiles it just in time on first use."""
+"""Packaging for rpt-fast. The native extension (csrc/) is built with ninja at install when torch
+and a C++ compiler are present; otherwise rpt_fast.ops.native compiles it just in time on first
+use. The C++ sources always ship inside the package (rpt_fast/csrc) for that just-in-time build."""
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
 
 from setuptools import find_packages, setup
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _native_build():
+    """(ext_modules, cmdclass) of the native extension, or nothing where it cannot be built."""
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        return [], {}
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        return [], {}
+    # The loader module imports only torch: it holds the flags, source list and digest.
+    spec = importlib.util.spec_from_file_location("_rpt_native_loader", ROOT / "rpt_fast/ops/native.py")
+    loader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loader)
+    src = ROOT / "csrc"
+
+    class BuildNative(BuildExtension):
+        """Records the sources' digest next to the library: the loader ignores a stale build."""
+
+        def run(self):
+            super().run()  # an in-place (editable) build has copied the library into the tree
+            for ext in self.extensions:
+                library = Path(self.get_ext_fullpath(ext.name))
+                library.with_name(loader.DIGEST_FILE).write_text(loader.source_digest(src))
+
+    extension = CppExtension(
+        loader.PREBUILT_MODULE,
+        sources=[p.relative_to(ROOT).as_posix() for p in loader.source_files(src) if p.suffix == ".cpp"],
+        extra_compile_args=loader.CXX_FLAGS,
+        extra_link_args=loader.LD_FLAGS,
+    )
+    return [extension], {"build_ext": BuildNative}
+
+
+ext_modules, cmdclass = _native_build()
 
 setup(
     name="rpt-fast",
@@ -9,8 +52,11 @@ setup(
     description="Fused Triton/C++ kernels and DeepSpeed ZeRO-3 training for Residual Prompt Tuning",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["rpt_fast", "rpt_fast.*"]),
-    package_data={"rpt_fast": ["csrc/*"]},
+    packages=find_packages(include=["rpt_fast", "rpt_fast.*"]) + ["rpt_fast.csrc"],
+    package_dir={"rpt_fast.csrc": "csrc"},
+    package_data={"rpt_fast.csrc": ["*.cpp", "*.h"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
     python_requires=">=3.9",
     install_requires=["torch>=2.4", "numpy", "tqdm", "safetensors"],
     extras_require={

@@ -1,0 +1,101 @@
+// The shared residual encoder: GEMMs through ATen (the BLAS torch ships) on transposed views,
+// written into preallocated outputs, with every element-wise step fused into the row kernels.
+#include "ops.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/relu.h>
+
+#include "checks.h"
+#include "row_kernels.h"
+
+namespace rpt_native {
+namespace {
+
+int64_t check_params(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+                     const at::Tensor& b2, const at::Tensor& ln_weight) {
+  check_x(x);
+  const int64_t d = x.size(1);
+  const int64_t m = bottleneck(w1, x, 0);
+  check_like("w1", w1, x, {m, d});
+  check_like("w2", w2, x, {d, m});
+  check_like("b2", b2, x, {d});
+  check_like("ln_weight", ln_weight, x, {d});
+  return m;
+}
+
+}  // namespace
+
+Forward residual_mlp_forward(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
+                             const at::Tensor& w2, const at::Tensor& b2,
+                             const at::Tensor& ln_weight, const at::Tensor& ln_bias, double eps) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // inner ATen calls skip autograd
+  const int64_t m = check_params(x, w1, w2, b2, ln_weight);
+  check_like("b1", b1, x, {m});
+  check_like("ln_bias", ln_bias, x, {x.size(1)});
+  check_eps(eps);
+  const int64_t rows = x.size(0), d = x.size(1);
+  const auto b2c = b2.contiguous(), gc = ln_weight.contiguous(), bc = ln_bias.contiguous();
+
+  // b1 inside the GEMM, as nn.Linear: one rounding before the ReLU, so a bfloat16 h has the
+  // eager backend's sign pattern (a flipped ReLU mask would cost a whole gradient element).
+  at::Tensor h = at::empty({rows, m}, x.options());
+  at::addmm_out(h, b1, x, w1.t());
+  at::relu_(h);
+  at::Tensor y = at::empty_like(x);
+  at::Tensor mean = at::empty({rows}, x.options().dtype(at::kFloat));
+  at::Tensor rstd = at::empty({rows}, x.options().dtype(at::kFloat));
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "residual_mlp_forward", [&] {
+    at::mm_out(y, h, w2.t());
+    layer_norm_residual_(y.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), b2c.data_ptr<scalar_t>(),
+                         gc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(), 0,
+                         mean.data_ptr<float>(), rstd.data_ptr<float>(), rows, d, eps);
+  });
+  return {y, h, mean, rstd};
+}
+
+Backward residual_mlp_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w1,
+                               const at::Tensor& w2, const at::Tensor& b2,
+                               const at::Tensor& ln_weight, const at::Tensor& h,
+                               const at::Tensor& mean, const at::Tensor& rstd) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // inner ATen calls skip autograd
+  const int64_t m = check_params(x, w1, w2, b2, ln_weight);
+  const int64_t rows = x.size(0), d = x.size(1);
+  check_like("dy", dy, x, {rows, d}, /*contiguous=*/true);
+  check_like("h", h, x, {rows, m}, /*contiguous=*/true);
+  check_stats("mean", mean, x);
+  check_stats("rstd", rstd, x);
+  const auto b2c = b2.contiguous(), gc = ln_weight.contiguous();
+
+  // dz is first z - b2, recomputed from h (z is not saved), then overwritten by dz.
+  at::Tensor dz = at::empty({rows, d}, x.options());
+  at::mm_out(dz, h, w2.t());
+  at::Tensor dgamma = at::empty({d}, x.options());
+  at::Tensor dbeta = at::empty({d}, x.options());
+  at::Tensor db2 = at::empty({d}, x.options());
+  at::Tensor db1 = at::empty({m}, x.options());
+  at::Tensor dh = at::empty({rows, m}, x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "residual_mlp_backward", [&] {
+    layer_norm_backward_shared_(dz.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
+                                b2c.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
+                                mean.data_ptr<float>(), rstd.data_ptr<float>(), rows, d,
+                                dgamma.data_ptr<scalar_t>(), dbeta.data_ptr<scalar_t>(),
+                                db2.data_ptr<scalar_t>());
+    at::mm_out(dh, dz, w2);
+    relu_backward_shared_(dh.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), rows, m,
+                          db1.data_ptr<scalar_t>());
+  });
+  at::Tensor dw2 = at::empty_like(w2);
+  at::mm_out(dw2, dz.t(), h);
+  at::Tensor dx = at::empty_like(x);
+  at::addmm_out(dx, dy, dh, w1);  // the residual: dx = dy + dh @ w1
+  at::Tensor dw1 = at::empty_like(w1);
+  at::mm_out(dw1, dh.t(), x);
+  return {dx, dw1, db1, dw2, db2, dgamma, dbeta};
+}
+
+}  // namespace rpt_native

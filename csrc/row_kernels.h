@@ -1,0 +1,207 @@
+// Fused element-wise passes of the residual encoder, one pass over memory each, between the
+// GEMMs that ATen runs. Row r of a matrix uses parameter row r * param_stride (0 for the shared
+// op, whose parameters are one vector; the row length for the grouped op, one vector per row).
+// Accumulation is in at::opmath_type (float for bfloat16/float, double for double); LayerNorm
+// statistics are stored as float. Column sums are reduced over fixed row chunks in a fixed
+// order, so results do not depend on the thread count.
+#pragma once
+
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <vector>
+
+namespace rpt_native {
+
+// Rows handed to one task: at least ~32k elements of work so tiny calls stay on one thread.
+inline int64_t row_grain(int64_t cols) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1)); }
+
+// Rows per partial sum of a column reduction; a function of the row count only (determinism).
+inline int64_t chunk_rows(int64_t rows) {
+  constexpr int64_t kMaxChunks = 64;
+  return std::max<int64_t>(16, (rows + kMaxChunks - 1) / kMaxChunks);
+}
+
+// In place: buf holds h @ w2^T (no bias) on entry and y = LN(buf + b2) * gamma + beta + x on
+// exit; mean and rstd of each row of z = buf + b2 are written as float.
+template <typename T>
+void layer_norm_residual_(T* buf, const T* x, const T* b2, const T* gamma, const T* beta,
+                          int64_t param_stride, float* mean_out, float* rstd_out, int64_t rows,
+                          int64_t d, double eps) {
+  using acc_t = at::opmath_type<T>;
+  at::parallel_for(0, rows, row_grain(d), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> z(d);
+    for (int64_t r = begin; r < end; ++r) {
+      T* yr = buf + r * d;
+      const T* xr = x + r * d;
+      const int64_t p = r * param_stride;
+      acc_t sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < d; ++j) {
+        z[j] = static_cast<acc_t>(yr[j]) + static_cast<acc_t>(b2[p + j]);
+        sum += z[j];
+      }
+      const acc_t mean = sum / static_cast<acc_t>(d);
+      acc_t sq = 0;
+#pragma omp simd reduction(+ : sq)
+      for (int64_t j = 0; j < d; ++j) {
+        const acc_t c = z[j] - mean;
+        sq += c * c;
+      }
+      const acc_t rstd = acc_t(1) / std::sqrt(sq / static_cast<acc_t>(d) + static_cast<acc_t>(eps));
+#pragma omp simd
+      for (int64_t j = 0; j < d; ++j) {
+        yr[j] = static_cast<T>((z[j] - mean) * rstd * static_cast<acc_t>(gamma[p + j]) +
+                               static_cast<acc_t>(beta[p + j]) + static_cast<acc_t>(xr[j]));
+      }
+      mean_out[r] = static_cast<float>(mean);
+      rstd_out[r] = static_cast<float>(rstd);
+    }
+  });
+}
+
+// LayerNorm backward of one row. buf holds z - b2 (= h @ w2^T) on entry and dz on exit;
+// zhat receives the normalised row, dz_acc the unrounded dz. The statistics are the saved
+// float32 ones (the contract), so float64 gradients carry their ~1e-7 relative rounding.
+template <typename T, typename acc_t = at::opmath_type<T>>
+inline void layer_norm_backward_row(T* buf, const T* dy, const T* b2, const T* gamma, float mean_f,
+                                    float rstd_f, int64_t d, acc_t* zhat, acc_t* dz_acc) {
+  const acc_t mean = static_cast<acc_t>(mean_f);
+  const acc_t rstd = static_cast<acc_t>(rstd_f);
+  acc_t s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s1, s2)
+  for (int64_t j = 0; j < d; ++j) {
+    const acc_t zh = (static_cast<acc_t>(buf[j]) + static_cast<acc_t>(b2[j]) - mean) * rstd;
+    const acc_t g = static_cast<acc_t>(gamma[j]) * static_cast<acc_t>(dy[j]);
+    zhat[j] = zh;
+    s1 += g;
+    s2 += g * zh;
+  }
+  const acc_t c1 = s1 / static_cast<acc_t>(d);
+  const acc_t c2 = s2 / static_cast<acc_t>(d);
+#pragma omp simd
+  for (int64_t j = 0; j < d; ++j) {
+    const acc_t g = static_cast<acc_t>(gamma[j]) * static_cast<acc_t>(dy[j]);
+    const acc_t v = rstd * (g - c1 - zhat[j] * c2);
+    dz_acc[j] = v;
+    buf[j] = static_cast<T>(v);
+  }
+}
+
+// out[k][j] = sum over chunks c, in chunk order, of partials[c * outs.size() * cols + k * cols + j]:
+// the column sums of several row-chunked partial arrays in one parallel pass, cast to T.
+template <typename T, typename acc_t>
+void reduce_chunks(const std::vector<acc_t>& partials, int64_t chunks, int64_t cols,
+                   std::initializer_list<T*> outs) {
+  const std::vector<T*> out(outs);
+  const int64_t width = cols * static_cast<int64_t>(out.size());
+  at::parallel_for(0, width, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      acc_t s = 0;
+      for (int64_t c = 0; c < chunks; ++c) s += partials[c * width + j];
+      out[j / cols][j % cols] = static_cast<T>(s);
+    }
+  });
+}
+
+// Shared op: buf (z - b2 -> dz) for all rows; column sums dgamma = sum dy*zhat, dbeta = sum dy,
+// db2 = sum dz.
+template <typename T>
+void layer_norm_backward_shared_(T* buf, const T* dy, const T* b2, const T* gamma,
+                                 const float* mean, const float* rstd, int64_t rows, int64_t d,
+                                 T* dgamma, T* dbeta, T* db2) {
+  using acc_t = at::opmath_type<T>;
+  const int64_t per_chunk = chunk_rows(rows);
+  const int64_t chunks = (rows + per_chunk - 1) / per_chunk;
+  std::vector<acc_t> partials(chunks * 3 * d, acc_t(0));
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> zhat(d), dz(d);
+    for (int64_t c = begin; c < end; ++c) {
+      acc_t* pg = partials.data() + c * 3 * d;
+      acc_t* pb = pg + d;
+      acc_t* pz = pb + d;
+      const int64_t stop = std::min(rows, (c + 1) * per_chunk);
+      for (int64_t r = c * per_chunk; r < stop; ++r) {
+        const T* dyr = dy + r * d;
+        layer_norm_backward_row(buf + r * d, dyr, b2, gamma, mean[r], rstd[r], d,
+                                zhat.data(), dz.data());
+#pragma omp simd
+        for (int64_t j = 0; j < d; ++j) {
+          const acc_t g = static_cast<acc_t>(dyr[j]);
+          pg[j] += g * zhat[j];
+          pb[j] += g;
+          pz[j] += dz[j];
+        }
+      }
+    }
+  });
+  reduce_chunks(partials, chunks, d, {dgamma, dbeta, db2});
+}
+
+// Grouped op: row r uses parameter row r, so dgamma = dy * zhat, dbeta = dy and db2 = dz per row.
+template <typename T>
+void layer_norm_backward_grouped_(T* buf, const T* dy, const T* b2, const T* gamma,
+                                  const float* mean, const float* rstd, int64_t rows, int64_t d,
+                                  T* dgamma, T* dbeta, T* db2) {
+  using acc_t = at::opmath_type<T>;
+  at::parallel_for(0, rows, row_grain(d), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> zhat(d), dz(d);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t o = r * d;
+      layer_norm_backward_row(buf + o, dy + o, b2 + o, gamma + o, mean[r], rstd[r], d,
+                              zhat.data(), dz.data());
+#pragma omp simd
+      for (int64_t j = 0; j < d; ++j) {
+        dgamma[o + j] = static_cast<T>(static_cast<acc_t>(dy[o + j]) * zhat[j]);
+        dbeta[o + j] = dy[o + j];
+        db2[o + j] = static_cast<T>(dz[j]);
+      }
+    }
+  });
+}
+
+// dh *= (h > 0) in place; db1 = column sums of the masked dh (shared op).
+template <typename T>
+void relu_backward_shared_(T* dh, const T* h, int64_t rows, int64_t m, T* db1) {
+  using acc_t = at::opmath_type<T>;
+  const int64_t per_chunk = chunk_rows(rows);
+  const int64_t chunks = (rows + per_chunk - 1) / per_chunk;
+  std::vector<acc_t> partials(chunks * m, acc_t(0));
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      acc_t* p = partials.data() + c * m;
+      const int64_t stop = std::min(rows, (c + 1) * per_chunk);
+      for (int64_t r = c * per_chunk; r < stop; ++r) {
+        T* g = dh + r * m;
+        const T* hr = h + r * m;
+#pragma omp simd
+        for (int64_t k = 0; k < m; ++k) {
+          const T v = static_cast<acc_t>(hr[k]) > acc_t(0) ? g[k] : T(0);
+          g[k] = v;
+          p[k] += static_cast<acc_t>(v);
+        }
+      }
+    }
+  });
+  reduce_chunks(partials, chunks, m, {db1});
+}
+
+// dh *= (h > 0) in place and db1 = dh, row by row (grouped op).
+template <typename T>
+void relu_backward_grouped_(T* dh, const T* h, int64_t rows, int64_t m, T* db1) {
+  using acc_t = at::opmath_type<T>;
+  at::parallel_for(0, rows * m, 32768, [&](int64_t begin, int64_t end) {
+#pragma omp simd
+    for (int64_t i = begin; i < end; ++i) {
+      const T v = static_cast<acc_t>(h[i]) > acc_t(0) ? dh[i] : T(0);
+      dh[i] = v;
+      db1[i] = v;
+    }
+  });
+}
+
+}  // namespace rpt_native
