@@ -65,5 +65,10 @@ setup(
         "bench": ["matplotlib", "pytest-benchmark"],
         "test": ["pytest", "pytest-xdist", "pytest-timeout", "ninja"],
     },
-    entry_points={"console_scripts": ["rpt-train=rpt_fast.train.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "rpt-train=rpt_fast.train.cli:main",
+            "rpt-memory=rpt_fast.memory:main",
+        ]
+    },
 )

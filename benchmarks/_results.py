@@ -1,0 +1,28 @@
+"""Loads kernels.json results files for plot.py and report.py, checking their schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SCHEMA = "rpt-fast-bench-kernels/1"
+
+
+def load(paths: list[str]) -> list[dict]:
+    """Reports from files or folders (a folder: every kernels.json below it)."""
+    reports = []
+    for p in map(Path, paths):
+        files = sorted(p.rglob("kernels.json")) if p.is_dir() else [p]
+        for f in files:
+            report = json.loads(f.read_text())
+            if report.get("schema") != SCHEMA:
+                raise ValueError(f"{f}: expected schema {SCHEMA!r}, got {report.get('schema')!r}")
+            report["_path"] = str(f)
+            reports.append(report)
+    if not reports:
+        raise FileNotFoundError(f"no kernels.json found in {paths}")
+    return reports
+
+
+def ok_rows(report: dict) -> list[dict]:
+    return [r for r in report["results"] if r["status"] == "ok"]

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# One GPU check for a lent H200, under 8 minutes: GPU-tier tests, fused-op correctness of every
+# dtype against float64 (plus CUDA-graph replay and bitwise determinism), the kernel benchmark
+# and its plots/report. Writes gpu_check.log, kernels.json/.csv, report.md and bench.tar.gz
+# (plots and all results) to $OUT. Each step has its own time limit; a failing step does not
+# stop the others, and the exit status is non-zero if any failed.
+#
+#   OUT=/tmp/out bash benchmarks/gpu_check.sh            # on the GPU machine
+#   OUT=/tmp/out bash benchmarks/gpu_check.sh --dry-run  # here, on CPU: checks the script's flow
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/rpt-gpu-check}
+DRY=0
+[[ "${1:-}" == "--dry-run" ]] && DRY=1
+mkdir -p "$OUT/bench"
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+FAILED=()
+
+step() {  # step NAME LIMIT_SECONDS COMMAND...
+  local name=$1 limit=$2 start=$SECONDS rc
+  shift 2
+  echo "=== $name (limit ${limit}s): $*"
+  timeout --kill-after=10 "$limit" "$@"
+  rc=$?
+  echo "=== $name: rc=$rc in $((SECONDS - start))s"
+  [[ $rc -eq 0 ]] || FAILED+=("$name(rc=$rc)")
+}
+
+bench_step() {  # like step, but a benchmark cut short by its limit keeps its rows and passes
+  local before=${#FAILED[@]}
+  step "$@"
+  if [[ ${#FAILED[@]} -gt $before && ${FAILED[-1]} =~ rc=(124|137) ]]; then
+    echo "=== $1: cut short by its limit; the rows measured so far are kept"
+    unset 'FAILED[-1]'
+  fi
+}
+
+if compgen -G ".whl/*.whl" > /dev/null; then  # carried wheels (deepspeed, ...), no index
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-/tmp/rpt-torch-ext}
+
+date -u
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || true
+python3 - <<'PY'
+import importlib.metadata as md, torch
+print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.is_available())
+for p in ("triton", "transformers", "deepspeed"):
+    try: print(p, md.version(p))
+    except md.PackageNotFoundError: print(p, "absent")
+PY
+
+if [[ $DRY -eq 1 ]]; then
+  export TRITON_INTERPRET=1
+  step "gpu-tier tests (collection only on CPU)" 120 python3 -m pytest tests -m gpu -q -p no:cacheprovider
+  step "correctness (interpreter)" 120 python3 benchmarks/gpu_correctness.py --device cpu --quick --dtype fp32
+  bench_step "kernel benchmark" 300 python3 benchmarks/bench_kernels.py --device cpu \
+    --shapes "8,32,16;24,32,16" --provider eager,eager-loop,native,triton --mode fwd,full \
+    --compile dynamic --budget 0.01 --threads 1 --out "$OUT/bench/results"
+else  # limits add up to 7.5 minutes; most steps end well before theirs
+  XDIST=(); python3 -c "import xdist" 2>/dev/null && XDIST=(-n 4)
+  if python3 -c "import pytest" 2>/dev/null; then
+    step "gpu-tier tests" 100 python3 -m pytest tests -m gpu -q -p no:cacheprovider "${XDIST[@]}"
+  else
+    echo "=== gpu-tier tests: pytest is not installed here; carry its wheel in .whl/"
+    FAILED+=("gpu-tier tests(no pytest)")
+  fi
+  step "correctness" 75 python3 benchmarks/gpu_correctness.py --backend triton
+  # quick grid, bf16 and fp32, fwd and full, torch.compile once per op/dtype/mode (dynamic);
+  # results are rewritten after every row, so a run cut short keeps what it measured
+  BENCH=(python3 benchmarks/bench_kernels.py --quick --compile dynamic --dtype bf16,fp32
+         --mode fwd,full --provider eager,eager-loop,compile,triton,native --budget 0.05)
+  bench_step "kernel benchmark, shared op" 120 "${BENCH[@]}" --op shared --out "$OUT/bench/results"
+  bench_step "kernel benchmark, grouped op" 60 "${BENCH[@]}" --op grouped --out "$OUT/bench/results-grouped"
+  bench_step "kernel benchmark, max-autotune" 40 python3 benchmarks/bench_kernels.py \
+    --shapes "100,2048,800" --dtype bf16 --mode fwd --provider eager,triton,compile,compile-max \
+    --out "$OUT/bench/results-max-autotune"
+fi
+step "plots" 30 python3 benchmarks/plot.py "$OUT/bench"
+step "report" 15 python3 benchmarks/report.py "$OUT/bench" --out "$OUT/report.md"
+cp "$OUT/bench/results/kernels.json" "$OUT/bench/results/kernels.csv" "$OUT/" 2>/dev/null
+tar czf "$OUT/bench.tar.gz" -C "$OUT" bench && rm -rf "$OUT/bench"
+
+if [[ ${#FAILED[@]} -eq 0 ]]; then
+  echo "GPU CHECK PASSED"
+else
+  echo "GPU CHECK FAILED: ${FAILED[*]}"
+  exit 1
+fi
