@@ -499,6 +499,8 @@ class ResidualPromptEncoder(nn.Module):
         super().__init__()
         _check_positive_int("num_tokens", num_tokens)
         self.prompt = nn.Parameter(torch.empty(num_tokens, d_model, device=device, dtype=dtype))
+        # Kept as an int: under ZeRO-3 the released prompt has shape (0,).
+        self.num_tokens = num_tokens
         kwargs = {"dropout": dropout, "eps": eps, "backend": backend, "device": device, "dtype": dtype}
         if separate:
             self.mlp = GroupedResidualMLP(d_model, bottleneck, num_groups=num_tokens, **kwargs)
@@ -517,10 +519,6 @@ class ResidualPromptEncoder(nn.Module):
             got = tuple(init.shape) if isinstance(init, torch.Tensor) else type(init).__name__
             raise ValueError(f"init: expected a tensor of shape {tuple(self.prompt.shape)}, got {got}")
         self.prompt.copy_(init)
-
-    @property
-    def num_tokens(self) -> int:
-        return self.prompt.shape[0]
 
     def forward(self) -> torch.Tensor:
         return self.mlp(self.prompt)

@@ -214,7 +214,7 @@ class ResidualPromptModel(nn.Module):
         peft_config = PromptTuningConfig(
             task_type="SEQ_2_SEQ_LM" if self.is_encoder_decoder else "CAUSAL_LM",
             num_virtual_tokens=self.num_tokens,
-            token_dim=self.prompt_encoder.prompt.shape[1],
+            token_dim=self.backbone.get_input_embeddings().embedding_dim,
             num_transformer_submodules=1,
             base_model_name_or_path=getattr(config, "_name_or_path", None) or None,
             inference_mode=True,

@@ -1,0 +1,137 @@
+"""Builds the frozen backbone and its tokenizer: a local Hugging Face checkpoint directory, or a
+T5 architecture preset with random weights drawn from ``--seed``.
+
+Under ZeRO-3 the backbone is built partitioned (``deepspeed.zero.Init``, or transformers' own
+ZeRO-3 loading path for checkpoints), so no rank ever holds it whole. Preset weights are drawn
+one parameter at a time on rank 0 from a seeded generator and scattered, so every mode and
+world size gets the very same numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from ..presets import T5_PRESETS, t5_config
+from .config import TrainConfig
+
+_DROPOUT_ATTRS = (
+    "dropout_rate", "dropout", "attention_dropout", "hidden_dropout", "resid_pdrop",
+    "embd_pdrop", "attn_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob",
+)
+
+
+def load_tokenizer(cfg: TrainConfig):
+    """``--tokenizer``, else the model directory's own tokenizer, else the byte-level ByT5 one
+    (needs no files: 256 bytes + 3 specials, pad 0, eos 1)."""
+    from transformers import AutoTokenizer, ByT5Tokenizer
+
+    path = cfg.tokenizer
+    if path is None and os.path.isfile(os.path.join(cfg.model, "tokenizer_config.json")):
+        path = cfg.model
+    if path is None:
+        return ByT5Tokenizer()
+    if not os.path.isdir(path):
+        raise ValueError(f"tokenizer: expected a local tokenizer directory, got {path!r}")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _model_config(cfg: TrainConfig):
+    if cfg.model in T5_PRESETS:
+        config = t5_config(cfg.model)
+    elif os.path.isdir(cfg.model):
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(cfg.model)
+    else:
+        raise ValueError(
+            f"model: expected a preset {tuple(T5_PRESETS)} or a local Hugging Face checkpoint "
+            f"directory, got {cfg.model!r}"
+        )
+    if cfg.backbone_dropout is not None:
+        for attr in _DROPOUT_ATTRS:
+            if isinstance(getattr(config, attr, None), float):
+                setattr(config, attr, cfg.backbone_dropout)
+    if cfg.gradient_checkpointing:
+        config.use_cache = False
+    return config
+
+
+def _auto_class(config):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    return AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+
+
+def _dtype_kwargs(dtype: torch.dtype) -> dict:
+    import transformers
+
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+def _t5_init_std(name: str, shape: torch.Size, config) -> float | None:
+    """T5's own init scheme (None: ones, for the RMS norms)."""
+    if len(shape) == 1:
+        return None
+    owner = name.rsplit(".", 2)[-2]
+    if owner in ("shared", "embed_tokens", "lm_head"):
+        return 1.0
+    if owner == "relative_attention_bias":
+        return config.d_model ** -0.5
+    if owner == "q":
+        return (config.d_model * config.d_kv) ** -0.5
+    return shape[1] ** -0.5  # fan-in: k, v, o, wi, wi_0, wi_1, wo
+
+
+@torch.no_grad()
+def init_preset_weights(model, seed: int, rank: int) -> None:
+    """Draws every weight from ``torch.Generator().manual_seed(seed)`` on rank 0, in parameter
+    order, independent of DeepSpeed, world size and global RNG state."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        zero3 = hasattr(param, "ds_id")
+        if zero3:
+            import deepspeed
+
+            gather = deepspeed.zero.GatheredParameters([param], modifier_rank=0)
+        else:
+            gather = contextlib.nullcontext()
+        with gather:
+            if rank == 0 or not zero3:
+                shape = param.ds_shape if zero3 else param.shape
+                std = _t5_init_std(name, shape, model.config)
+                if std is None:
+                    values = torch.ones(shape)
+                else:
+                    values = torch.empty(shape).normal_(0.0, std, generator=generator)
+                param.data.copy_(values.view_as(param.data))
+
+
+def build_backbone(cfg: TrainConfig, ds_config: dict | None, rank: int):
+    """The backbone (frozen by the caller), partitioned at construction when ``ds_config`` says
+    ZeRO-3. Returns ``(model, keepalive)``; hold ``keepalive`` (transformers' ZeRO-3 switch)
+    for as long as the model lives."""
+    config = _model_config(cfg)
+    auto = _auto_class(config)
+    dtype = torch.bfloat16 if cfg.bf16 and ds_config is not None else torch.float32
+    zero3 = ds_config is not None and ds_config["zero_optimization"]["stage"] == 3
+    keepalive = None
+    if zero3:
+        from transformers.integrations import HfDeepSpeedConfig
+
+        keepalive = HfDeepSpeedConfig(ds_config)
+    if cfg.model in T5_PRESETS:
+        # With the ZeRO-3 switch held, transformers builds the model under deepspeed.zero.Init.
+        model = auto.from_config(config, **_dtype_kwargs(dtype))
+        init_preset_weights(model, cfg.seed, rank)
+    else:
+        model = auto.from_pretrained(cfg.model, config=config, **_dtype_kwargs(dtype))
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, keepalive

@@ -1,0 +1,305 @@
+"""The training run: one loop for DeepSpeed (ZeRO 0-3, any number of ranks) and plain PyTorch
+(one process), so the two modes can be checked against each other step by step.
+
+Loss normalization: each rank's micro-batch loss is rescaled to ``sum / global_token_count *
+world_size``; after DeepSpeed averages gradients over ranks this is exactly the token-mean loss
+of the whole global batch, the quantity the plain mode computes in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import state
+from .backbone import build_backbone, load_tokenizer
+from .config import TrainConfig
+from .data import StepSampler, collate_train, encode_examples
+from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_object, init_distributed, shutdown
+from .ds_config import build_ds_config
+from .evaluate import evaluate
+from .zero3 import register_fused_parameters
+from .export import export_prompt, gathered, load_trainable, trainable_tensors
+
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CHECKPOINTS = "checkpoints"
+
+
+def _output_dir(cfg: TrainConfig, info: DistInfo) -> str:
+    path = cfg.output_dir
+    if path is None and info.is_main:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = os.path.join("rpt-runs", f"{stamp}-{cfg.task}")
+        path, n = base, 1
+        while os.path.exists(path):
+            n += 1
+            path = f"{base}-{n}"
+    path = os.path.abspath(broadcast_object(info, path))
+    if info.is_main:
+        os.makedirs(path, exist_ok=True)
+    barrier(info)
+    return path
+
+
+def _lr_lambda(warmup: int, total: int):
+    """Linear warmup to ``lr`` over ``warmup`` steps, then linear decay to 0 at ``total``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+class MetricsLog:
+    """Rank 0's JSONL of train and eval records; on resume, records after the checkpoint's step
+    (written by the interrupted run) are dropped so the file reads as one run."""
+
+    def __init__(self, path: str, enabled: bool, resume_step: int | None):
+        self.path, self.enabled = path, enabled
+        if enabled and resume_step is not None and os.path.exists(path):
+            with open(path, encoding="utf-8") as handle:
+                kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= resume_step]
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.writelines(kept)
+        elif enabled and resume_step is None:
+            open(path, "w", encoding="utf-8").close()
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+def _fingerprint(cfg: TrainConfig, info: DistInfo) -> dict:
+    """Settings a resumed run must share with the saved one to continue exactly."""
+    keys = ("model", "task", "data_dir", "num_tokens", "bottleneck", "separate", "seed", "batch_size",
+            "deepspeed", "zero_stage", "max_train_examples", "max_input_length", "max_target_length")
+    return {**{k: getattr(cfg, k) for k in keys}, "world_size": info.world_size}
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+class Run:
+    """A built run: model, optimizer, data, and where things go."""
+
+    def __init__(self, cfg: TrainConfig, info: DistInfo):
+        from ..prompt import ResidualPromptModel
+        from .tasks import get_task
+
+        self.cfg, self.info = cfg, info
+        self.out = _output_dir(cfg, info)
+        self.tokenizer = load_tokenizer(cfg)
+        self.task = get_task(cfg.task, cfg.data_dir, seed=cfg.seed, max_train=cfg.max_train_examples,
+                             max_eval=cfg.max_eval_examples)
+        self.ds_config = build_ds_config(cfg, info.world_size, pin_memory=info.device.type == "cuda") \
+            if cfg.deepspeed else None
+        backbone, self._hf_zero3 = build_backbone(cfg, self.ds_config, info.rank)
+        encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
+        lengths = {"max_input_length": cfg.max_input_length, "max_target_length": cfg.max_target_length}
+        self.train_data = encode_examples(self.task.train, self.tokenizer, encoder_decoder=encoder_decoder, **lengths)
+        self.eval_data = encode_examples(self.task.eval, self.tokenizer, encoder_decoder=encoder_decoder, **lengths)
+        self.sampler = StepSampler(len(self.train_data), cfg.batch_size, cfg.seed, info.rank, info.world_size)
+        self.total_steps = cfg.total_steps(self.sampler.steps_per_epoch)
+
+        _seed_everything(cfg.seed)  # the prompt's MLP init: same in every mode
+        model = ResidualPromptModel(
+            backbone, cfg.num_tokens, cfg.bottleneck, separate=cfg.separate, dropout=cfg.prompt_dropout,
+            init=cfg.prompt_init, backend=cfg.backend, seed=cfg.seed,
+        )
+        if not cfg.deepspeed:
+            model.to(info.device)
+        self.model = model
+        params = model.trainable_parameters()
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        lr_lambda = _lr_lambda(cfg.warmup_steps, self.total_steps)
+        if cfg.deepspeed:
+            import deepspeed
+
+            self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+                model=model, optimizer=optimizer, config=self.ds_config,
+                lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda),
+            )
+        else:
+            self.engine, self.optimizer = None, optimizer
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+        self.zero3 = cfg.deepspeed and self.ds_config["zero_optimization"]["stage"] == 3
+        if self.zero3:
+            register_fused_parameters(model)
+        self.autocast_dtype = torch.bfloat16 if cfg.bf16 and not cfg.deepspeed else None
+        self.checkpoints = os.path.join(self.out, CHECKPOINTS)
+        self.fingerprint = _fingerprint(cfg, info)
+
+    def forward_loss(self, step: int) -> torch.Tensor:
+        """This rank's share of the global batch's token-mean loss (see the module docstring)."""
+        indices = self.sampler.rank_batch(step)
+        global_tokens = sum(self.train_data[i].num_label_tokens for i in self.sampler.global_batch(step))
+        local_tokens = sum(self.train_data[i].num_label_tokens for i in indices)
+        batch = collate_train([self.train_data[i] for i in indices], self.tokenizer.pad_token_id)
+        batch = {k: v.to(self.info.device) for k, v in batch.items()}
+        module = self.engine if self.engine is not None else self.model
+        with torch.autocast(self.info.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            loss = module(**batch).loss
+        return loss * (local_tokens * self.info.world_size / global_tokens)
+
+    def optimizer_step(self, loss: torch.Tensor) -> None:
+        if self.engine is not None:
+            self.engine.backward(loss)
+            self.engine.step()
+            return
+        loss.backward()
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate(
+            self.model, self.task, self.eval_data, self.tokenizer, self.info,
+            batch_size=self.cfg.total_eval_batch_size, max_new_tokens=self.cfg.max_target_length,
+            synced_gpus=self.zero3 and self.info.world_size > 1, autocast_dtype=self.autocast_dtype,
+        )
+
+    def save(self, step: int, best: dict | None) -> None:
+        trainer_state = {"step": step, "fingerprint": self.fingerprint}
+        state.save(self.checkpoints, step, self.info, trainer_state=trainer_state, best=best, engine=self.engine,
+                   model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+
+    def resume(self, folder: str) -> tuple[int, dict | None]:
+        trainer_state, best = state.load(folder, self.info, fingerprint=self.fingerprint, engine=self.engine,
+                                         model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+        return int(trainer_state["step"]), best
+
+
+def _format_scores(scores: dict[str, float], primary: str) -> str:
+    rest = ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if k != primary)
+    return f"{primary} {scores[primary]:.3f}" + (f" ({rest})" if rest else "")
+
+
+def _run_loop(run: Run, resume_from: str | None = None) -> dict:
+    """Trains from step 0, or from the verified checkpoint folder ``resume_from``."""
+    cfg, info = run.cfg, run.info
+    start_step, best = run.resume(resume_from) if resume_from else (0, None)
+    resumed = resume_from is not None
+    if not resumed:
+        _seed_everything(cfg.seed + info.rank)  # dropout streams; resume restores them instead
+    log = MetricsLog(os.path.join(run.out, METRICS_FILE), info.is_main, start_step if resumed else None)
+    primary = run.task.primary_metric
+    say = tqdm.write if info.is_main else (lambda _msg: None)
+    if resumed:
+        say(f"resumed from step {start_step} ({run.checkpoints})")
+
+    def do_eval(step: int) -> None:
+        nonlocal best
+        scores = run.evaluate()
+        log.write({"type": "eval", "step": step, **scores})
+        if best is None or scores[primary] > best["score"]:
+            with gathered(run.model):
+                best = {"step": step, "score": scores[primary], "metrics": scores,
+                        "tensors": trainable_tensors(run.model)}
+        say(f"step {step}: {_format_scores(scores, primary)}  [best {best['score']:.3f} at step {best['step']}]")
+
+    if cfg.eval_interval and start_step == 0:
+        do_eval(0)
+    run.model.train()
+    bar = tqdm(total=run.total_steps, initial=start_step, disable=not (info.is_main and cfg.progress),
+               desc="train", dynamic_ncols=True)
+    started = time.time()
+    window, window_steps, last_loss = torch.zeros((), device=info.device), 0, math.nan
+    first_loss = None
+    for step in range(start_step + 1, run.total_steps + 1):
+        lr = run.scheduler.get_last_lr()[0]  # the rate this step uses
+        loss = run.forward_loss(step - 1)
+        run.optimizer_step(loss)
+        window += loss.detach().float()
+        window_steps += 1
+        bar.update(1)
+        if step % cfg.log_interval == 0 or step == run.total_steps:
+            last_loss = all_reduce_mean(info, window).item() / window_steps
+            first_loss = last_loss if first_loss is None else first_loss
+            window.zero_()
+            window_steps = 0
+            epoch = (step - 1) // run.sampler.steps_per_epoch
+            log.write({"type": "train", "step": step, "loss": last_loss, "lr": lr, "epoch": epoch,
+                       "elapsed_s": round(time.time() - started, 3)})
+            bar.set_postfix(loss=f"{last_loss:.4f}")
+        if cfg.eval_interval and (step % cfg.eval_interval == 0 or step == run.total_steps):
+            do_eval(step)
+        if cfg.save_interval and step % cfg.save_interval == 0 and step < run.total_steps:
+            run.save(step, best)
+    bar.close()
+    elapsed = time.time() - started
+    if best is None:  # no evaluation: the final prompt is the one exported
+        with gathered(run.model):
+            best = {"step": run.total_steps, "score": None, "metrics": {}, "tensors": trainable_tensors(run.model)}
+    else:
+        load_trainable(run.model, best["tensors"])
+    exports = export_prompt(run.model, run.out, info)
+    summary = {
+        "output_dir": run.out,
+        "task": run.task.name,
+        "primary_metric": primary,
+        "best_score": best["score"],
+        "best_step": best["step"],
+        "best_metrics": best["metrics"],
+        "steps": run.total_steps,
+        "resumed_from_step": start_step if resumed else None,
+        "first_logged_loss": first_loss,
+        "final_loss": last_loss,
+        "train_time_s": round(elapsed, 2),
+        "world_size": info.world_size,
+        "mode": f"deepspeed zero-{cfg.zero_stage}" if cfg.deepspeed else "pytorch",
+        "exports": exports,
+    }
+    if info.is_main:
+        with open(os.path.join(run.out, SUMMARY_FILE), "w", encoding="utf-8") as handle:
+            json.dump(summary, handle, indent=1)
+        _print_summary(summary)
+    return summary
+
+
+def _print_summary(summary: dict) -> None:
+    score = summary["best_score"]
+    best = "no evaluation" if score is None else f"{summary['primary_metric']} {score:.3f} at step {summary['best_step']}"
+    lines = [
+        f"done: {summary['steps']} steps in {summary['train_time_s']:.1f}s ({summary['mode']}, "
+        f"{summary['world_size']} rank(s))",
+        f"loss: {summary['first_logged_loss']:.4f} (first log) -> {summary['final_loss']:.4f} (last)",
+        f"best: {best}",
+        f"prompt: {summary['exports']['prompt']}",
+        f"PEFT adapter: {summary['exports']['peft']}",
+        f"summary: {os.path.join(summary['output_dir'], SUMMARY_FILE)}",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Runs the whole training described by ``cfg``; returns the summary (on every rank)."""
+    cfg.validate()
+    info = init_distributed(cfg.deepspeed)
+    resume_from = None
+    if cfg.resume:  # checked before the (possibly long) model build
+        resume_from = state.find_resumable(os.path.join(os.path.abspath(cfg.output_dir), CHECKPOINTS), info)
+        if resume_from is None and info.is_main:
+            print(f"--resume: no checkpoint in {cfg.output_dir} yet, starting from step 0", flush=True)
+    run = Run(cfg, info)
+    if info.is_main:
+        with open(os.path.join(run.out, "config.json"), "w", encoding="utf-8") as handle:
+            json.dump({"train": cfg.to_dict(), "deepspeed": run.ds_config}, handle, indent=1)
+    summary = _run_loop(run, resume_from)
+    shutdown(info, cfg.deepspeed)
+    return summary

@@ -1,0 +1,79 @@
+"""Runs ``rpt-train`` (or a helper script) in subprocesses on CPU ranks for the tests, and reads
+back what a run leaves in its output folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+
+import torch
+from safetensors.torch import load_file
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPTS = os.path.join(REPO, "tests", "train_scripts")
+
+# Tiny and fast: 8 prompt tokens, bottleneck 16, 64 training examples, batches of 4.
+SMALL = ["--num-tokens", "8", "--bottleneck", "16", "--max-train-examples", "64", "--batch-size", "4",
+         "--max-eval-examples", "8", "--log-interval", "1", "--no-progress"]
+
+
+def env() -> dict:
+    """CPU ranks (gloo), Triton kernels in the interpreter, and a test-only extensions folder
+    (kept between runs: DeepSpeed and rpt_fast compile into it once)."""
+    out = dict(os.environ)
+    out.update(
+        CUDA_VISIBLE_DEVICES="",
+        DS_ACCELERATOR="cpu",
+        TRITON_INTERPRET="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
+        OMP_NUM_THREADS="1",
+    )
+    out.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(tempfile.gettempdir(), "rpt-fast-test-extensions"))
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        out.pop(key, None)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(args: list[str], *, timeout: float, check: bool = True,
+        extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, env={**env(), **(extra_env or {})}, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited with {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def train(*args: str, timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m rpt_fast.train ARGS`` in a single process (no launcher)."""
+    return run([sys.executable, "-m", "rpt_fast.train", *args], timeout=timeout, check=check)
+
+
+def launch(num_ranks: int, script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``deepspeed --num_gpus N`` on CPU ranks, with a fresh master port."""
+    launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(num_ranks),
+                "--master_port", str(free_port())]
+    return run([*launcher, script, *args], timeout=timeout)
+
+
+def losses(out: str) -> list[float]:
+    with open(os.path.join(out, "metrics.jsonl")) as handle:
+        records = [json.loads(line) for line in handle]
+    return [r["loss"] for r in records if r["type"] == "train"]
+
+
+def prompt(out: str) -> torch.Tensor:
+    return load_file(os.path.join(out, "prompt.safetensors"))["prompt_embeddings"]
+
+
+def summary(out: str) -> dict:
+    with open(os.path.join(out, "summary.json")) as handle:
+        return json.load(handle)

@@ -1,0 +1,49 @@
+"""Runs one training (the command-line arguments of ``rpt-train``) while measuring ZeRO-3:
+how much of the frozen backbone each rank stores, and the most of it ever gathered at once
+during the forward and backward passes (sampled by module hooks). Writes
+``<output-dir>/probe-rank<r>.json``; launched by the tests through ``deepspeed``."""
+
+import json
+import os
+import sys
+
+from rpt_fast.train.cli import config_from_args
+from rpt_fast.train.distributed import choose_accelerator, init_distributed
+
+choose_accelerator()
+
+from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus  # noqa: E402
+
+from rpt_fast.train import trainer  # noqa: E402
+
+
+def main() -> None:
+    cfg = config_from_args(sys.argv[1:]).validate()
+    info = init_distributed(cfg.deepspeed)
+    run = trainer.Run(cfg, info)
+    backbone = run.model.backbone
+    frozen = [p for p in backbone.parameters() if not p.requires_grad]
+    total = sum(p.ds_numel for p in frozen)
+    stored = sum(p.ds_tensor.numel() for p in frozen)
+    peak = {"forward": 0, "backward": 0}
+
+    def sample(phase):
+        def hook(*_):
+            live = sum(p.ds_numel for p in frozen if p.ds_status != ZeroParamStatus.NOT_AVAILABLE)
+            peak[phase] = max(peak[phase], live)
+        return hook
+
+    for module in backbone.modules():
+        module.register_forward_pre_hook(sample("forward"))
+        module.register_forward_hook(sample("forward"))
+        module.register_full_backward_pre_hook(sample("backward"))
+        module.register_full_backward_hook(sample("backward"))
+    trainer._run_loop(run)
+    result = {"total": total, "stored": stored, "peak_forward": peak["forward"],
+              "peak_backward": peak["backward"], "world_size": info.world_size}
+    with open(os.path.join(run.out, f"probe-rank{info.rank}.json"), "w", encoding="utf-8") as handle:
+        json.dump(result, handle)
+
+
+if __name__ == "__main__":
+    main()
