@@ -49,37 +49,39 @@ Forward grouped_residual_mlp_forward(const at::Tensor& x, const at::Tensor& w1,
   at::Tensor h3 = h.unsqueeze(-1);
   at::baddbmm_out(h3, b1.unsqueeze(-1), w1, x.unsqueeze(-1));
   at::relu_(h);
+  // zb = z - b2 (rows w2_i h_i) is kept for the backward, as in the shared op.
+  at::Tensor zb = at::empty({n, d}, x.options());
+  at::Tensor zb3 = zb.unsqueeze(-1);
   at::Tensor y = at::empty_like(x);
-  at::Tensor y3 = y.unsqueeze(-1);
   at::Tensor mean = at::empty({n}, x.options().dtype(at::kFloat));
   at::Tensor rstd = at::empty({n}, x.options().dtype(at::kFloat));
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "grouped_forward", [&] {
-    at::bmm_out(y3, w2, h3);
-    layer_norm_residual_(y.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), b2c.data_ptr<scalar_t>(),
+    at::bmm_out(zb3, w2, h3);
+    layer_norm_residual_(zb.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), b2c.data_ptr<scalar_t>(),
                          gc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(), d,
-                         mean.data_ptr<float>(), rstd.data_ptr<float>(), n, d, eps);
+                         y.data_ptr<scalar_t>(), mean.data_ptr<float>(), rstd.data_ptr<float>(),
+                         n, d, eps);
   });
-  return {y, h, mean, rstd};
+  return {y, h, zb, mean, rstd};
 }
 
 Backward grouped_residual_mlp_backward(const at::Tensor& dy, const at::Tensor& x,
                                        const at::Tensor& w1, const at::Tensor& w2,
                                        const at::Tensor& b2, const at::Tensor& ln_weight,
-                                       const at::Tensor& h, const at::Tensor& mean,
-                                       const at::Tensor& rstd) {
+                                       const at::Tensor& h, const at::Tensor& zb,
+                                       const at::Tensor& mean, const at::Tensor& rstd) {
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // inner ATen calls skip autograd
   const int64_t m = check_params(x, w1, w2, b2, ln_weight);
   const int64_t n = x.size(0), d = x.size(1);
   check_like("dy", dy, x, {n, d}, /*contiguous=*/true);
   check_like("h", h, x, {n, m}, /*contiguous=*/true);
+  check_like("z", zb, x, {n, d}, /*contiguous=*/true);
   check_stats("mean", mean, x);
   check_stats("rstd", rstd, x);
   const auto b2c = b2.contiguous(), gc = ln_weight.contiguous();
 
-  // dz is first z - b2, recomputed from h (z is not saved), then overwritten by dz.
   at::Tensor dz = at::empty({n, d}, x.options());
   at::Tensor dz3 = dz.unsqueeze(-1);
-  at::bmm_out(dz3, w2, h.unsqueeze(-1));
   at::Tensor dgamma = at::empty({n, d}, x.options());
   at::Tensor dbeta = at::empty({n, d}, x.options());
   at::Tensor db2 = at::empty({n, d}, x.options());
@@ -87,9 +89,10 @@ Backward grouped_residual_mlp_backward(const at::Tensor& dy, const at::Tensor& x
   at::Tensor dh3 = dh.unsqueeze(-1);
   at::Tensor db1 = at::empty({n, m}, x.options());
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "grouped_backward", [&] {
-    layer_norm_backward_grouped_(dz.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
+    layer_norm_backward_grouped_(zb.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
                                  b2c.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
                                  mean.data_ptr<float>(), rstd.data_ptr<float>(), n, d,
+                                 dz.data_ptr<scalar_t>(),
                                  dgamma.data_ptr<scalar_t>(), dbeta.data_ptr<scalar_t>(),
                                  db2.data_ptr<scalar_t>());
     at::bmm_out(dh3, w2.transpose(1, 2), dz3);

@@ -8,17 +8,17 @@
 TORCH_LIBRARY(rpt_fast_native, m) {
   m.def(
       "residual_mlp_forward(Tensor x, Tensor w1, Tensor b1, Tensor w2, Tensor b2, "
-      "Tensor ln_weight, Tensor ln_bias, float eps) -> (Tensor, Tensor, Tensor, Tensor)");
+      "Tensor ln_weight, Tensor ln_bias, float eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "residual_mlp_backward(Tensor dy, Tensor x, Tensor w1, Tensor w2, Tensor b2, "
-      "Tensor ln_weight, Tensor h, Tensor mean, Tensor rstd) "
+      "Tensor ln_weight, Tensor h, Tensor z, Tensor mean, Tensor rstd) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "grouped_residual_mlp_forward(Tensor x, Tensor w1, Tensor b1, Tensor w2, Tensor b2, "
-      "Tensor ln_weight, Tensor ln_bias, float eps) -> (Tensor, Tensor, Tensor, Tensor)");
+      "Tensor ln_weight, Tensor ln_bias, float eps) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "grouped_residual_mlp_backward(Tensor dy, Tensor x, Tensor w1, Tensor w2, Tensor b2, "
-      "Tensor ln_weight, Tensor h, Tensor mean, Tensor rstd) "
+      "Tensor ln_weight, Tensor h, Tensor z, Tensor mean, Tensor rstd) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 

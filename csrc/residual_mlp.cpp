@@ -46,43 +46,49 @@ Forward residual_mlp_forward(const at::Tensor& x, const at::Tensor& w1, const at
   at::Tensor h = at::empty({rows, m}, x.options());
   at::addmm_out(h, b1, x, w1.t());
   at::relu_(h);
+  // zb = z - b2 = h @ w2^T is kept for the backward, so no GEMM recomputes it there; the row
+  // kernels add b2 in at::opmath_type, so a bfloat16 z is never rounded, as when it was
+  // recomputed (same results).
+  at::Tensor zb = at::empty({rows, d}, x.options());
   at::Tensor y = at::empty_like(x);
   at::Tensor mean = at::empty({rows}, x.options().dtype(at::kFloat));
   at::Tensor rstd = at::empty({rows}, x.options().dtype(at::kFloat));
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "residual_mlp_forward", [&] {
-    at::mm_out(y, h, w2.t());
-    layer_norm_residual_(y.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), b2c.data_ptr<scalar_t>(),
+    at::mm_out(zb, h, w2.t());
+    layer_norm_residual_(zb.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), b2c.data_ptr<scalar_t>(),
                          gc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(), 0,
-                         mean.data_ptr<float>(), rstd.data_ptr<float>(), rows, d, eps);
+                         y.data_ptr<scalar_t>(), mean.data_ptr<float>(), rstd.data_ptr<float>(),
+                         rows, d, eps);
   });
-  return {y, h, mean, rstd};
+  return {y, h, zb, mean, rstd};
 }
 
 Backward residual_mlp_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w1,
                                const at::Tensor& w2, const at::Tensor& b2,
                                const at::Tensor& ln_weight, const at::Tensor& h,
-                               const at::Tensor& mean, const at::Tensor& rstd) {
+                               const at::Tensor& zb, const at::Tensor& mean,
+                               const at::Tensor& rstd) {
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // inner ATen calls skip autograd
   const int64_t m = check_params(x, w1, w2, b2, ln_weight);
   const int64_t rows = x.size(0), d = x.size(1);
   check_like("dy", dy, x, {rows, d}, /*contiguous=*/true);
   check_like("h", h, x, {rows, m}, /*contiguous=*/true);
+  check_like("z", zb, x, {rows, d}, /*contiguous=*/true);
   check_stats("mean", mean, x);
   check_stats("rstd", rstd, x);
   const auto b2c = b2.contiguous(), gc = ln_weight.contiguous();
 
-  // dz is first z - b2, recomputed from h (z is not saved), then overwritten by dz.
   at::Tensor dz = at::empty({rows, d}, x.options());
-  at::mm_out(dz, h, w2.t());
   at::Tensor dgamma = at::empty({d}, x.options());
   at::Tensor dbeta = at::empty({d}, x.options());
   at::Tensor db2 = at::empty({d}, x.options());
   at::Tensor db1 = at::empty({m}, x.options());
   at::Tensor dh = at::empty({rows, m}, x.options());
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "residual_mlp_backward", [&] {
-    layer_norm_backward_shared_(dz.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
+    layer_norm_backward_shared_(zb.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
                                 b2c.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
                                 mean.data_ptr<float>(), rstd.data_ptr<float>(), rows, d,
+                                dz.data_ptr<scalar_t>(),
                                 dgamma.data_ptr<scalar_t>(), dbeta.data_ptr<scalar_t>(),
                                 db2.data_ptr<scalar_t>());
     at::mm_out(dh, dz, w2);

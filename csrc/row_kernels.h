@@ -26,23 +26,24 @@ inline int64_t chunk_rows(int64_t rows) {
   return std::max<int64_t>(16, (rows + kMaxChunks - 1) / kMaxChunks);
 }
 
-// In place: buf holds h @ w2^T (no bias) on entry and y = LN(buf + b2) * gamma + beta + x on
-// exit; mean and rstd of each row of z = buf + b2 are written as float.
+// y = LN(z) * gamma + beta + x with z = zb + b2, zb = h @ w2^T (no bias); mean and rstd of
+// each row of z are written as float.
 template <typename T>
-void layer_norm_residual_(T* buf, const T* x, const T* b2, const T* gamma, const T* beta,
-                          int64_t param_stride, float* mean_out, float* rstd_out, int64_t rows,
-                          int64_t d, double eps) {
+void layer_norm_residual_(const T* zb, const T* x, const T* b2, const T* gamma, const T* beta,
+                          int64_t param_stride, T* y, float* mean_out, float* rstd_out,
+                          int64_t rows, int64_t d, double eps) {
   using acc_t = at::opmath_type<T>;
   at::parallel_for(0, rows, row_grain(d), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> z(d);
     for (int64_t r = begin; r < end; ++r) {
-      T* yr = buf + r * d;
+      const T* zr = zb + r * d;
+      T* yr = y + r * d;
       const T* xr = x + r * d;
       const int64_t p = r * param_stride;
       acc_t sum = 0;
 #pragma omp simd reduction(+ : sum)
       for (int64_t j = 0; j < d; ++j) {
-        z[j] = static_cast<acc_t>(yr[j]) + static_cast<acc_t>(b2[p + j]);
+        z[j] = static_cast<acc_t>(zr[j]) + static_cast<acc_t>(b2[p + j]);
         sum += z[j];
       }
       const acc_t mean = sum / static_cast<acc_t>(d);
@@ -64,18 +65,19 @@ void layer_norm_residual_(T* buf, const T* x, const T* b2, const T* gamma, const
   });
 }
 
-// LayerNorm backward of one row. buf holds z - b2 (= h @ w2^T) on entry and dz on exit;
-// zhat receives the normalised row, dz_acc the unrounded dz. The statistics are the saved
-// float32 ones (the contract), so float64 gradients carry their ~1e-7 relative rounding.
+// LayerNorm backward of one row of z = zb + b2: zhat receives the normalised row, dz_acc the
+// unrounded dz and dz its rounding to T. The statistics are the saved float32 ones (the
+// contract), so float64 gradients carry their ~1e-7 relative rounding.
 template <typename T, typename acc_t = at::opmath_type<T>>
-inline void layer_norm_backward_row(T* buf, const T* dy, const T* b2, const T* gamma, float mean_f,
-                                    float rstd_f, int64_t d, acc_t* zhat, acc_t* dz_acc) {
+inline void layer_norm_backward_row(const T* zb, const T* dy, const T* b2, const T* gamma,
+                                    float mean_f, float rstd_f, int64_t d, acc_t* zhat,
+                                    acc_t* dz_acc, T* dz) {
   const acc_t mean = static_cast<acc_t>(mean_f);
   const acc_t rstd = static_cast<acc_t>(rstd_f);
   acc_t s1 = 0, s2 = 0;
 #pragma omp simd reduction(+ : s1, s2)
   for (int64_t j = 0; j < d; ++j) {
-    const acc_t zh = (static_cast<acc_t>(buf[j]) + static_cast<acc_t>(b2[j]) - mean) * rstd;
+    const acc_t zh = (static_cast<acc_t>(zb[j]) + static_cast<acc_t>(b2[j]) - mean) * rstd;
     const acc_t g = static_cast<acc_t>(gamma[j]) * static_cast<acc_t>(dy[j]);
     zhat[j] = zh;
     s1 += g;
@@ -88,7 +90,7 @@ inline void layer_norm_backward_row(T* buf, const T* dy, const T* b2, const T* g
     const acc_t g = static_cast<acc_t>(gamma[j]) * static_cast<acc_t>(dy[j]);
     const acc_t v = rstd * (g - c1 - zhat[j] * c2);
     dz_acc[j] = v;
-    buf[j] = static_cast<T>(v);
+    dz[j] = static_cast<T>(v);
   }
 }
 
@@ -108,12 +110,12 @@ void reduce_chunks(const std::vector<acc_t>& partials, int64_t chunks, int64_t c
   });
 }
 
-// Shared op: buf (z - b2 -> dz) for all rows; column sums dgamma = sum dy*zhat, dbeta = sum dy,
+// Shared op: dz of all rows from zb = z - b2; column sums dgamma = sum dy*zhat, dbeta = sum dy,
 // db2 = sum dz.
 template <typename T>
-void layer_norm_backward_shared_(T* buf, const T* dy, const T* b2, const T* gamma,
+void layer_norm_backward_shared_(const T* zb, const T* dy, const T* b2, const T* gamma,
                                  const float* mean, const float* rstd, int64_t rows, int64_t d,
-                                 T* dgamma, T* dbeta, T* db2) {
+                                 T* dz_out, T* dgamma, T* dbeta, T* db2) {
   using acc_t = at::opmath_type<T>;
   const int64_t per_chunk = chunk_rows(rows);
   const int64_t chunks = (rows + per_chunk - 1) / per_chunk;
@@ -127,8 +129,8 @@ void layer_norm_backward_shared_(T* buf, const T* dy, const T* b2, const T* gamm
       const int64_t stop = std::min(rows, (c + 1) * per_chunk);
       for (int64_t r = c * per_chunk; r < stop; ++r) {
         const T* dyr = dy + r * d;
-        layer_norm_backward_row(buf + r * d, dyr, b2, gamma, mean[r], rstd[r], d,
-                                zhat.data(), dz.data());
+        layer_norm_backward_row(zb + r * d, dyr, b2, gamma, mean[r], rstd[r], d,
+                                zhat.data(), dz.data(), dz_out + r * d);
 #pragma omp simd
         for (int64_t j = 0; j < d; ++j) {
           const acc_t g = static_cast<acc_t>(dyr[j]);
@@ -144,16 +146,16 @@ void layer_norm_backward_shared_(T* buf, const T* dy, const T* b2, const T* gamm
 
 // Grouped op: row r uses parameter row r, so dgamma = dy * zhat, dbeta = dy and db2 = dz per row.
 template <typename T>
-void layer_norm_backward_grouped_(T* buf, const T* dy, const T* b2, const T* gamma,
+void layer_norm_backward_grouped_(const T* zb, const T* dy, const T* b2, const T* gamma,
                                   const float* mean, const float* rstd, int64_t rows, int64_t d,
-                                  T* dgamma, T* dbeta, T* db2) {
+                                  T* dz_out, T* dgamma, T* dbeta, T* db2) {
   using acc_t = at::opmath_type<T>;
   at::parallel_for(0, rows, row_grain(d), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> zhat(d), dz(d);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t o = r * d;
-      layer_norm_backward_row(buf + o, dy + o, b2 + o, gamma + o, mean[r], rstd[r], d,
-                              zhat.data(), dz.data());
+      layer_norm_backward_row(zb + o, dy + o, b2 + o, gamma + o, mean[r], rstd[r], d,
+                              zhat.data(), dz.data(), dz_out + o);
 #pragma omp simd
       for (int64_t j = 0; j < d; ++j) {
         dgamma[o + j] = static_cast<T>(static_cast<acc_t>(dy[o + j]) * zhat[j]);

@@ -11,13 +11,24 @@ class BackendUnavailableError(RuntimeError):
     """An explicitly requested backend cannot serve this call; the message says why."""
 
 
+_REASONS: dict[tuple[str, str, str, int], str | None] = {}
+
+
 @torch._dynamo.assume_constant_result
 def _unavailable(name: str, device: str, dtype: str, d: int) -> str | None:
     """Why backend ``name`` cannot serve (., d) tensors of ``dtype`` on ``device`` (None: it can).
 
     Plain values in, a constant out: torch.compile runs it once while tracing instead of
-    tracing through backend imports and builds.
+    tracing through backend imports and builds. Cached, as the answer depends on these values
+    only, so eager calls skip the import and the probe allocation.
     """
+    key = (name, device, dtype, d)
+    if key not in _REASONS:
+        _REASONS[key] = _reason(*key)
+    return _REASONS[key]
+
+
+def _reason(name: str, device: str, dtype: str, d: int) -> str | None:
     try:
         module = load_backend(name)
     except ImportError as exc:  # triton not installed, for instance

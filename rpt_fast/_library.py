@@ -16,9 +16,15 @@ from torch import Tensor
 from .ops import load_backend
 
 
-def _zero_rows_forward(x: Tensor, m: int):
+def _saved_z(x: Tensor, rows: int, backend: str) -> Tensor:
+    """The z slot of a backend's forward: (rows, d) where the backend keeps z (native keeps
+    z - b2) for its backward, else empty (the backward recomputes z)."""
+    return x.new_empty((rows, x.shape[1]) if backend == "native" else (0,))
+
+
+def _zero_rows_forward(x: Tensor, m: int, backend: str):
     rows = x.new_empty((0,), dtype=torch.float32)
-    return torch.empty_like(x), x.new_empty((0, m)), rows, rows.clone()
+    return torch.empty_like(x), x.new_empty((0, m)), _saved_z(x, 0, backend), rows, rows.clone()
 
 
 def _zero_rows_backward(dy, x, w1, w2, b2, ln_weight):
@@ -33,39 +39,39 @@ def _on(x: Tensor):
 
 def residual_mlp_forward_impl(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
     if x.shape[0] == 0:
-        return _zero_rows_forward(x, w1.shape[0])
+        return _zero_rows_forward(x, w1.shape[0], backend)
     with _on(x):
         return load_backend(backend).residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps)
 
 
-def residual_mlp_backward_impl(dy, x, w1, w2, b2, ln_weight, h, mean, rstd, backend):
+def residual_mlp_backward_impl(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd, backend):
     if x.shape[0] == 0:
         return _zero_rows_backward(dy, x, w1, w2, b2, ln_weight)
     with _on(x):
         return load_backend(backend).residual_mlp_backward(
-            dy, x, w1, w2, b2, ln_weight, h, mean, rstd
+            dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd
         )
 
 
 def grouped_forward_impl(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
     if x.shape[0] == 0:
-        return _zero_rows_forward(x, w1.shape[1])
+        return _zero_rows_forward(x, w1.shape[1], backend)
     with _on(x):
         return load_backend(backend).grouped_residual_mlp_forward(
             x, w1, b1, w2, b2, ln_weight, ln_bias, eps
         )
 
 
-def grouped_backward_impl(dy, x, w1, w2, b2, ln_weight, h, mean, rstd, backend):
+def grouped_backward_impl(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd, backend):
     if x.shape[0] == 0:
         return _zero_rows_backward(dy, x, w1, w2, b2, ln_weight)
     with _on(x):
         return load_backend(backend).grouped_residual_mlp_backward(
-            dy, x, w1, w2, b2, ln_weight, h, mean, rstd
+            dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd
         )
 
 
-_FWD_OUT = tuple[Tensor, Tensor, Tensor, Tensor]
+_FWD_OUT = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
 _BWD_OUT = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
@@ -80,9 +86,9 @@ def residual_mlp_fwd(
 @torch.library.custom_op("rpt_fast::residual_mlp_bwd", mutates_args=())
 def residual_mlp_bwd(
     dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, b2: Tensor, ln_weight: Tensor,
-    h: Tensor, mean: Tensor, rstd: Tensor, backend: str,
+    h: Tensor, z: Tensor, mean: Tensor, rstd: Tensor, backend: str,
 ) -> _BWD_OUT:
-    return residual_mlp_backward_impl(dy, x, w1, w2, b2, ln_weight, h, mean, rstd, backend)
+    return residual_mlp_backward_impl(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd, backend)
 
 
 @torch.library.custom_op("rpt_fast::grouped_residual_mlp_fwd", mutates_args=())
@@ -96,16 +102,17 @@ def grouped_residual_mlp_fwd(
 @torch.library.custom_op("rpt_fast::grouped_residual_mlp_bwd", mutates_args=())
 def grouped_residual_mlp_bwd(
     dy: Tensor, x: Tensor, w1: Tensor, w2: Tensor, b2: Tensor, ln_weight: Tensor,
-    h: Tensor, mean: Tensor, rstd: Tensor, backend: str,
+    h: Tensor, z: Tensor, mean: Tensor, rstd: Tensor, backend: str,
 ) -> _BWD_OUT:
-    return grouped_backward_impl(dy, x, w1, w2, b2, ln_weight, h, mean, rstd, backend)
+    return grouped_backward_impl(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd, backend)
 
 
-def _fake_forward(x, m):
+def _fake_forward(x, m, backend):
     rows = x.shape[0]
     return (
         torch.empty_like(x),
         x.new_empty((rows, m)),
+        _saved_z(x, rows, backend),
         x.new_empty((rows,), dtype=torch.float32),
         x.new_empty((rows,), dtype=torch.float32),
     )
@@ -125,19 +132,19 @@ def _fake_backward(dy, x, w1, w2, b2, ln_weight):
 
 @residual_mlp_fwd.register_fake
 def _(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
-    return _fake_forward(x, w1.shape[0])
+    return _fake_forward(x, w1.shape[0], backend)
 
 
 @grouped_residual_mlp_fwd.register_fake
 def _(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
-    return _fake_forward(x, w1.shape[1])
+    return _fake_forward(x, w1.shape[1], backend)
 
 
 @residual_mlp_bwd.register_fake
-def _(dy, x, w1, w2, b2, ln_weight, h, mean, rstd, backend):
+def _(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd, backend):
     return _fake_backward(dy, x, w1, w2, b2, ln_weight)
 
 
 @grouped_residual_mlp_bwd.register_fake
-def _(dy, x, w1, w2, b2, ln_weight, h, mean, rstd, backend):
+def _(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd, backend):
     return _fake_backward(dy, x, w1, w2, b2, ln_weight)

@@ -26,20 +26,20 @@ class _ResidualMLPFunction(torch.autograd.Function):
             fwd = _library.grouped_residual_mlp_fwd if grouped else _library.residual_mlp_fwd
         else:
             fwd = _library.grouped_forward_impl if grouped else _library.residual_mlp_forward_impl
-        y, h, mean, rstd = fwd(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend)
-        ctx.save_for_backward(x, w1, w2, b2, ln_weight, h, mean, rstd)
+        y, h, z, mean, rstd = fwd(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend)
+        ctx.save_for_backward(x, w1, w2, b2, ln_weight, h, z, mean, rstd)
         ctx.backend = backend
         ctx.grouped = grouped
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, w1, w2, b2, ln_weight, h, mean, rstd = ctx.saved_tensors
+        x, w1, w2, b2, ln_weight, h, z, mean, rstd = ctx.saved_tensors
         if _compiling():
             bwd = _library.grouped_residual_mlp_bwd if ctx.grouped else _library.residual_mlp_bwd
         else:
             bwd = _library.grouped_backward_impl if ctx.grouped else _library.residual_mlp_backward_impl
-        grads = bwd(dy.contiguous(), x, w1, w2, b2, ln_weight, h, mean, rstd, ctx.backend)
+        grads = bwd(dy.contiguous(), x, w1, w2, b2, ln_weight, h, z, mean, rstd, ctx.backend)
         return (*grads, None, None, None)
 
 
@@ -63,6 +63,8 @@ def _run(tensors, eps, backend, grouped):
         if name == "eager":
             ref = grouped_residual_mlp_reference if grouped else residual_mlp_reference
             return ref(*tensors, eps)
+        if x.dim() == 2 and x.is_contiguous():  # no view nodes in the autograd graph
+            return _ResidualMLPFunction.apply(x, *tensors[1:], eps, name, grouped)
         x2d = x.reshape(-1, x.shape[-1]).contiguous()
         y = _ResidualMLPFunction.apply(x2d, *tensors[1:], eps, name, grouped)
         return y.view(x.shape)

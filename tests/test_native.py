@@ -163,11 +163,12 @@ def raw_args(grouped, rows=5, d=12, m=7, dtype=torch.float32):
     """Arguments of the raw forward and backward ops, from a real forward."""
     fwd_args = make_inputs(rows, d, m, groups=rows if grouped else None, dtype=dtype) + [1e-5]
     prefix = "grouped_" if grouped else ""
-    y, h, mean, rstd = getattr(torch.ops.rpt_fast_native, f"{prefix}residual_mlp_forward")(
+    y, h, z, mean, rstd = getattr(torch.ops.rpt_fast_native, f"{prefix}residual_mlp_forward")(
         *fwd_args
     )
     x, w1, _, w2, b2, ln_weight, _, _ = fwd_args
-    bwd_args = [torch.randn_like(y), x, w1, w2, b2, ln_weight, h, mean, rstd]
+    assert z.shape == x.shape and z.dtype == x.dtype  # native keeps z - b2 for the backward
+    bwd_args = [torch.randn_like(y), x, w1, w2, b2, ln_weight, h, z, mean, rstd]
     return fwd_args, bwd_args
 
 
@@ -185,7 +186,7 @@ def test_opcheck(grouped):
 
 
 FWD_NAMES = ("x", "w1", "b1", "w2", "b2", "ln_weight", "ln_bias")
-BWD_NAMES = ("dy", "x", "w1", "w2", "b2", "ln_weight", "h", "mean", "rstd")
+BWD_NAMES = ("dy", "x", "w1", "w2", "b2", "ln_weight", "h", "z", "mean", "rstd")
 
 
 def _bad_calls(grouped):
@@ -209,8 +210,11 @@ def _bad_calls(grouped):
         ("bwd", 0, torch.randn(d, rows).t(), "dy: expected a contiguous"),
         ("bwd", 6, bwd[6][:, :-1], "h: expected shape"),
         ("bwd", 6, bwd[6].t().contiguous().t(), "h: expected a contiguous"),
-        ("bwd", 7, bwd[7][:-1], "mean: expected shape"),
-        ("bwd", 8, bwd[8].double(), "rstd: expected dtype float32"),
+        ("bwd", 7, bwd[7][:, :-1], "z: expected shape"),
+        ("bwd", 7, bwd[7].t().contiguous().t(), "z: expected a contiguous"),
+        ("bwd", 7, bwd[7].double(), "z: expected dtype"),
+        ("bwd", 8, bwd[8][:-1], "mean: expected shape"),
+        ("bwd", 9, bwd[9].double(), "rstd: expected dtype float32"),
         ("bwd", 3, bwd[3].to("meta"), "w2: expected device"),
     ]
     for which, index, value, message in probes:

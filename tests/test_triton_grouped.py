@@ -118,19 +118,20 @@ def test_launchers_honour_the_backend_contract(dtype, poisoned):
     bfloat16 runs here too: these kernels use no tl.dot, the interpreter's bfloat16 weak spot."""
     tensors = [t.to(dtype) for t in make_inputs(3, 48, 20)]
     x, w1, b1, w2, b2, g, beta = tensors
-    y, h, mean, rstd = triton_grouped.grouped_residual_mlp_forward(*tensors, 1e-3)
+    y, h, z, mean, rstd = triton_grouped.grouped_residual_mlp_forward(*tensors, 1e-3)
     params = [t.double().requires_grad_() for t in tensors]
     xd, w1d, b1d, w2d, b2d = params[:5]
     h_ref = torch.relu(torch.einsum("nmd,nd->nm", w1d, xd) + b1d)
-    z = torch.einsum("ndm,nm->nd", w2d, h_ref.to(dtype).double()) + b2d
+    z_ref = torch.einsum("ndm,nm->nd", w2d, h_ref.to(dtype).double()) + b2d
     tol = TOLERANCE[dtype]
     assert h.dtype == dtype and mean.dtype == rstd.dtype == torch.float32
+    assert z.shape == (0,)  # not kept: the backward recomputes z from h
     assert mean.shape == rstd.shape == (3,)
-    assert relative_error(h, h_ref) <= tol and relative_error(mean, z.mean(-1)) <= tol
-    rstd_ref = torch.rsqrt(z.var(-1, unbiased=False) + 1e-3)
+    assert relative_error(h, h_ref) <= tol and relative_error(mean, z_ref.mean(-1)) <= tol
+    rstd_ref = torch.rsqrt(z_ref.var(-1, unbiased=False) + 1e-3)
     assert relative_error(rstd / rstd_ref, torch.ones(3, dtype=torch.float64)) <= tol
     dy = torch.randn_like(y)
-    grads = triton_grouped.grouped_residual_mlp_backward(dy, x, w1, w2, b2, g, h, mean, rstd)
+    grads = triton_grouped.grouped_residual_mlp_backward(dy, x, w1, w2, b2, g, h, z, mean, rstd)
     out = grouped_residual_mlp_reference(*params, 1e-3)
     ref_grads = torch.autograd.grad(out, params, dy.double())
     for name, got, want in zip(NAMES, (y, *grads), (out, *ref_grads)):
@@ -163,10 +164,10 @@ def test_opcheck_of_the_registered_custom_ops():
     x, w1, b1, w2, b2, g, beta = make_inputs(2, 12, 3, torch.float32)
     w1 = w1.transpose(1, 2).contiguous().transpose(1, 2)  # gradient layout must match the fake
     fwd_args = (x, w1, b1, w2, b2, g, beta, 1e-5, "triton")
-    y, h, mean, rstd = _library.grouped_residual_mlp_fwd(*fwd_args)
+    y, h, z, mean, rstd = _library.grouped_residual_mlp_fwd(*fwd_args)
     checks = ("test_schema", "test_faketensor")
     torch.library.opcheck(_library.grouped_residual_mlp_fwd, fwd_args, test_utils=checks)
-    bwd_args = (torch.randn_like(y), x, w1, w2, b2, g, h, mean, rstd, "triton")
+    bwd_args = (torch.randn_like(y), x, w1, w2, b2, g, h, z, mean, rstd, "triton")
     torch.library.opcheck(_library.grouped_residual_mlp_bwd, bwd_args, test_utils=checks)
 
 

@@ -158,11 +158,12 @@ def _register_fakes() -> None:
         _check_devices("x w1 b1 w2 b2 ln_weight ln_bias", x, w1, b1, w2, b2, ln_weight, ln_bias)
         rows, m = x.shape[0], w1.shape[-2]
         stats = x.new_empty((rows,), dtype=torch.float32)
-        return torch.empty_like(x), x.new_empty((rows, m)), stats, torch.empty_like(stats)
+        return (torch.empty_like(x), x.new_empty((rows, m)), torch.empty_like(x), stats,
+                torch.empty_like(stats))
 
-    def backward(dy, x, w1, w2, b2, ln_weight, h, mean, rstd):
-        _check_devices("dy x w1 w2 b2 ln_weight h mean rstd", dy, x, w1, w2, b2, ln_weight, h,
-                       mean, rstd)
+    def backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd):
+        _check_devices("dy x w1 w2 b2 ln_weight h z mean rstd", dy, x, w1, w2, b2, ln_weight, h,
+                       z, mean, rstd)
         return (
             torch.empty_like(x),
             torch.empty_like(w1),
@@ -182,8 +183,10 @@ def residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
     return torch.ops.rpt_fast_native.residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps)
 
 
-def residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, mean, rstd):
-    return torch.ops.rpt_fast_native.residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, mean, rstd)
+def residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd):
+    return torch.ops.rpt_fast_native.residual_mlp_backward(
+        dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd
+    )
 
 
 def grouped_residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
@@ -192,7 +195,7 @@ def grouped_residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
     )
 
 
-def grouped_residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, mean, rstd):
+def grouped_residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd):
     return torch.ops.rpt_fast_native.grouped_residual_mlp_backward(
-        dy, x, w1, w2, b2, ln_weight, h, mean, rstd
+        dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd
     )

@@ -282,7 +282,8 @@ def _launch(kernel, name: str, grid, *args, **constexprs):
 
 
 def grouped_residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
-    """(y, h, mean, rstd) of the grouped op in 3 launches; see the module docstring."""
+    """(y, h, z, mean, rstd) of the grouped op in 3 launches, z empty (the backward recomputes
+    it); see the module docstring."""
     n, d = x.shape
     m = w1.shape[1]
     f32 = {"device": x.device, "dtype": torch.float32}
@@ -304,11 +305,12 @@ def grouped_residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
     _launch(_grouped_norm_kernel, "norm", (n, triton.cdiv(d, CONFIGS["norm"]["BLOCK_D"])),
             x, z, part_sum, part_m2, ln_weight, ln_bias, y, mean, rstd, d, num_parts, eps,
             *x.stride(), *ln_weight.stride(), *ln_bias.stride(), *y.stride(), PART_D=out_d)
-    return y, h, mean, rstd
+    return y, h, x.new_empty((0,)), mean, rstd
 
 
-def grouped_residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, mean, rstd):
-    """(dx, dw1, db1, dw2, db2, dln_weight, dln_bias) in 4 launches; see the module docstring."""
+def grouped_residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd):
+    """(dx, dw1, db1, dw2, db2, dln_weight, dln_bias) in 4 launches; see the module docstring.
+    ``z`` is the forward's empty one: launch 1 recomputes z."""
     n, d = x.shape
     m = w1.shape[1]
     f32 = {"device": x.device, "dtype": torch.float32}

@@ -138,7 +138,8 @@ def _up_projection(h, w2, b2, cfg, precision):
 
 
 def residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
-    """Returns (y, h, mean, rstd); see ``rpt_fast.ops`` for the contract."""
+    """Returns (y, h, z, mean, rstd) with z empty: the backward recomputes it (only h and the
+    fp32 statistics are saved); see ``rpt_fast.ops`` for the contract."""
     M, d = x.shape
     m = w1.shape[0]
     rows = row_kernel_config(d)
@@ -157,11 +158,12 @@ def residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
         BLOCK_R=rows.block_r, BLOCK_N=rows.block_n,
         num_warps=rows.num_warps, num_stages=ROW_KERNEL_STAGES,
     )
-    return y, h, mean, rstd
+    return y, h, x.new_empty((0,)), mean, rstd
 
 
-def residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, mean, rstd):
-    """Returns (dx, dw1, db1, dw2, db2, dln_weight, dln_bias) in x's dtype, contiguous."""
+def residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd):
+    """Returns (dx, dw1, db1, dw2, db2, dln_weight, dln_bias) in x's dtype, contiguous.
+    ``z`` is the forward's empty one: z is recomputed from h (B1)."""
     M, d = x.shape
     m = w1.shape[0]
     rows = row_kernel_config(d)
