@@ -5,8 +5,9 @@ Why: the planner's activation and ZeRO-3 terms are estimates; this script states
   per storage with saved-tensor hooks) whose input embeddings (prompt + source) need a gradient,
   vs ``activation_terms`` of the planner.
 * ZeRO-3 gathered parameters (``--zero3``): peak bytes of non-persistent backbone parameters that
-  are gathered or in flight (ds_status not NOT_AVAILABLE) at any module hook during training steps of a tiny T5 under
-  ``deepspeed.initialize`` on one CPU rank (DS_ACCELERATOR=cpu, gloo), vs the planner's term.
+  are gathered or in flight (ds_status not NOT_AVAILABLE) at any module hook (_train_gathered.py)
+  during training steps of a tiny T5 under ``deepspeed.initialize`` on one CPU rank
+  (DS_ACCELERATOR=cpu, gloo), vs the planner's term.
 
 Usage: python benchmarks/check_memory.py [--json] [--zero3]
 """
@@ -21,6 +22,7 @@ import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
@@ -118,8 +120,9 @@ def zero3_row(steps: int = 3) -> dict:
                  "MASTER_PORT": str(_free_port())}.items():
         os.environ.setdefault(k, v)
     import deepspeed
-    from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
     from transformers import T5ForConditionalGeneration
+
+    from _train_gathered import GatheredPeak
 
     ds_torch_comm = importlib.import_module("deepspeed.comm.torch")  # not the torch package
     # One rank needs no shared-memory collectives; skip building that C++ op (minutes on 2 cores).
@@ -144,31 +147,19 @@ def zero3_row(steps: int = 3) -> dict:
         p.requires_grad_(False)
     opt = torch.optim.AdamW(wrapper.prompt.parameters(), lr=1e-3)
     engine, *_ = deepspeed.initialize(model=wrapper, optimizer=opt, config=config)
-    backbone = list(model.parameters())
-    peak = [0]
-
-    def observe(*_):
-        live = sum(p.ds_numel for p in backbone
-                   if not p.ds_persist and p.ds_status != ZeroParamStatus.NOT_AVAILABLE)
-        peak[0] = max(peak[0], live)
-
-    for module in model.modules():
-        module.register_forward_pre_hook(observe)
-        module.register_forward_hook(observe)
-        module.register_full_backward_pre_hook(lambda *a: observe())
-        module.register_full_backward_hook(lambda *a: observe())
-    for _ in range(steps):
-        ids = torch.randint(2, 300, (2, 16))
-        labels = torch.randint(2, 300, (2, 6))
-        engine.backward(engine(ids, labels))
-        engine.step()
+    with GatheredPeak(model) as gathered:
+        for _ in range(steps):
+            ids = torch.randint(2, 300, (2, 16))
+            labels = torch.randint(2, 300, (2, 6))
+            engine.backward(engine(ids, labels))
+            engine.step()
     setup = Setup(model="t5-tiny", batch_size=2, source_length=16, target_length=6, num_tokens=8,
                   bf16=False, zero_stage=3, **k)
     predicted = plan(setup)["gpu_terms"]["backbone gathered (live)"]
-    measured = peak[0] * 4
+    measured = gathered.peak_bytes
     persistent = sum(n * c for _, n, c in backbone_tensors(load_arch("t5-tiny"))
                      if n <= k["param_persistence_threshold"])
-    measured_persistent = sum(p.ds_numel for p in backbone if p.ds_persist)
+    measured_persistent = gathered.persistent_numel
     return {"case": "t5-tiny fp32 ZeRO-3 gathered, " + ", ".join(f"{a}={b}" for a, b in k.items()),
             "measured": measured, "predicted": predicted, "rel_error": predicted / measured - 1,
             "persistent_numel_measured": measured_persistent,

@@ -62,9 +62,10 @@ def test_auto_never_fails_where_eager_works():
     torch.testing.assert_close(residual_mlp(*inputs), residual_mlp(*inputs, backend="eager"))
 
 
-def test_zero_rows_give_empty_output_and_zero_weight_grads():
-    x, *weights = make_inputs(0, 8, 4, requires_grad=True)
-    out = residual_mlp(x, *weights)
+@pytest.mark.parametrize("backend", ["eager", "native", "triton"])
+def test_zero_rows_give_empty_output_and_zero_weight_grads(backend):
+    x, *weights = make_inputs(0, 8, 4, dtype=torch.float32, requires_grad=True)
+    out = residual_mlp(x, *weights, backend=backend)
     assert out.shape == (0, 8)
     out.sum().backward()
     for w in weights:

@@ -95,6 +95,13 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     return _parse(argv)[0]
 
 
+def _backbone_dropout(cfg: TrainConfig, default: float) -> float:
+    """The dropout the run's backbone will use: the flag, else the preset's, else T5's default."""
+    if cfg.backbone_dropout is not None:
+        return cfg.backbone_dropout
+    return T5_PRESETS.get(cfg.model, {}).get("dropout_rate", default)
+
+
 def print_plan(cfg: TrainConfig) -> None:
     """The memory planner's prediction for this run (per rank), before anything is allocated."""
     from ..memory import Setup, format_plan, plan
@@ -113,7 +120,7 @@ def print_plan(cfg: TrainConfig) -> None:
         offload_param=cfg.offload_param,
         grad_checkpointing=cfg.gradient_checkpointing,
         world_size=world,
-        dropout=Setup.dropout if cfg.backbone_dropout is None else cfg.backbone_dropout,
+        dropout=_backbone_dropout(cfg, Setup.dropout),
         max_live_parameters=cfg.max_live_parameters,
         prefetch_bucket_size=cfg.max_live_parameters // 2,
         max_reuse_distance=cfg.max_live_parameters // 2,

@@ -1,0 +1,342 @@
+"""Training benchmark: frozen T5 presets (random weights) with a residual prompt, built as
+``rpt-train`` builds them, trained a few steps on synthetic batches in plain PyTorch or
+DeepSpeed ZeRO (with or without parameter offload and gradient checkpointing).
+
+Measures per configuration the median step time, tokens/s (batch x (source + target) tokens
+per second; prompt tokens not counted) and memory: on CUDA the allocator peak and the device
+peak (reserved + context), on CPU the peak RSS of the training steps; under ZeRO-3 also the
+peak gathered backbone bytes (module hooks, one extra untimed step). Next to each it prints the
+memory planner's prediction (``rpt-train --plan``) and the relative error (predicted /
+measured - 1), and checks the design goals when the issue's settings were run on CUDA.
+Each configuration runs in its own process; train.json and train.csv under
+benchmarks/results/<device>/ (or --out) are rewritten after each.
+
+  python benchmarks/bench_train.py              # CPU: t5-tiny, t5-small, fp32, source 128
+  python benchmarks/bench_train.py              # GPU: t5-small..t5-xxl, bf16, B 8, source 512
+  python benchmarks/bench_train.py --models t5-xl --modes zero3-ckpt,zero3-offload-ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if not os.environ.get("RPT_FAST_INSTALLED"):
+    sys.path.insert(0, str(HERE.parent))
+
+from rpt_fast.memory import GIB, Setup, plan  # noqa: E402
+from rpt_fast.presets import T5_PRESETS  # noqa: E402
+
+SCHEMA = "rpt-fast-bench-train/1"
+WORKER = HERE / "_train_worker.py"
+MODE_RE = re.compile(r"(plain|zero[0-3])(-offload)?(-ckpt)?")
+# The issue's settings; anything else is listed as a deviation in the results.
+ISSUE = {"dtype": "bf16", "batch_size": 8, "seq_len": 512, "num_tokens": 100}
+DEFAULTS = {
+    "cuda": dict(models="t5-small,t5-base,t5-large,t5-xl,t5-xxl", seq_len=512, target_len=128,
+                 dtype="bf16", warmup=2, steps=5, backend="auto", max_live_parameters=100_000_000,
+                 threads=0, modes="plain,zero3,zero3-ckpt,zero3-offload,zero3-offload-ckpt"),
+    "cpu": dict(models="t5-tiny,t5-small", seq_len=128, target_len=32, dtype="fp32", warmup=1,
+                steps=3, backend="eager", max_live_parameters=10_000_000, threads=1,
+                modes="plain,zero3,zero3-offload,zero3-offload-ckpt"),
+}
+QUICK = {
+    "cuda": dict(models="t5-xl", warmup=1, steps=3, modes="zero3-ckpt,zero3-offload-ckpt"),
+    "cpu": dict(models="t5-tiny", seq_len=32, target_len=8, steps=1, modes="plain,zero3"),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", help=f"comma list of {', '.join(T5_PRESETS)}")
+    ap.add_argument("--modes", help="comma list: plain or zero0..zero3, then -offload (zero3), then -ckpt")
+    ap.add_argument("--seq-len", type=int, help="source tokens (the prompt comes on top)")
+    ap.add_argument("--target-len", type=int, help="target tokens")
+    ap.add_argument("--batch-size", type=int, default=ISSUE["batch_size"])
+    ap.add_argument("--num-tokens", type=int, default=ISSUE["num_tokens"], help="prompt tokens")
+    ap.add_argument("--dtype", choices=("bf16", "fp32"))
+    ap.add_argument("--warmup", type=int, help="untimed steps first")
+    ap.add_argument("--steps", type=int, help="timed steps (the median is reported)")
+    ap.add_argument("--backend", help="prompt-encoder kernel backend (CPU default eager: no C++ build)")
+    ap.add_argument("--max-live-parameters", type=float, help="ZeRO-3 live-parameter cap (rpt-train's flag)")
+    ap.add_argument("--persistence-threshold", type=float,
+                    help="ZeRO-3 stage3_param_persistence_threshold (default: DeepSpeed's, 1e5)")
+    ap.add_argument("--threads", type=int,
+                    help="torch CPU threads per worker, 0: torch's default (CPU default 1: with 2 threads "
+                         "on a busy machine, OpenMP stalls made plain-mode steps up to 80x slower)")
+    ap.add_argument("--quick", action="store_true", help="a small subset (CPU: t5-tiny; GPU: t5-xl)")
+    ap.add_argument("--config-timeout", type=float, default=900, help="seconds per configuration")
+    ap.add_argument("--out", help="results folder (default benchmarks/results/<device>)")
+    args = ap.parse_args(argv)
+    args.device = _device_type()
+    for key, value in {**DEFAULTS[args.device], **(QUICK[args.device] if args.quick else {})}.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.models = _csv(args.models, lambda m: m in T5_PRESETS, "models")
+    args.modes = _csv(args.modes, _valid_mode, "modes")
+    args.max_live_parameters = int(args.max_live_parameters)
+    if args.persistence_threshold is not None:
+        args.persistence_threshold = int(args.persistence_threshold)
+    return args
+
+
+def _device_type() -> str:
+    """Without creating a CUDA context here (it would count in the workers' device peak)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _valid_mode(mode: str) -> bool:
+    m = MODE_RE.fullmatch(mode)
+    return bool(m) and (m.group(2) is None or m.group(1) == "zero3")
+
+
+def _csv(text: str, ok, what: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in items if not ok(s)]
+    if bad or not items:
+        raise SystemExit(f"--{what}: not valid: {bad or text!r}")
+    return items
+
+
+def planner_setup(spec: dict, attention: str, dropout: float) -> Setup:
+    """The Setup ``rpt-train --plan`` (cli.print_plan) builds for this run, with the backbone's
+    real attention and dropout (print_plan assumes sdpa and 0.1)."""
+    base, _, flags = spec["mode"].partition("-")
+    live = spec["max_live_parameters"]
+    extra = {} if spec["persistence_threshold"] is None else \
+        {"param_persistence_threshold": spec["persistence_threshold"]}
+    return Setup(model=spec["model"], batch_size=spec["batch_size"], source_length=spec["seq_len"],
+                 target_length=spec["target_len"], num_tokens=spec["num_tokens"],
+                 bf16=spec["dtype"] == "bf16", zero_stage=0 if base == "plain" else int(base[4:]),
+                 offload_param="cpu" if "offload" in flags else "none", grad_checkpointing="ckpt" in flags,
+                 dropout=dropout, attention=attention, max_live_parameters=live,
+                 prefetch_bucket_size=live // 2, max_reuse_distance=live // 2, **extra)
+
+
+def _err(predicted, measured):
+    return predicted / measured - 1 if predicted is not None and measured else None
+
+
+def compare(row: dict) -> None:
+    """Adds the planner's prediction and its relative errors to a measured row."""
+    dropout = row.get("dropout", T5_PRESETS[row["model"]].get("dropout_rate", 0.1))  # failed rows
+    p = plan(planner_setup(row, row.get("attention", "sdpa"), dropout))
+    gpu, host = p["gpu_terms"], p["host_terms"]
+    row["pred_backbone_params"] = p["backbone_params"]
+    row["pred_gathered_bytes"] = gpu.get("backbone gathered (live)")
+    row["pred_persistent_bytes"] = gpu.get("backbone persistent")
+    row["pred_allocated_bytes"] = p["gpu_allocated_peak"]
+    row["pred_device_total_bytes"] = p["gpu_total"]
+    row["err_gathered"] = _err(row["pred_gathered_bytes"], row.get("gathered_peak_bytes"))
+    if row["device"] == "cuda":
+        row["err_allocated"] = _err(p["gpu_allocated_peak"], row.get("peak_allocated_bytes"))
+        row["err_device_total"] = _err(p["gpu_total"], row.get("device_peak_bytes"))
+    else:  # on CPU device and host are one: compare the RSS growth over the pre-build process
+        row["pred_rss_growth_bytes"] = p["gpu_allocated_peak"] + host.get("backbone partition (pinned)", 0)
+        if row.get("rss_peak_bytes") and row.get("rss_before_build_bytes"):
+            row["rss_growth_bytes"] = row["rss_peak_bytes"] - row["rss_before_build_bytes"]
+            row["err_rss_growth"] = _err(row["pred_rss_growth_bytes"], row["rss_growth_bytes"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker_env(device: str) -> dict:
+    """One local rank on a free port; DeepSpeed on the CPU accelerator without CUDA; C++ ops
+    (if any get built) in a private extensions folder."""
+    env = dict(os.environ, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(_free_port()))
+    if device == "cpu":
+        env["DS_ACCELERATOR"] = "cpu"
+    env.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(tempfile.gettempdir(), "rpt-bench-train-extensions"))
+    return env
+
+
+def run_config(spec: dict, device: str, timeout: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="rpt-bench-train-") as tmp:
+        path = os.path.join(tmp, "result.json")
+        try:
+            proc = subprocess.run([sys.executable, str(WORKER), json.dumps(spec), path],
+                                  env=worker_env(device), capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"status": "timeout", "note": f"killed after {timeout:.0f}s (--config-timeout)"}
+        if os.path.exists(path):
+            with open(path) as f:
+                result = json.load(f)
+        else:
+            why = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"rc={proc.returncode}"
+            result = {"status": "error", "note": f"worker {why} without a result (host memory?)"}
+        if result["status"] != "ok":
+            result["log_tail"] = (proc.stdout + proc.stderr)[-1500:]
+        return result
+
+
+def environment(device: str) -> dict:
+    """bench_kernels' environment record, taken in a child (its CUDA queries make a context)."""
+    code = ("import json, sys, torch; sys.path.insert(0, sys.argv[1]); import bench_kernels as b; "
+            "print(json.dumps(b.environment(torch.device(sys.argv[2]))))")
+    out = subprocess.run([sys.executable, "-c", code, str(HERE), device], capture_output=True, text=True,
+                         check=True)
+    env = json.loads(out.stdout.strip().splitlines()[-1])
+    env["command"] = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    env.pop("triton_interpret", None)
+    return env
+
+
+def deviations(args) -> list[str]:
+    s = {"dtype": args.dtype, "batch_size": args.batch_size, "seq_len": args.seq_len,
+         "num_tokens": args.num_tokens}
+    out = [f"{k} {s[k]} (issue: {v})" for k, v in ISSUE.items() if s[k] != v]
+    if args.device != "cuda":
+        out.append("CPU: peak RSS and ZeRO-3 gathered bytes stand in for device memory; "
+                   "'offload' moves nothing (parameters already live in host memory)")
+    return out
+
+
+def goals(rows: list[dict], args) -> list[str]:
+    """The issue's goals, judged only on CUDA rows at the issue's settings; else not measured."""
+    at_issue = args.device == "cuda" and not [d for d in deviations(args) if "issue" in d]
+    ok = {(r["model"], r["mode"]): r for r in rows if r["status"] == "ok"} if at_issue else {}
+    lines = []
+    for model, limit, need_offload in (("t5-xl", 8, False), ("t5-xxl", 16, True)):
+        cands = [r for (m, mode), r in ok.items() if m == model and (not need_offload or "offload" in mode)]
+        what = f"{model} in {limit} GiB{' with offload' if need_offload else ''}"
+        if not cands:
+            lines.append(f"goal {what}: not measured here")
+            continue
+        best = min(cands, key=lambda r: r["device_peak_bytes"])
+        verdict = "MET" if best["device_peak_bytes"] <= limit * GIB else "NOT met"
+        lines.append(f"goal {what}: {verdict}, {best['device_peak_bytes'] / GIB:.2f} GiB device peak "
+                     f"({best['mode']}; planner {best['pred_device_total_bytes'] / GIB:.2f} GiB)")
+    pairs = [(mode, mode.replace("zero3", "zero3-offload", 1)) for (m, mode) in ok
+             if m == "t5-xl" and "offload" not in mode and mode.startswith("zero3")]
+    pairs = [(a, b) for a, b in pairs if ("t5-xl", b) in ok]
+    for a, b in pairs:
+        ratio = ok[("t5-xl", b)]["tokens_per_s"] / ok[("t5-xl", a)]["tokens_per_s"]
+        lines.append(f"goal t5-xl offload throughput >= 0.5x: {'MET' if ratio >= 0.5 else 'NOT met'}, "
+                     f"{b} / {a} = {ratio:.2f}")
+    if not pairs:
+        lines.append("goal t5-xl offload throughput >= 0.5x: not measured here")
+    return lines
+
+
+CSV_FIELDS = ["model", "mode", "device", "dtype", "batch_size", "seq_len", "target_len", "num_tokens",
+              "status", "step_ms_median", "tokens_per_s", "build_s", "loss_first", "loss_last",
+              "peak_allocated_bytes", "pred_allocated_bytes", "err_allocated", "device_peak_bytes",
+              "pred_device_total_bytes", "err_device_total", "rss_peak_bytes", "rss_growth_bytes",
+              "pred_rss_growth_bytes", "err_rss_growth", "gathered_peak_bytes", "pred_gathered_bytes",
+              "err_gathered", "persistent_bytes", "pred_persistent_bytes", "backbone_params",
+              "pred_backbone_params", "backbone_bytes", "note"]
+
+
+def write(report: dict, out: Path) -> None:
+    """train.json and train.csv, replaced atomically (a run cut short keeps the last)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train.json.tmp").write_text(json.dumps(report, indent=1))
+    os.replace(out / "train.json.tmp", out / "train.json")
+    with open(out / "train.csv.tmp", "w", newline="") as f:
+        w = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(report["results"])
+    os.replace(out / "train.csv.tmp", out / "train.csv")
+
+
+def _mib(v) -> str:
+    return f"{v / 2**20:9.1f}" if isinstance(v, (int, float)) else f"{'-':>9s}"
+
+
+def _pct(v) -> str:
+    return f"{100 * v:+6.1f}%" if isinstance(v, (int, float)) else f"{'-':>7s}"
+
+
+def line(r: dict) -> str:
+    head = f"{r['model']:9s} {r['mode']:19s}"
+    if r["status"] != "ok":
+        return f"{head} {r['status']}: {r.get('note', '')[:90]}"
+    if r["device"] == "cuda":
+        mem = (_mib(r["peak_allocated_bytes"]), _mib(r["pred_allocated_bytes"]), _pct(r["err_allocated"]))
+    else:
+        mem = (_mib(r.get("rss_growth_bytes")), _mib(r["pred_rss_growth_bytes"]),
+               _pct(r.get("err_rss_growth")))
+    gathered = (_mib(r.get("gathered_peak_bytes")), _mib(r["pred_gathered_bytes"]), _pct(r["err_gathered"]))
+    return (f"{head} {r['step_ms_median']:9.1f} {r['tokens_per_s']:9.0f} " + " ".join(mem) + "  "
+            + " ".join(gathered))
+
+
+def table(report: dict) -> str:
+    kind = "alloc peak" if report["device"]["type"] == "cuda" else "RSS growth"
+    head = (f"{'model':9s} {'mode':19s} {'step ms':>9s} {'tokens/s':>9s} {kind + ' MiB':>9s} "
+            f"{'planner':>9s} {'error':>7s}  {'gathered':>9s} {'planner':>9s} {'error':>7s}")
+    lines = [head, "-" * len(head), *map(line, report["results"])]
+    lines += [f"deviation: {d}" for d in report["deviations"]]
+    lines += [f"note: {n}" for n in report["notes"]]
+    lines += report["goals"]
+    return "\n".join(lines)
+
+
+NOTES = [
+    "tokens/s = batch x (source + target) tokens / median step time; the prompt is not counted",
+    "error = planner prediction / measurement - 1; gathered = peak bytes of gathered or in-flight "
+    "non-persistent backbone parameters at module hooks, one extra untimed step",
+    "CUDA: alloc peak = torch.cuda.max_memory_allocated over the timed steps; device peak = "
+    "max_memory_reserved + memory outside torch's allocator (context) at the end",
+    "CPU: RSS growth = peak RSS of the timed steps (VmHWM reset after the build) - RSS before the "
+    "build; planner side = its allocator peak + offloaded partition (host and device are one)",
+    "plain mode under bf16 keeps fp32 weights with autocast (as rpt-train does); the planner "
+    "assumes bf16 weights at ZeRO-0",
+]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out) if args.out else None
+    env = environment(args.device)
+    if args.threads:
+        env["device"]["threads"] = args.threads
+    out = out or HERE / "results" / env["device"]["slug"]
+    settings = {k: getattr(args, k) for k in ("models", "modes", "batch_size", "seq_len", "target_len",
+                                              "num_tokens", "dtype", "warmup", "steps", "backend",
+                                              "max_live_parameters", "persistence_threshold", "threads")}
+    report = {"schema": SCHEMA, **env, "settings": settings, "deviations": deviations(args),
+              "notes": NOTES, "loadavg_start": os.getloadavg(), "complete": False, "results": [], "goals": []}
+    print(f"bench_train on {env['device']['name']} ({args.device}); writing {out}/train.json", flush=True)
+    for model in args.models:
+        for mode in args.modes:
+            spec = {"model": model, "mode": mode, **{k: settings[k] for k in (
+                "batch_size", "seq_len", "target_len", "num_tokens", "dtype", "warmup", "steps", "backend",
+                "max_live_parameters", "persistence_threshold", "threads")}}
+            start = time.time()
+            row = {**spec, "device": args.device, **run_config(spec, args.device, args.config_timeout)}
+            row["wall_s"] = round(time.time() - start, 1)
+            compare(row)
+            report["results"].append(row)
+            report["loadavg_end"] = os.getloadavg()
+            write(report, out)
+            print(f"[{len(report['results'])}/{len(args.models) * len(args.modes)}] {line(row)}  "
+                  f"({row['wall_s']:.0f}s)", flush=True)
+    report["goals"] = goals(report["results"], args)
+    report["complete"] = True
+    write(report, out)
+    print(table(report))
+    print(f"wrote {out / 'train.json'} and {out / 'train.csv'}")
+    return 0 if all(r["status"] == "ok" for r in report["results"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
