@@ -63,7 +63,9 @@ setup(
         "triton": ["triton>=3.2"],
         "train": ["transformers>=4.40", "deepspeed>=0.14", "peft>=0.11", "sentencepiece"],
         "bench": ["matplotlib", "pytest-benchmark"],
-        "test": ["pytest", "pytest-xdist", "pytest-timeout", "ninja"],
+        # The CPU tests run Triton through its interpreter, which needs numpy < 2.4 (triton 3.6).
+        "test": ["pytest", "pytest-xdist", "pytest-timeout", "ninja", "triton>=3.2", "numpy<2.4",
+                 "matplotlib"],
     },
     entry_points={
         "console_scripts": [
