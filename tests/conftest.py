@@ -16,6 +16,19 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def poisoned():
+    """Fresh ATen allocations (outputs and scratch) are NaN-filled, so an output element a
+    kernel skips fails the comparison instead of passing on leftover memory."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(previous)
+    torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
 def pytest_collection_modifyitems(config, items):
     """The GPU tier (``@pytest.mark.gpu``) runs only where CUDA is present."""
     if torch.cuda.is_available():

@@ -25,18 +25,6 @@ def _loaded():
     assert reason is None, reason
 
 
-@pytest.fixture
-def poisoned():
-    """Fresh ATen allocations are NaN-filled, so an output element a kernel skips fails."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    fill = torch.utils.deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    yield
-    torch.use_deterministic_algorithms(previous)
-    torch.utils.deterministic.fill_uninitialized_memory = fill
-
-
 def make_inputs(rows, d, m, groups=None, dtype=torch.float64):
     """x (rows, d) and the six parameters; grouped when ``groups`` (= rows) is given."""
     lead = () if groups is None else (groups,)

@@ -26,18 +26,6 @@ interpreted = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def poisoned():
-    """Fresh allocations (outputs and scratch) are NaN-filled, so a skipped element fails."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    fill = torch.utils.deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    yield
-    torch.use_deterministic_algorithms(previous)
-    torch.utils.deterministic.fill_uninitialized_memory = fill
-
-
 def make_inputs(n, d, m, dtype=torch.float64):
     """x (n, d) and the six stacked parameters, scaled like a trained encoder's."""
     x = torch.randn(n, d, dtype=dtype)
