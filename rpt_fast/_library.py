@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .ops import load_backend
+from .ops.fakes import gradients_like
 
 
 def _saved_z(x: Tensor, rows: int, backend: str) -> Tensor:
@@ -118,18 +119,6 @@ def _fake_forward(x, m, backend):
     )
 
 
-def _fake_backward(dy, x, w1, w2, b2, ln_weight):
-    return (
-        torch.empty_like(x),
-        torch.empty_like(w1),
-        w1.new_empty(w1.shape[:-1]),
-        torch.empty_like(w2),
-        torch.empty_like(b2),
-        torch.empty_like(ln_weight),
-        torch.empty_like(ln_weight),
-    )
-
-
 @residual_mlp_fwd.register_fake
 def _(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
     return _fake_forward(x, w1.shape[0], backend)
@@ -142,9 +131,9 @@ def _(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
 
 @residual_mlp_bwd.register_fake
 def _(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd, backend):
-    return _fake_backward(dy, x, w1, w2, b2, ln_weight)
+    return gradients_like(x, w1, w2, b2, ln_weight)
 
 
 @grouped_residual_mlp_bwd.register_fake
 def _(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd, backend):
-    return _fake_backward(dy, x, w1, w2, b2, ln_weight)
+    return gradients_like(x, w1, w2, b2, ln_weight)

@@ -153,6 +153,7 @@ def _check_devices(names: str, *tensors: torch.Tensor) -> None:
 
 def _register_fakes() -> None:
     """Shape-only implementations for FakeTensor / torch.compile (symbolic sizes welcome)."""
+    from .fakes import gradients_like  # here, not at the top: setup.py runs this file alone
 
     def forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
         _check_devices("x w1 b1 w2 b2 ln_weight ln_bias", x, w1, b1, w2, b2, ln_weight, ln_bias)
@@ -164,15 +165,7 @@ def _register_fakes() -> None:
     def backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd):
         _check_devices("dy x w1 w2 b2 ln_weight h z mean rstd", dy, x, w1, w2, b2, ln_weight, h,
                        z, mean, rstd)
-        return (
-            torch.empty_like(x),
-            torch.empty_like(w1),
-            w1.new_empty(w1.shape[:-1]),
-            torch.empty_like(w2),
-            torch.empty_like(b2),
-            torch.empty_like(ln_weight),
-            torch.empty_like(ln_weight),
-        )
+        return gradients_like(x, w1, w2, b2, ln_weight)
 
     for prefix in ("", "grouped_"):
         torch.library.register_fake(f"rpt_fast_native::{prefix}residual_mlp_forward")(forward)
