@@ -174,10 +174,3 @@ def test_configs_are_chosen_from_shapes():
     assert trm.row_kernel_config(trm.MAX_D).block_n == trm.MAX_D
     with pytest.raises(ValueError, match=rf"x: .*d <= {trm.MAX_D}, got d={trm.MAX_D + 1}"):
         trm.row_kernel_config(trm.MAX_D + 1)
-
-
-def test_fp32_dot_precision_follows_allow_tf32(monkeypatch):
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    assert trm.dot_precision(torch.float32) == "tf32"
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    assert trm.dot_precision(torch.float32) == "ieee"

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import torch
 import triton
 
+from .precision import dot_precision
 from .triton_layer_norm import (
     layer_norm_backward_kernel,
     layer_norm_backward_wide_kernel,
@@ -99,13 +100,6 @@ def row_kernel_config(d: int) -> RowKernelConfig:
     raise ValueError(
         f"x: the Triton kernels hold a whole row in registers and take d <= {MAX_D}, got d={d}"
     )
-
-
-def dot_precision(dtype: torch.dtype) -> str:
-    """fp32 follows ``torch.backends.cuda.matmul.allow_tf32``, as eager matmuls do."""
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
-        return "ieee"
-    return "tf32"
 
 
 def _shape(cfg: MatmulConfig) -> str:
