@@ -58,14 +58,18 @@ setup(
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     python_requires=">=3.9",
-    install_requires=["torch>=2.4", "numpy", "tqdm", "safetensors"],
+    # Lower bounds are the versions .ci/run installs as its "oldest" stack (.ci/oldest.txt), except
+    # torch: CI runs the CPU build of 2.13; 2.11 is the GPU image's (CUDA wheels of older torch are
+    # not installable in CI). triton 3.6 is what torch 2.11 pins; transformers 5.17 the GPU image's.
+    install_requires=["torch>=2.11", "numpy>=1.26", "tqdm", "safetensors"],
     extras_require={
-        "triton": ["triton>=3.2"],
-        "train": ["transformers>=4.40", "deepspeed>=0.14", "peft>=0.11", "sentencepiece"],
+        "triton": ["triton>=3.6"],
+        "train": ["transformers>=5.17", "deepspeed>=0.18", "peft>=0.18", "sentencepiece"],
+        "tensorboard": ["tensorboard"],
         "bench": ["matplotlib", "pytest-benchmark"],
-        # The CPU tests run Triton through its interpreter, which needs numpy < 2.4 (triton 3.6).
-        "test": ["pytest", "pytest-xdist", "pytest-timeout", "ninja", "triton>=3.2", "numpy<2.4",
-                 "matplotlib"],
+        # numpy < 2.4: triton 3.6's interpreter (the CPU tests run kernels through it) breaks on 2.4.
+        "test": ["pytest>=8", "pytest-xdist", "pytest-timeout", "ninja", "triton>=3.6", "numpy<2.4",
+                 "matplotlib", "hypothesis", "tensorboard"],
     },
     entry_points={
         "console_scripts": [

@@ -18,7 +18,6 @@ import argparse
 import importlib
 import json
 import os
-import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -89,12 +88,6 @@ def activation_rows() -> list[dict]:
     return rows
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _PromptedT5(torch.nn.Module):
     """8 trainable prompt rows prepended to a frozen T5's input embeddings; returns the loss."""
 
@@ -109,15 +102,20 @@ class _PromptedT5(torch.nn.Module):
         return self.t5(inputs_embeds=embeds, labels=labels).loss
 
 
-ZERO3_KNOBS = {"max_live_parameters": 30_000, "prefetch_bucket_size": 10_000,
+# Prefetching off: DeepSpeed prefetches only while its recorded module trace stays valid, and
+# whether it does depends on the order autograd ran the backward hooks in (it differed between
+# machines), so with prefetching the peak was not reproducible. Without it the peak is set by the
+# module structure alone: the largest fetch (the tied embedding) plus what is gathered with it.
+ZERO3_KNOBS = {"max_live_parameters": 30_000, "prefetch_bucket_size": 0,
                "param_persistence_threshold": 1_000, "max_reuse_distance": 0}
 
 
 def zero3_row(steps: int = 3) -> dict:
     """Peak gathered backbone bytes of a tiny T5 under ZeRO-3 on one CPU rank vs the planner."""
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    # One rank: port 0 lets the store bind a port the OS picks, so parallel runs cannot collide.
     for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": str(_free_port())}.items():
+                 "MASTER_PORT": "0"}.items():
         os.environ.setdefault(k, v)
     import deepspeed
     from transformers import T5ForConditionalGeneration

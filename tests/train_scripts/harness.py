@@ -3,6 +3,7 @@ back what a run leaves in its output folder."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -39,9 +40,21 @@ def env() -> dict:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now that no other process of this test run was handed: a port is released
+    here and bound later by the launcher, so two xdist workers asking the OS could get the same
+    one in between. Handed-out ports are recorded in a locked file shared by the run's workers."""
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))
+    with open(os.path.join(tempfile.gettempdir(), f"rpt-fast-test-ports-{run_id}"), "a+") as log:
+        fcntl.flock(log, fcntl.LOCK_EX)
+        log.seek(0)
+        handed_out = {int(line) for line in log.read().split()}
+        while True:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            if port not in handed_out:
+                log.write(f"{port}\n")
+                return port
 
 
 def run(args: list[str], *, timeout: float, check: bool = True,
