@@ -15,6 +15,7 @@ Usage: python benchmarks/check_memory.py [--json] [--zero3]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -170,9 +171,11 @@ def main(argv=None) -> int:
     ap.add_argument("--zero3", action="store_true", help="also run the ZeRO-3 check (deepspeed)")
     ap.add_argument("--no-activations", action="store_true")
     args = ap.parse_args(argv)
-    rows = [] if args.no_activations else activation_rows()
-    if args.zero3:
-        rows.append(zero3_row())
+    # DeepSpeed prints its own lines to stdout: keep stdout for the results alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        rows = [] if args.no_activations else activation_rows()
+        if args.zero3:
+            rows.append(zero3_row())
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -34,11 +34,37 @@ def _assert_same_training(out, reference):
     torch.testing.assert_close(trained, expected, rtol=1e-5, atol=2e-5)
 
 
+def _probe(out: str, rank: int = 0) -> dict:
+    with open(os.path.join(out, f"probe-rank{rank}.json")) as handle:
+        return json.load(handle)
+
+
+def _assert_fused_ran(probe: dict, backend: str) -> None:
+    calls = probe["calls"][backend]
+    assert calls["residual_mlp_forward"] > 0 and calls["residual_mlp_backward"] > 0, probe["calls"]
+
+
 def test_zero3_offload_single_process_matches_pytorch(pytorch_run, tmp_path):
     out = str(tmp_path / "zero3")
-    harness.train("--zero-stage", "3", "--offload-param", "cpu", "--output-dir", out, *PARITY)
+    script = os.path.join(harness.SCRIPTS, "zero3_probe.py")
+    harness.run([sys.executable, script, "--zero-stage", "3", "--offload-param", "cpu",
+                 "--output-dir", out, *PARITY], timeout=240)
     _assert_same_training(out, pytorch_run)
+    _assert_fused_ran(_probe(out), "triton")
     assert harness.summary(out)["mode"] == "deepspeed zero-3"
+
+
+def test_zero3_native_auto_backend_matches_pytorch(tmp_path):
+    """``--backend auto`` on CPU is the native extension: under ZeRO-3 with offload it runs (no
+    eager fallback) and trains as without DeepSpeed."""
+    native = [a if a != "triton" else "auto" for a in PARITY]
+    reference, out = str(tmp_path / "plain"), str(tmp_path / "zero3")
+    harness.train("--no-deepspeed", "--output-dir", reference, *native)
+    script = os.path.join(harness.SCRIPTS, "zero3_probe.py")
+    harness.run([sys.executable, script, "--zero-stage", "3", "--offload-param", "cpu",
+                 "--output-dir", out, *native], timeout=240)
+    _assert_same_training(out, reference)
+    _assert_fused_ran(_probe(out), "native")
 
 
 def test_zero3_two_ranks_partition_the_backbone_and_match_pytorch(pytorch_run, tmp_path):
@@ -52,8 +78,8 @@ def test_zero3_two_ranks_partition_the_backbone_and_match_pytorch(pytorch_run, t
     harness.launch(2, script, "--offload-param", "cpu", "--deepspeed-config", str(tight), "--output-dir", out, *PARITY)
     _assert_same_training(out, pytorch_run)
     for rank in range(2):
-        with open(os.path.join(out, f"probe-rank{rank}.json")) as handle:
-            probe = json.load(handle)
+        probe = _probe(out, rank)
+        _assert_fused_ran(probe, "triton")
         assert probe["world_size"] == 2
         assert 0.45 < probe["stored"] / probe["total"] < 0.55, probe  # each rank holds about half
         for phase in ("peak_forward", "peak_backward"):

@@ -1,7 +1,8 @@
 """Runs one training (the command-line arguments of ``rpt-train``) while measuring ZeRO-3:
-how much of the frozen backbone each rank stores, and the most of it ever gathered at once
-during the forward and backward passes (sampled by module hooks). Writes
-``<output-dir>/probe-rank<r>.json``; launched by the tests through ``deepspeed``."""
+how much of the frozen backbone each rank stores, the most of it ever gathered at once during
+the forward and backward passes (sampled by module hooks), and how often each fused backend's
+forward and backward ran (so a silent eager fallback fails the test). Writes
+``<output-dir>/probe-rank<r>.json``; launched by the tests, with or without ``deepspeed``."""
 
 import json
 import os
@@ -14,11 +15,32 @@ choose_accelerator()
 
 from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus  # noqa: E402
 
+from rpt_fast.ops import load_backend  # noqa: E402
 from rpt_fast.train import trainer  # noqa: E402
+
+KERNELS = ("residual_mlp_forward", "residual_mlp_backward",
+           "grouped_residual_mlp_forward", "grouped_residual_mlp_backward")
+
+
+def count_kernel_calls(backend: str) -> dict:
+    """Wraps the backend module's entry points with counters; returns {name: calls}."""
+    module, calls = load_backend(backend), {}
+
+    def counted(name, fn):
+        def wrapper(*args):
+            calls[name] += 1
+            return fn(*args)
+        return wrapper
+
+    for name in KERNELS:
+        calls[name] = 0
+        setattr(module, name, counted(name, getattr(module, name)))
+    return calls
 
 
 def main() -> None:
     cfg = config_from_args(sys.argv[1:]).validate()
+    calls = {b: count_kernel_calls(b) for b in ("native", "triton")}
     info = init_distributed(cfg.deepspeed)
     run = trainer.Run(cfg, info)
     backbone = run.model.backbone
@@ -40,7 +62,7 @@ def main() -> None:
         module.register_full_backward_hook(sample("backward"))
     trainer._run_loop(run)
     result = {"total": total, "stored": stored, "peak_forward": peak["forward"],
-              "peak_backward": peak["backward"], "world_size": info.world_size}
+              "peak_backward": peak["backward"], "world_size": info.world_size, "calls": calls}
     with open(os.path.join(run.out, f"probe-rank{info.rank}.json"), "w", encoding="utf-8") as handle:
         json.dump(result, handle)
 
