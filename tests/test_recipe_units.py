@@ -138,3 +138,19 @@ def test_recipe_defaults_and_flags():
 def test_bad_recipe_settings_name_the_setting(changes, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**changes).validate()
+
+
+def test_generation_length_is_the_flag_then_the_official_then_max_target_length(capsys):
+    from types import SimpleNamespace
+
+    from rpt_fast.train.tasks import Task
+    from rpt_fast.train.trainer import _max_new_tokens
+
+    main = SimpleNamespace(is_main=True)
+    encoded = [SimpleNamespace(num_label_tokens=n) for n in (2, 6)]  # 1 and 5 tokens + eos
+    boolq, jsonl = Task("boolq", [], [], "accuracy", [], 1), Task("jsonl", [], [], "accuracy")
+    assert _max_new_tokens(TrainConfig(max_new_tokens=5), boolq, encoded, main) == 5
+    assert capsys.readouterr().out == ""
+    assert _max_new_tokens(TrainConfig(max_target_length=16), jsonl, encoded, main) == 16
+    assert _max_new_tokens(TrainConfig(), boolq, encoded, main) == 1
+    assert "longest eval target has 5" in capsys.readouterr().out  # e.g. a byte-level tokenizer

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-eval-examples", type=int, default=None)
     g.add_argument("--max-input-length", type=int, default=d.max_input_length, help="tokens, inputs truncated")
     g.add_argument("--max-target-length", type=int, default=d.max_target_length,
-                   help="tokens; also the generation length at evaluation")
+                   help="tokens, targets truncated; also the generation length of tasks without an official one")
     g.add_argument("--backbone-dropout", type=float, default=None,
                    help="override the backbone config's dropout rates (default: keep them)")
 

@@ -88,7 +88,7 @@ def _max_new_tokens(cfg: TrainConfig, task, encoded, info: DistInfo) -> int:
     longest = max((e.num_label_tokens - 1 for e in encoded), default=0)  # without the eos
     if longest > length and info.is_main:
         print(f"warning: generating at most {length} new tokens, but the longest eval target has {longest} "
-              f"with this tokenizer: such targets cannot be matched (set --max-new-tokens)", flush=True)
+              f"with this tokenizer: longer targets cannot be generated whole (set --max-new-tokens)", flush=True)
     return length
 
 
