@@ -52,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-examples", type=int, default=128)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: no oversubscription on a shared machine)")
     p.add_argument("--out", default=None, help="results folder (default: benchmarks/results/<device>)")
+    p.add_argument("--render", action="store_true", help="only rewrite the table and plot from <out>/recipe.json")
     return p.parse_args(argv)
 
 
@@ -162,6 +163,11 @@ def main(argv=None) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = args.out or os.path.join(REPO, "benchmarks", "results", device)
     os.makedirs(out, exist_ok=True)
+    if args.render:
+        with open(os.path.join(out, "recipe.json"), encoding="utf-8") as handle:
+            saved = json.load(handle)
+        write_reports(saved["runs"], saved["meta"], out)
+        return
     lrs = [float(x) for x in args.lrs.split(",")]
     seeds = [int(x) for x in args.seeds.split(",")]
     methods = args.methods.split(",")
@@ -171,7 +177,7 @@ def main(argv=None) -> None:
     meta = {"steps": args.steps, "batch_size": args.batch_size, "num_tokens": args.num_tokens,
             "bottleneck": args.bottleneck, "eval_examples": args.eval_examples, "seeds": seeds,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+            "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} thread(s))",
             "backbone": "random-weight t5-tiny (rpt_fast.presets), dropout 0"}
     rows, started = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
@@ -185,6 +191,11 @@ def main(argv=None) -> None:
                     meta["total_s"] = time.perf_counter() - started
                     with open(os.path.join(out, "recipe.json"), "w", encoding="utf-8") as handle:
                         json.dump({"meta": meta, "runs": rows, "summary": summarize(rows)}, handle, indent=1)
+    write_reports(rows, meta, out)
+
+
+def write_reports(rows: list[dict], meta: dict, out: str) -> None:
+    """recipe.csv, recipe.md (printed too) and plots/recipe_lr.png from the runs."""
     summary = summarize(rows)
     with open(os.path.join(out, "recipe.csv"), "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

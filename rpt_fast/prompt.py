@@ -3,6 +3,7 @@
 The reparameterized prompt P' (num_tokens, d_model) is prepended to the input embeddings of a
 T5 encoder or of a decoder-only causal LM (GPT-2/Llama-style), exactly where PEFT's
 PROMPT_TUNING puts its prompt, so ``export_peft`` hands P' to PEFT without changing the logits.
+``reparam="none"`` gives the plain prompt-tuning baseline (P' = P) with the same machinery.
 """
 
 from __future__ import annotations
