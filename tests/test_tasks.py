@@ -236,6 +236,13 @@ def test_official_generation_lengths():
     assert get_task("synthetic").max_new_tokens is None  # falls back to max_target_length
 
 
+def test_wsc_generation_length_follows_its_form(superglue_dir):
+    directory = superglue_dir("wsc")
+    assert get_task("wsc", directory, wsc_format="official").max_new_tokens == 2
+    assert get_task("wsc", directory).max_new_tokens is None  # whole referents: max_target_length
+    assert get_task("cb", superglue_dir("cb")).max_new_tokens == 4
+
+
 def _labelled(tmp_path, counts):
     records = [{"input": f"{label} {i}", "target": label} for label, n in counts.items() for i in range(n)]
     _write(tmp_path, "train.jsonl", records)

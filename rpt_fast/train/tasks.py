@@ -42,9 +42,10 @@ which picks the best checkpoint as in the official code (``np.mean(acc_dict['sco
 
 Generation length: the official ``task_to_target_len`` (``prompt_tuner2.py:132-150``) is the
 ``max_length`` of T5's ``generate``, which counts the decoder's start token, so each task
-generates one token less: boolq/copa/wic 1, wsc 2, cb/rte/multirc 4, record 9 new tokens
-(T5's SentencePiece tokens; a byte-level tokenizer needs ``--max-new-tokens``). The synthetic
-and jsonl tasks generate up to ``max_target_length`` tokens.
+generates one token less: boolq/copa/wic 1, wsc 2 (official form), cb/rte/multirc 4, record 9
+new tokens (T5's SentencePiece tokens; a byte-level tokenizer needs ``--max-new-tokens``). The
+synthetic and jsonl tasks, and WSC in the default form (whole referents), generate up to
+``max_target_length`` tokens.
 
 Few-shot (``few_shot=k``): k training examples per target label, drawn with ``seed`` (the
 official ``select_subset_ds``, ``t5_dataset.py:118-134``); ReCoRD and WSC, whose targets are
@@ -374,5 +375,6 @@ def get_task(
     test: list[Example] = []
     if eval_split == "halves":
         evaluation, test = split_halves(evaluation)
-    max_new = OFFICIAL_TARGET_LEN[name] - 1 if name in OFFICIAL_TARGET_LEN else None
+    official_length = name in OFFICIAL_TARGET_LEN and (name != "wsc" or wsc_format == "official")
+    max_new = OFFICIAL_TARGET_LEN[name] - 1 if official_length else None  # wsc spans: whole referents
     return Task(name, train, evaluation, PRIMARY_METRIC.get(name, "accuracy"), test, max_new)
