@@ -73,3 +73,19 @@ def test_few_shot_with_official_halves_scores_the_test_half_once(tmp_path):
     with open(os.path.join(out, "metrics.jsonl")) as handle:
         records = [r for r in map(json.loads, handle) if r["type"] == "test"]
     assert len(records) == 1 and records[0]["step"] == summary["best_step"]
+
+
+def test_record_trains_and_reports_the_official_scores(tmp_path):
+    data = tmp_path / "ReCoRD"
+    data.mkdir()
+    text = "Obama met Merkel in Berlin."
+    records = [{"idx": i, "passage": {"text": text, "entities": [{"start": 0, "end": 4}, {"start": 10, "end": 15}]},
+                "qas": [{"query": f"@placeholder spoke {i}.", "idx": i,
+                         "answers": [{"start": 0, "end": 4, "text": "Obama"}]}]} for i in range(8)]
+    for name in ("train.jsonl", "val.jsonl"):
+        (data / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = str(tmp_path / "run")
+    harness.train("--no-deepspeed", "--output-dir", out, *BASE, "--task", "record", "--data-dir", str(data),
+                  "--eval-interval", "3", "--max-new-tokens", "6", "--max-input-length", "64")
+    summary = harness.summary(out)
+    assert summary["primary_metric"] == "score" and set(summary["best_metrics"]) == {"em", "f1", "score"}
