@@ -64,16 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-layer-norm", dest="layer_norm", action="store_false", help="MLP ablation: no LayerNorm")
     g.add_argument("--no-residual", dest="residual", action="store_false", help="MLP ablation: no skip connection")
     g.add_argument("--activation", choices=ACTIVATIONS, default=d.activation, help="MLP ablation: the nonlinearity")
-    g.add_argument("--mlp-lr", type=float, default=None, help="the MLP's learning rate (default: --lr)")
-    g.add_argument("--mlp-weight-decay", type=float, default=None, help="the MLP's weight decay (default: --weight-decay)")
+    g.add_argument("--mlp-lr", type=float, default=None, metavar="LR", help="the MLP's learning rate; None: --lr")
+    g.add_argument("--mlp-weight-decay", type=float, default=None, metavar="WD",
+                   help="the MLP's weight decay; None: --weight-decay")
     g.add_argument("--lr-scheduler", choices=LR_SCHEDULERS, default=d.lr_scheduler,
                    help="after warmup: constant (the official) or linear decay to 0 at the last step")
-    g.add_argument("--gradient-accumulation-steps", type=int, default=d.gradient_accumulation_steps,
+    g.add_argument("--gradient-accumulation-steps", type=int, default=d.gradient_accumulation_steps, metavar="N",
                    help="micro-batches per step; --batch-size stays the global batch (per rank: batch / (ranks * N))")
-    g.add_argument("--max-new-tokens", type=int, default=None,
-                   help="generation length at evaluation (default: the task's official length, else --max-target-length)")
+    g.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                   help="generation length at evaluation; None: the task's official length, else --max-target-length")
     g.add_argument("--few-shot", type=int, default=None, metavar="K",
-                   help="K training examples per label, seeded (record, wsc: K in all) (default: all)")
+                   help="K training examples per label, seeded (record, wsc: K in all); None: all")
     g.add_argument("--eval-split", choices=EVAL_SPLITS, default=d.eval_split,
                    help="halves: the official val/test split; the test half is scored once with the best prompt")
     g.add_argument("--wsc-format", choices=WSC_FORMATS, default=d.wsc_format,
