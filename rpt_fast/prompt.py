@@ -3,6 +3,7 @@
 The reparameterized prompt P' (num_tokens, d_model) is prepended to the input embeddings of a
 T5 encoder or of a decoder-only causal LM (GPT-2/Llama-style), exactly where PEFT's
 PROMPT_TUNING puts its prompt, so ``export_peft`` hands P' to PEFT without changing the logits.
+``reparam="none"`` gives the plain prompt-tuning baseline (P' = P) with the same machinery.
 """
 
 from __future__ import annotations
@@ -12,10 +13,44 @@ import os
 import torch
 from torch import nn
 
-from .modules import ResidualPromptEncoder
+from .modules import ACTIVATIONS, FusedResidualMLP, ResidualPromptEncoder
 
 _ENCODER_DECODER_TYPES = ("t5", "mt5", "umt5")
 PROMPT_KEY = "prompt_embeddings"
+REPARAMS = ("residual", "none")
+
+
+class PromptEmbedding(nn.Module):
+    """Plain prompt tuning (Lester et al., the official ``--prefix_MLP None``): P itself is the
+    prompt. The interface of :class:`~rpt_fast.modules.ResidualPromptEncoder` (``prompt``,
+    ``num_tokens``, ``forward``, ``projected_prompt``, ``reset_prompt``), so training, exports
+    and checkpoints are shared; the state_dict holds ``prompt`` alone."""
+
+    def __init__(self, num_tokens: int, d_model: int, *, init: torch.Tensor | None = None, device=None, dtype=None):
+        super().__init__()
+        self.prompt = nn.Parameter(torch.empty(num_tokens, d_model, device=device, dtype=dtype))
+        self.num_tokens = num_tokens  # an int: under ZeRO-3 the released prompt has shape (0,)
+        self.reset_prompt(init)
+
+    reset_prompt = ResidualPromptEncoder.reset_prompt
+
+    def forward(self) -> torch.Tensor:
+        # A copy: ZeRO-3 releases the Parameter's storage when this forward returns.
+        return self.prompt.clone()
+
+    @torch.no_grad()
+    def projected_prompt(self) -> torch.Tensor:
+        return self.prompt.detach().clone()
+
+
+def _ablated_mlp(d_model: int, bottleneck: int, num_tokens: int, *, separate: bool, dropout: float,
+                 backend: str, layer_norm: bool, residual: bool, activation: str, device, dtype) -> nn.Module:
+    """The official ResMLP's ablations (``layer_norm``, ``residual``, ``activation``), shared
+    or one per token; such configurations run eager (the kernels fuse the paper's MLP only)."""
+    return FusedResidualMLP(
+        d_model, bottleneck, separate=separate, num_groups=num_tokens if separate else None, dropout=dropout,
+        layer_norm=layer_norm, residual=residual, activation=activation, backend=backend, device=device, dtype=dtype,
+    )
 
 
 def _check_backbone(backbone) -> bool:
@@ -90,6 +125,10 @@ class ResidualPromptModel(nn.Module):
             (uniform(-0.5, 0.5)) or a (num_tokens, d_model) tensor.
         seed: seeds the "vocab" draw; None draws a fresh seed (give one when several ranks
             build the model: they must agree on P).
+        reparam: "residual" (P' = MLP(P) + P) or "none" (plain prompt tuning: P' = P, no MLP;
+            the same "vocab" init of P, exports and checkpoint layout).
+        layer_norm, residual, activation: the MLP ablations of the official code (no
+            LayerNorm, no skip connection, another nonlinearity); they run the eager MLP.
 
     P and the MLP are kept in float32 (float64 for a float64 backbone); P' is cast to the
     embeddings' dtype when prepended, as PEFT does.
@@ -106,8 +145,23 @@ class ResidualPromptModel(nn.Module):
         init="vocab",
         backend: str = "auto",
         seed: int | None = None,
+        reparam: str = "residual",
+        layer_norm: bool = True,
+        residual: bool = True,
+        activation: str = "relu",
     ):
         super().__init__()
+        if reparam not in REPARAMS:
+            raise ValueError(f"reparam: expected one of {REPARAMS}, got {reparam!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        ablated = not (layer_norm and residual and activation == "relu")
+        if reparam == "none" and (ablated or separate or dropout):
+            raise ValueError(
+                "reparam: 'none' has no MLP, so separate, dropout, layer_norm, residual and activation must keep "
+                f"their defaults, got separate={separate}, dropout={dropout}, layer_norm={layer_norm}, "
+                f"residual={residual}, activation={activation!r}"
+            )
         self.is_encoder_decoder = _check_backbone(backbone)
         if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
             raise ValueError(f"num_tokens: expected a positive int, got {num_tokens!r}")
@@ -132,17 +186,22 @@ class ResidualPromptModel(nn.Module):
             param.requires_grad_(False)
         self.backbone = backbone
         weight = embedding.weight
+        factory = {"device": weight.device, "dtype": torch.promote_types(weight.dtype, torch.float32)}
+        init_tensor = None if init_tensor is None else init_tensor.to(weight.device)
+        d_model = embedding.embedding_dim
+        self.reparam = reparam
+        if reparam == "none":
+            self.prompt_encoder = PromptEmbedding(num_tokens, d_model, init=init_tensor, **factory)
+            return
         self.prompt_encoder = ResidualPromptEncoder(
-            num_tokens,
-            embedding.embedding_dim,
-            bottleneck,
-            separate=separate,
-            dropout=dropout,
-            init=None if init_tensor is None else init_tensor.to(weight.device),
-            backend=backend,
-            device=weight.device,
-            dtype=torch.promote_types(weight.dtype, torch.float32),
+            num_tokens, d_model, bottleneck, separate=separate, dropout=dropout, init=init_tensor, backend=backend,
+            **factory,
         )
+        if ablated:
+            self.prompt_encoder.mlp = _ablated_mlp(
+                d_model, bottleneck, num_tokens, separate=separate, dropout=dropout, backend=backend,
+                layer_norm=layer_norm, residual=residual, activation=activation, **factory,
+            )
 
     @property
     def num_tokens(self) -> int:

@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from rpt_fast.train import metrics as M
-from rpt_fast.train.tasks import TASK_NAMES, Example, Task, get_task
+from rpt_fast.train.tasks import OFFICIAL_TARGET_LEN, TASK_NAMES, Example, Task, get_task, split_halves
 
 # A few records per task in the official SuperGLUE JSONL layout.
 FIXTURES = {
@@ -51,6 +50,15 @@ FIXTURES = {
                 {"text": "He slept", "idx": 2, "label": 1}]},
         ]}},
     ],
+    "record": [
+        {"idx": 3, "source": "Daily mail", "passage": {
+            "text": "Obama met Merkel in Berlin. Obama smiled.",
+            "entities": [{"start": 20, "end": 25}, {"start": 0, "end": 4}, {"start": 10, "end": 15},
+                         {"start": 28, "end": 32}]},
+         "qas": [{"query": "@placeholder hosted the visit.", "idx": 5,
+                  "answers": [{"start": 10, "end": 15, "text": "Merkel"}, {"start": 20, "end": 25, "text": "Berlin"},
+                              {"start": 10, "end": 15, "text": "Merkel"}]}]},
+    ],
 }
 
 EXPECTED_FIRST = {
@@ -76,6 +84,11 @@ EXPECTED_FIRST = {
         "question: What did Sam eat? answer: An apple paragraph: Sam ate an apple. Then he slept.",
         "true",
         "7-0",
+    ),
+    "record": Example(
+        "passage : Obama met Merkel in Berlin. Obama smiled. query: @placeholder hosted the visit. "
+        "entities: Obama; Merkel; Berlin",
+        "Berlin; Merkel",
     ),
 }
 
@@ -195,58 +208,73 @@ def test_task_names_cover_every_loader():
     assert set(TASK_NAMES) == set(FIXTURES) | {"jsonl", "synthetic"}
 
 
-def test_normalize():
-    assert M.normalize("  Not_Entailment \n") == "not_entailment"
-    assert M.normalize("The  City\tcouncilmen") == "the city councilmen"
+def test_record_without_answers_is_a_clear_error(tmp_path):
+    record = dict(FIXTURES["record"][0], qas=[{"query": "q @placeholder", "idx": 9, "answers": []}])
+    _write(tmp_path, "train.jsonl", [record])
+    _write(tmp_path, "val.jsonl", [record])
+    with pytest.raises(ValueError, match="train.jsonl:1: answers: query 9 has none"):
+        get_task("record", str(tmp_path))
 
 
-def test_accuracy_normalizes():
-    assert M.accuracy(["True ", "false", "yes"], ["true", "False", "no"]) == pytest.approx(2 / 3)
+def test_wsc_official_form_marks_the_first_word_and_targets_one_word(tmp_path):
+    record = {"text": "The old man said he was tired.", "label": True, "idx": 0,
+              "target": {"span1_index": 0, "span1_text": "The old man", "span2_index": 0, "span2_text": "The old man"}}
+    _write(tmp_path, "train.jsonl", [record])
+    _write(tmp_path, "val.jsonl", [record])
+    span = get_task("wsc", str(tmp_path)).train[0]
+    official = get_task("wsc", str(tmp_path), wsc_format="official").train[0]
+    assert span == Example("*The old man* said he was tired.", "The old man")
+    assert official == Example("*The* old man said he was tired.", "The")
+    with pytest.raises(ValueError, match="wsc_format: expected one of"):
+        get_task("wsc", str(tmp_path), wsc_format="t5")
 
 
-def test_binary_f1_hand_checked():
-    # tp=2 (0, 3), fp=1 (1), fn=1 (2): precision 2/3, recall 2/3 -> F1 2/3. "maybe" is a negative.
-    preds = ["true", "true", "maybe", "true", "false"]
-    targets = ["true", "false", "true", "true", "false"]
-    assert M.binary_f1(preds, targets, "true") == pytest.approx(2 / 3)
-    assert M.binary_f1(["false"], ["false"], "true") == 0.0  # no positives at all
+def test_official_generation_lengths():
+    # prompt_tuner2.py task_to_target_len minus T5's decoder start token.
+    expected = {"boolq": 1, "copa": 1, "wic": 1, "wsc": 2, "cb": 4, "rte": 4, "multirc": 4, "record": 9}
+    assert {name: OFFICIAL_TARGET_LEN[name] - 1 for name in OFFICIAL_TARGET_LEN} == expected
+    assert get_task("synthetic").max_new_tokens is None  # falls back to max_target_length
 
 
-def test_macro_f1_hand_checked():
-    preds = ["entailment", "entailment", "neutral", "contradiction", "junk"]
-    targets = ["entailment", "neutral", "neutral", "contradiction", "contradiction"]
-    # entailment: tp1 fp1 fn0 -> 2/3; neutral: tp1 fp0 fn1 -> 2/3; contradiction: tp1 fp0 fn1 -> 2/3
-    assert M.macro_f1(preds, targets, ("entailment", "contradiction", "neutral")) == pytest.approx(2 / 3)
-    # A class never predicted nor present scores 0 and still counts in the mean.
-    assert M.macro_f1(["a"], ["a"], ("a", "b")) == pytest.approx(0.5)
+def test_wsc_generation_length_follows_its_form(superglue_dir):
+    directory = superglue_dir("wsc")
+    assert get_task("wsc", directory, wsc_format="official").max_new_tokens == 2
+    assert get_task("wsc", directory).max_new_tokens is None  # whole referents: max_target_length
+    assert get_task("cb", superglue_dir("cb")).max_new_tokens == 4
 
 
-def test_group_exact_match_hand_checked():
-    preds = ["true", "false", "true", "true", "false"]
-    targets = ["true", "false", "false", "true", "false"]
-    groups = ["q1", "q1", "q2", "q2", "q3"]
-    assert M.group_exact_match(preds, targets, groups) == pytest.approx(2 / 3)  # q2 has a miss
-    with pytest.raises(ValueError, match="every example needs a group"):
-        M.group_exact_match(["a"], ["a"], [None])
+def _labelled(tmp_path, counts):
+    records = [{"input": f"{label} {i}", "target": label} for label, n in counts.items() for i in range(n)]
+    _write(tmp_path, "train.jsonl", records)
+    _write(tmp_path, "val.jsonl", records)
+    return str(tmp_path)
 
 
-def test_task_metrics_per_task():
-    targets = ("entailment", "neutral", "contradiction", "neutral")
-    cb = Task("cb", [], [Example("x", t) for t in targets], "score")
-    scores = cb.metrics(["entailment", "neutral", "neutral", "neutral"], cb.eval)
-    # accuracy 3/4; F1: entailment 1, contradiction 0, neutral 2*2/(4+1) = 0.8 -> macro 0.6
-    assert scores["accuracy"] == pytest.approx(0.75)
-    assert scores["f1_macro"] == pytest.approx(0.6)
-    assert scores["score"] == pytest.approx(0.675)
+def test_few_shot_takes_k_per_label_seeded(tmp_path):
+    directory = _labelled(tmp_path, {"yes": 10, "no": 6, "maybe": 2})
+    first = get_task("jsonl", directory, seed=3, few_shot=4)
+    counts = {label: sum(e.target == label for e in first.train) for label in ("yes", "no", "maybe")}
+    assert counts == {"yes": 4, "no": 4, "maybe": 2}  # a label with fewer than k keeps them all
+    assert first.train == get_task("jsonl", directory, seed=3, few_shot=4).train
+    assert first.train != get_task("jsonl", directory, seed=4, few_shot=4).train
+    assert len(first.eval) == 18  # few-shot touches training data only
 
-    labelled = (("true", "a"), ("false", "a"), ("true", "b"), ("false", "c"))
-    examples = [Example("x", t, g) for t, g in labelled]
-    multirc = Task("multirc", [], examples, "score")
-    scores = multirc.metrics(["true", "false", "false", "true"], examples)
-    # F1a: tp1 fp1 fn1 -> 0.5; EM: group a right, b wrong, c wrong -> 1/3
-    assert scores["f1a"] == pytest.approx(0.5)
-    assert scores["em"] == pytest.approx(1 / 3)
-    assert scores["score"] == pytest.approx((0.5 + 1 / 3) / 2)
 
-    rte = Task("rte", [], [Example("x", "entailment")] * 2, "accuracy")
-    assert rte.metrics(["Entailment", "not_entailment"], rte.eval) == {"accuracy": 0.5}
+def test_few_shot_is_uniform_for_free_text_targets(tmp_path):
+    records = [dict(FIXTURES["record"][0], idx=i) for i in range(6)]
+    _write(tmp_path, "train.jsonl", records)
+    _write(tmp_path, "val.jsonl", records)
+    assert len(get_task("record", str(tmp_path), few_shot=4).train) == 4  # one target text, still k in all
+
+
+def test_eval_halves_are_fixed_and_keep_questions_together(tmp_path):
+    directory = _labelled(tmp_path, {"yes": 5, "no": 6})
+    a, b = get_task("jsonl", directory, seed=1, eval_split="halves"), get_task("jsonl", directory, seed=2, eval_split="halves")
+    assert (len(a.eval), len(a.test)) == (5, 6)
+    assert a.eval == b.eval and a.test == b.test  # the same halves for every run seed
+    assert sorted(e.input for e in a.eval + a.test) == sorted(e.input for e in get_task("jsonl", directory).eval)
+    grouped = [Example(f"x{i}", "true", f"q{i // 3}") for i in range(12)]
+    val, test = split_halves(grouped)
+    assert {e.group for e in val}.isdisjoint({e.group for e in test}) and len(val) == len(test) == 6
+    with pytest.raises(ValueError, match="eval_split: 'halves' needs at least 2"):
+        split_halves(grouped[:3])

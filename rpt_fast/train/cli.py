@@ -9,7 +9,8 @@ import os
 import sys
 
 from ..presets import T5_PRESETS
-from .config import DEFAULT_STEPS, OFFLOAD_DEVICES, PROMPT_INITS, ZERO_STAGES, TrainConfig
+from .config import (ACTIVATIONS, DEFAULT_STEPS, EVAL_SPLITS, LR_SCHEDULERS, OFFLOAD_DEVICES, PROMPT_INITS,
+                     REPARAMS, WSC_FORMATS, ZERO_STAGES, TrainConfig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-eval-examples", type=int, default=None)
     g.add_argument("--max-input-length", type=int, default=d.max_input_length, help="tokens, inputs truncated")
     g.add_argument("--max-target-length", type=int, default=d.max_target_length,
-                   help="tokens; also the generation length at evaluation")
+                   help="tokens, targets truncated; also the generation length of tasks without an official one")
     g.add_argument("--backbone-dropout", type=float, default=None,
                    help="override the backbone config's dropout rates (default: keep them)")
 
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=d.lr)
     g.add_argument("--weight-decay", type=float, default=d.weight_decay)
     g.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
-                   help="linear warmup, then linear decay to 0 at the last step")
+                   help="linear warmup from 0 to --lr, then the --lr-scheduler")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch, split over ranks")
     g.add_argument("--eval-batch-size", type=int, default=None, help="global (default: --batch-size)")
     g.add_argument("--epochs", type=int, default=None,
@@ -56,6 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
                    help="clip the trainable parameters' gradient norm (0: no clipping); set in both modes")
+
+    g = p.add_argument_group("the official recipe (arazd/ResidualPrompts)")
+    g.add_argument("--reparam", choices=REPARAMS, default=d.reparam,
+                   help="residual: the MLP reparameterization; none: plain prompt tuning (official --prefix_MLP None)")
+    g.add_argument("--no-layer-norm", dest="layer_norm", action="store_false", help="MLP ablation: no LayerNorm")
+    g.add_argument("--no-residual", dest="residual", action="store_false", help="MLP ablation: no skip connection")
+    g.add_argument("--activation", choices=ACTIVATIONS, default=d.activation, help="MLP ablation: the nonlinearity")
+    g.add_argument("--mlp-lr", type=float, default=None, metavar="LR", help="the MLP's learning rate; None: --lr")
+    g.add_argument("--mlp-weight-decay", type=float, default=None, metavar="WD",
+                   help="the MLP's weight decay; None: --weight-decay")
+    g.add_argument("--lr-scheduler", choices=LR_SCHEDULERS, default=d.lr_scheduler,
+                   help="after warmup: constant (the official) or linear decay to 0 at the last step")
+    g.add_argument("--gradient-accumulation-steps", type=int, default=d.gradient_accumulation_steps, metavar="N",
+                   help="micro-batches per step; --batch-size stays the global batch (per rank: batch / (ranks * N))")
+    g.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                   help="generation length at evaluation; None: the task's official length, else --max-target-length")
+    g.add_argument("--few-shot", type=int, default=None, metavar="K",
+                   help="K training examples per label, seeded (record, wsc: K in all); None: all")
+    g.add_argument("--eval-split", choices=EVAL_SPLITS, default=d.eval_split,
+                   help="halves: the official val/test split; the test half is scored once with the best prompt")
+    g.add_argument("--wsc-format", choices=WSC_FORMATS, default=d.wsc_format,
+                   help="span: whole spans marked and as target; official: first word only, as t5_dataset.py")
 
     g = p.add_argument_group("scale")
     g.add_argument("--no-deepspeed", dest="deepspeed", action="store_false",
@@ -110,6 +133,7 @@ def print_plan(cfg: TrainConfig) -> None:
     setup = Setup(
         model=cfg.model,
         batch_size=max(1, cfg.batch_size // world),
+        gradient_accumulation=cfg.gradient_accumulation_steps,
         source_length=cfg.max_input_length,
         target_length=cfg.max_target_length,
         num_tokens=cfg.num_tokens,

@@ -10,6 +10,11 @@ from dataclasses import dataclass
 OFFLOAD_DEVICES = ("none", "cpu", "nvme")
 ZERO_STAGES = (0, 1, 2, 3)
 PROMPT_INITS = ("vocab", "random")
+REPARAMS = ("residual", "none")
+LR_SCHEDULERS = ("constant", "linear")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")  # rpt_fast.modules.ACTIVATIONS
+EVAL_SPLITS = ("full", "halves")  # rpt_fast.train.tasks.EVAL_SPLITS
+WSC_FORMATS = ("span", "official")  # rpt_fast.train.tasks.WSC_FORMATS
 DEFAULT_STEPS = 300  # without --epochs/--max-steps: the demo's few hundred steps
 
 
@@ -42,7 +47,20 @@ class TrainConfig:
     eval_interval: int = 100
     log_interval: int = 10
     seed: int = 42
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 0.0  # the official recipe does not clip
+    # The official recipe (issue 13).
+    reparam: str = "residual"  # "none": plain prompt tuning (the official --prefix_MLP None)
+    layer_norm: bool = True  # MLP ablations (the official ResMLP's options)
+    residual: bool = True
+    activation: str = "relu"
+    mlp_lr: float | None = None  # None: lr (the official optimizer's MLP group)
+    mlp_weight_decay: float | None = None  # None: weight_decay
+    lr_scheduler: str = "constant"  # after warmup_steps; the official trains at a constant lr
+    gradient_accumulation_steps: int = 1
+    max_new_tokens: int | None = None  # None: the task's official generation length
+    few_shot: int | None = None  # k training examples per label
+    eval_split: str = "full"  # "halves": the official val/test split of the eval file
+    wsc_format: str = "span"
     # Scale.
     deepspeed: bool = True
     zero_stage: int = 3
@@ -98,6 +116,29 @@ class TrainConfig:
             raise ValueError(f"deepspeed_config: no such file: {self.deepspeed_config!r}")
         if self.resume and not self.output_dir:
             raise ValueError("resume: needs output_dir, the run folder whose checkpoints to continue")
+        for name, choices in (("reparam", REPARAMS), ("lr_scheduler", LR_SCHEDULERS), ("activation", ACTIVATIONS),
+                              ("eval_split", EVAL_SPLITS), ("wsc_format", WSC_FORMATS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}: expected one of {choices}, got {getattr(self, name)!r}")
+        _check_int("gradient_accumulation_steps", self.gradient_accumulation_steps, minimum=1)
+        for name in ("max_new_tokens", "few_shot"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum=1)
+        if self.mlp_lr is not None and not self.mlp_lr > 0:
+            raise ValueError(f"mlp_lr: expected a positive learning rate (or None: lr), got {self.mlp_lr}")
+        if self.mlp_weight_decay is not None and self.mlp_weight_decay < 0:
+            raise ValueError(f"mlp_weight_decay: expected >= 0 (or None: weight_decay), got {self.mlp_weight_decay}")
+        if self.batch_size % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"batch_size: the global batch {self.batch_size} must split into "
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps} equal micro-batches"
+            )
+        if self.reparam == "none":
+            mlp_only = {"separate": False, "prompt_dropout": 0.0, "layer_norm": True, "residual": True,
+                        "activation": "relu", "mlp_lr": None, "mlp_weight_decay": None}
+            for name, default in mlp_only.items():
+                if getattr(self, name) != default:
+                    raise ValueError(f"{name}: sets the MLP, which reparam='none' does not have (got {getattr(self, name)!r})")
         return self
 
     def total_steps(self, steps_per_epoch: int) -> int:

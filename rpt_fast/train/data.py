@@ -3,7 +3,8 @@
 The order of epoch ``e`` depends only on ``(seed, e)`` and global step ``s`` is batch
 ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``: a resumed run needs nothing but the
 step to continue on the very same data. Each global batch is cut into equal contiguous
-per-rank slices; every rank also knows the whole batch's label-token count, so the loss can be
+per-rank slices (with gradient accumulation: into equal micro-batches first, each cut into
+per-rank slices); every rank also knows the whole batch's label-token count, so the loss can be
 normalized by the global count without communication.
 """
 
@@ -60,15 +61,19 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> torch.Tensor:
 class StepSampler:
     """Maps a global step to this rank's example indices (and the whole batch's)."""
 
-    def __init__(self, num_examples: int, batch_size: int, seed: int, rank: int, world_size: int):
-        if batch_size % world_size:
-            raise ValueError(f"batch_size: {batch_size} does not split evenly over {world_size} ranks")
+    def __init__(self, num_examples: int, batch_size: int, seed: int, rank: int, world_size: int,
+                 accumulation: int = 1):
+        if batch_size % (world_size * accumulation):
+            raise ValueError(
+                f"batch_size: {batch_size} does not split evenly over {world_size} ranks x "
+                f"{accumulation} accumulation steps"
+            )
         if num_examples < batch_size:
             raise ValueError(
                 f"the training set has {num_examples} examples, fewer than one batch of {batch_size}"
             )
         self.num_examples, self.batch_size, self.seed = num_examples, batch_size, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.accumulation = rank, world_size, accumulation
         self.steps_per_epoch = num_examples // batch_size  # the last partial batch is dropped
         self._cached_epoch, self._cached_order = None, None
 
@@ -79,9 +84,12 @@ class StepSampler:
         start = position * self.batch_size
         return self._cached_order[start : start + self.batch_size].tolist()
 
-    def rank_batch(self, step: int) -> list[int]:
-        per_rank = self.batch_size // self.world_size
-        return self.global_batch(step)[self.rank * per_rank : (self.rank + 1) * per_rank]
+    def rank_batch(self, step: int, micro: int = 0) -> list[int]:
+        """This rank's slice of micro-batch ``micro`` (of ``accumulation``) of the global batch."""
+        per_micro = self.batch_size // self.accumulation
+        per_rank = per_micro // self.world_size
+        start = micro * per_micro + self.rank * per_rank
+        return self.global_batch(step)[start : start + per_rank]
 
 
 def _pad(rows: list[list[int]], value: int, *, left: bool = False) -> torch.Tensor:

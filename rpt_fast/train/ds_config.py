@@ -18,16 +18,17 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def build_ds_config(cfg: TrainConfig, world_size: int, *, pin_memory: bool) -> dict:
-    """The DeepSpeed config: ``cfg.batch_size`` is the global batch, split evenly over ranks
-    (no gradient accumulation); ``gradient_clipping`` is always set from ``max_grad_norm``
+    """The DeepSpeed config: ``cfg.batch_size`` is the global batch, split evenly over ranks and
+    ``cfg.gradient_accumulation_steps`` micro-batches; ``gradient_clipping`` is always set from ``max_grad_norm``
     (0 = off), so DeepSpeed's implicit 1.0 never differs from the plain PyTorch mode.
 
     A user JSON (``cfg.deepspeed_config``) is merged over the generated dict, key by key.
     """
-    if cfg.batch_size % world_size:
+    gas = cfg.gradient_accumulation_steps
+    if cfg.batch_size % (world_size * gas):
         raise ValueError(
             f"batch_size: the global batch {cfg.batch_size} must split evenly over "
-            f"{world_size} ranks"
+            f"{world_size} ranks" + (f" x {gas} gradient accumulation steps" if gas > 1 else "")
         )
     zero: dict = {"stage": cfg.zero_stage}
     if cfg.zero_stage == 3:
@@ -42,8 +43,8 @@ def build_ds_config(cfg: TrainConfig, world_size: int, *, pin_memory: bool) -> d
             zero["offload_param"] = offload
     config = {
         "train_batch_size": cfg.batch_size,
-        "train_micro_batch_size_per_gpu": cfg.batch_size // world_size,
-        "gradient_accumulation_steps": 1,
+        "train_micro_batch_size_per_gpu": cfg.batch_size // (world_size * gas),
+        "gradient_accumulation_steps": gas,
         "gradient_clipping": float(cfg.max_grad_norm),
         "zero_optimization": zero,
         "bf16": {"enabled": cfg.bf16},

@@ -11,9 +11,11 @@ from .distributed import DistInfo, all_gather_objects, broadcast_object
 
 @torch.no_grad()
 def evaluate(model, task, encoded: list[Encoded], tokenizer, info: DistInfo, *, batch_size: int,
-             max_new_tokens: int, synced_gpus: bool, autocast_dtype: torch.dtype | None) -> dict[str, float]:
-    """Scores ``model`` on ``task.eval``; ``batch_size`` is the global eval batch. ``synced_gpus``
-    keeps ZeRO-3 ranks generating in lockstep (their parameter gathers are collective)."""
+             max_new_tokens: int, synced_gpus: bool, autocast_dtype: torch.dtype | None,
+             examples=None) -> dict[str, float]:
+    """Scores ``model`` on ``examples`` (default ``task.eval``), encoded as ``encoded``;
+    ``batch_size`` is the global eval batch. ``synced_gpus`` keeps ZeRO-3 ranks generating in
+    lockstep (their parameter gathers are collective)."""
     was_training = model.training
     model.eval()
     indices = eval_shard(len(encoded), info.rank, info.world_size)
@@ -47,5 +49,5 @@ def evaluate(model, task, encoded: list[Encoded], tokenizer, info: DistInfo, *, 
         for part in parts:
             merged.update(part)
         ordered = [merged[i] for i in range(len(encoded))]
-        scores = {k: float(v) for k, v in task.metrics(ordered, list(task.eval)).items()}
+        scores = {k: float(v) for k, v in task.metrics(ordered, list(task.eval if examples is None else examples)).items()}
     return broadcast_object(info, scores)

@@ -3,7 +3,9 @@
 
 Loss normalization: each rank's micro-batch loss is rescaled to ``sum / global_token_count *
 world_size``; after DeepSpeed averages gradients over ranks this is exactly the token-mean loss
-of the whole global batch, the quantity the plain mode computes in one process.
+of the whole global batch, the quantity the plain mode computes in one process. With gradient
+accumulation the global batch is ``gradient_accumulation_steps`` micro-batches whose shares add
+up to the same token mean (DeepSpeed's own 1/GAS loss scaling is turned off for that).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from .data import StepSampler, collate_train, encode_examples
 from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_object, init_distributed, shutdown
 from .ds_config import build_ds_config
 from .evaluate import evaluate
+from .optim import build_optimizer, lr_lambda
 from .zero3 import register_fused_parameters
 from .export import export_prompt, gathered, load_trainable, trainable_tensors
 
@@ -47,17 +50,6 @@ def _output_dir(cfg: TrainConfig, info: DistInfo) -> str:
         os.makedirs(path, exist_ok=True)
     barrier(info)
     return path
-
-
-def _lr_lambda(warmup: int, total: int):
-    """Linear warmup to ``lr`` over ``warmup`` steps, then linear decay to 0 at ``total``."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return factor
 
 
 class MetricsLog:
@@ -83,8 +75,21 @@ class MetricsLog:
 def _fingerprint(cfg: TrainConfig, info: DistInfo) -> dict:
     """Settings a resumed run must share with the saved one to continue exactly."""
     keys = ("model", "task", "data_dir", "num_tokens", "bottleneck", "separate", "seed", "batch_size",
-            "deepspeed", "zero_stage", "max_train_examples", "max_input_length", "max_target_length")
+            "deepspeed", "zero_stage", "max_train_examples", "max_input_length", "max_target_length",
+            "reparam", "layer_norm", "residual", "activation", "gradient_accumulation_steps", "few_shot",
+            "eval_split", "wsc_format")
     return {**{k: getattr(cfg, k) for k in keys}, "world_size": info.world_size}
+
+
+def _max_new_tokens(cfg: TrainConfig, task, encoded, info: DistInfo) -> int:
+    """``--max-new-tokens``, else the task's official generation length, else
+    ``max_target_length``; warns when that cannot produce the longest target."""
+    length = cfg.max_new_tokens or task.max_new_tokens or cfg.max_target_length
+    longest = max((e.num_label_tokens - 1 for e in encoded), default=0)  # without the eos
+    if longest > length and info.is_main:
+        print(f"warning: generating at most {length} new tokens, but the longest eval target has {longest} "
+              f"with this tokenizer: longer targets cannot be generated whole (set --max-new-tokens)", flush=True)
+    return length
 
 
 def _seed_everything(seed: int) -> None:
@@ -104,7 +109,8 @@ class Run:
         self.out = _output_dir(cfg, info)
         self.tokenizer = load_tokenizer(cfg)
         self.task = get_task(cfg.task, cfg.data_dir, seed=cfg.seed, max_train=cfg.max_train_examples,
-                             max_eval=cfg.max_eval_examples)
+                             max_eval=cfg.max_eval_examples, few_shot=cfg.few_shot, eval_split=cfg.eval_split,
+                             wsc_format=cfg.wsc_format)
         self.ds_config = build_ds_config(cfg, info.world_size, pin_memory=info.device.type == "cuda") \
             if cfg.deepspeed else None
         backbone, self._hf_zero3 = build_backbone(cfg, self.ds_config, info.rank)
@@ -112,30 +118,33 @@ class Run:
         lengths = {"max_input_length": cfg.max_input_length, "max_target_length": cfg.max_target_length}
         self.train_data = encode_examples(self.task.train, self.tokenizer, encoder_decoder=encoder_decoder, **lengths)
         self.eval_data = encode_examples(self.task.eval, self.tokenizer, encoder_decoder=encoder_decoder, **lengths)
-        self.sampler = StepSampler(len(self.train_data), cfg.batch_size, cfg.seed, info.rank, info.world_size)
+        self.test_data = encode_examples(self.task.test, self.tokenizer, encoder_decoder=encoder_decoder, **lengths)
+        self.max_new_tokens = _max_new_tokens(cfg, self.task, self.eval_data + self.test_data, info)
+        self.sampler = StepSampler(len(self.train_data), cfg.batch_size, cfg.seed, info.rank, info.world_size,
+                                   accumulation=cfg.gradient_accumulation_steps)
         self.total_steps = cfg.total_steps(self.sampler.steps_per_epoch)
 
         _seed_everything(cfg.seed)  # the prompt's MLP init: same in every mode
         model = ResidualPromptModel(
             backbone, cfg.num_tokens, cfg.bottleneck, separate=cfg.separate, dropout=cfg.prompt_dropout,
-            init=cfg.prompt_init, backend=cfg.backend, seed=cfg.seed,
+            init=cfg.prompt_init, backend=cfg.backend, seed=cfg.seed, reparam=cfg.reparam,
+            layer_norm=cfg.layer_norm, residual=cfg.residual, activation=cfg.activation,
         )
         if not cfg.deepspeed:
             model.to(info.device)
         self.model = model
-        params = model.trainable_parameters()
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        lr_lambda = _lr_lambda(cfg.warmup_steps, self.total_steps)
+        optimizer = build_optimizer(model, cfg)
+        factor = lr_lambda(cfg.lr_scheduler, cfg.warmup_steps, self.total_steps)
         if cfg.deepspeed:
             import deepspeed
 
             self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
                 model=model, optimizer=optimizer, config=self.ds_config,
-                lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda),
+                lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor),
             )
         else:
             self.engine, self.optimizer = None, optimizer
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         self.zero3 = cfg.deepspeed and self.ds_config["zero_optimization"]["stage"] == 3
         if self.zero3:
             register_fused_parameters(model)
@@ -143,9 +152,10 @@ class Run:
         self.checkpoints = os.path.join(self.out, CHECKPOINTS)
         self.fingerprint = _fingerprint(cfg, info)
 
-    def forward_loss(self, step: int) -> torch.Tensor:
-        """This rank's share of the global batch's token-mean loss (see the module docstring)."""
-        indices = self.sampler.rank_batch(step)
+    def forward_loss(self, step: int, micro: int = 0) -> torch.Tensor:
+        """This rank's share of the global batch's token-mean loss from micro-batch ``micro``
+        (see the module docstring)."""
+        indices = self.sampler.rank_batch(step, micro)
         global_tokens = sum(self.train_data[i].num_label_tokens for i in self.sampler.global_batch(step))
         local_tokens = sum(self.train_data[i].num_label_tokens for i in indices)
         batch = collate_train([self.train_data[i] for i in indices], self.tokenizer.pad_token_id)
@@ -155,22 +165,36 @@ class Run:
             loss = module(**batch).loss
         return loss * (local_tokens * self.info.world_size / global_tokens)
 
-    def optimizer_step(self, loss: torch.Tensor) -> None:
-        if self.engine is not None:
-            self.engine.backward(loss)
-            self.engine.step()
-            return
-        loss.backward()
+    def train_step(self, step: int) -> torch.Tensor:
+        """One optimizer step over the global batch of ``step`` (0-based); returns its loss."""
+        total = None
+        for micro in range(self.cfg.gradient_accumulation_steps):
+            loss = self.forward_loss(step, micro)
+            if self.engine is not None:
+                # The share is already normalized over the global batch: no extra 1/GAS.
+                self.engine.backward(loss, scale_wrt_gas=False)
+                self.engine.step()  # DeepSpeed steps the optimizer at the accumulation boundary
+            else:
+                loss.backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        if self.engine is None:
+            self.optimizer_step()
+        return total
+
+    def optimizer_step(self) -> None:
+        """The plain mode's update from the accumulated gradients."""
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, test: bool = False) -> dict[str, float]:
+        """Scores the eval set, or with ``test`` the held-out test half (``eval_split="halves"``)."""
+        data, examples = (self.test_data, self.task.test) if test else (self.eval_data, self.task.eval)
         return evaluate(
-            self.model, self.task, self.eval_data, self.tokenizer, self.info,
-            batch_size=self.cfg.total_eval_batch_size, max_new_tokens=self.cfg.max_target_length,
+            self.model, self.task, data, self.tokenizer, self.info, examples=examples,
+            batch_size=self.cfg.total_eval_batch_size, max_new_tokens=self.max_new_tokens,
             synced_gpus=self.zero3 and self.info.world_size > 1, autocast_dtype=self.autocast_dtype,
         )
 
@@ -223,8 +247,7 @@ def _run_loop(run: Run, resume_from: str | None = None) -> dict:
     first_loss = None
     for step in range(start_step + 1, run.total_steps + 1):
         lr = run.scheduler.get_last_lr()[0]  # the rate this step uses
-        loss = run.forward_loss(step - 1)
-        run.optimizer_step(loss)
+        loss = run.train_step(step - 1)
         window += loss.detach().float()
         window_steps += 1
         bar.update(1)
@@ -248,6 +271,11 @@ def _run_loop(run: Run, resume_from: str | None = None) -> dict:
             best = {"step": run.total_steps, "score": None, "metrics": {}, "tensors": trainable_tensors(run.model)}
     else:
         load_trainable(run.model, best["tensors"])
+    test_metrics = None
+    if run.task.test:  # the official val/test split: the best prompt, scored once on the test half
+        test_metrics = run.evaluate(test=True)
+        log.write({"type": "test", "step": best["step"], **test_metrics})
+        say(f"test (best prompt, step {best['step']}): {_format_scores(test_metrics, primary)}")
     exports = export_prompt(run.model, run.out, info)
     summary = {
         "output_dir": run.out,
@@ -256,6 +284,7 @@ def _run_loop(run: Run, resume_from: str | None = None) -> dict:
         "best_score": best["score"],
         "best_step": best["step"],
         "best_metrics": best["metrics"],
+        "test_metrics": test_metrics,
         "steps": run.total_steps,
         "resumed_from_step": start_step if resumed else None,
         "first_logged_loss": first_loss,
