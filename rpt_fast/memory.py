@@ -416,6 +416,37 @@ def _knobs(p: dict) -> str:
     return text + f" -> {p['gpu_total'] / GIB:.2f} GiB"
 
 
+def train_flags(p: dict) -> str:
+    """The memory settings of plan ``p`` as ``rpt-train`` flags (appended to a command, they
+    override its own: argparse keeps a flag's last value)."""
+    s = p["setup"]
+    flags = [f"--zero-stage {s['zero_stage']}"]
+    if s["zero_stage"] == 3:
+        flags.append(f"--offload-param {s['offload_param']}")
+        flags.append(f"--max-live-parameters {s['max_live_parameters']}")
+    if s["grad_checkpointing"]:
+        flags.append("--gradient-checkpointing")
+    if s["gradient_accumulation"] > 1:
+        flags.append(f"--gradient-accumulation-steps {s['gradient_accumulation']}")
+    return " ".join(flags)
+
+
+def format_verdict(p: dict, gpu_bytes: float, suggestions: list[dict]) -> str:
+    """Whether plan ``p`` fits a GPU of ``gpu_bytes``, in plain words, and the settings that
+    would (fastest first) as flags to paste."""
+    need, have = p["gpu_total"] / GIB, gpu_bytes / GIB
+    if p["gpu_total"] <= gpu_bytes:
+        lines = [f"fits: about {need:.2f} GiB per GPU predicted, {have:.2f} GiB available."]
+    else:
+        lines = [f"does not fit: about {need:.2f} GiB per GPU predicted, only {have:.2f} GiB available."]
+    if suggestions:
+        lines.append("settings predicted to fit, fastest first (append to the rpt-train command):")
+        lines += [f"  {train_flags(q)}    # about {q['gpu_total'] / GIB:.2f} GiB per GPU" for q in suggestions]
+    else:
+        lines.append("no setting tried fits; lower --batch-size, --max-input-length or --num-tokens.")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = Setup()
     ap = argparse.ArgumentParser(prog="rpt-memory", description=__doc__.split("\n\n")[0])
@@ -461,6 +492,51 @@ def setup_from_args(args) -> Setup:
         max_reuse_distance=int(args.max_reuse_distance),
         gradient_accumulation=args.gradient_accumulation,
     )
+
+
+def setup_for_run(cfg, world_size: int | None = None) -> Setup:
+    """The planner's :class:`Setup` for an ``rpt-train`` run (a ``TrainConfig``) on
+    ``world_size`` GPUs (default: the launcher's WORLD_SIZE, else 1): the global batch split over
+    the ranks and the run's gradient accumulation steps, the run's lengths, precision, ZeRO
+    stage and live-parameter limits."""
+    from .presets import T5_PRESETS
+
+    world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.backbone_dropout is not None:
+        dropout = cfg.backbone_dropout
+    else:
+        dropout = T5_PRESETS.get(cfg.model, {}).get("dropout_rate", Setup.dropout)
+    return Setup(
+        model=cfg.model,
+        batch_size=max(1, cfg.batch_size // world),
+        source_length=cfg.max_input_length,
+        target_length=cfg.max_target_length,
+        num_tokens=cfg.num_tokens,
+        bottleneck=cfg.bottleneck,
+        separate=cfg.separate,
+        bf16=cfg.bf16,
+        zero_stage=cfg.zero_stage if cfg.deepspeed else 0,
+        offload_param=cfg.offload_param,
+        grad_checkpointing=cfg.gradient_checkpointing,
+        world_size=world,
+        dropout=dropout,
+        max_live_parameters=cfg.max_live_parameters,
+        prefetch_bucket_size=cfg.max_live_parameters // 2,
+        max_reuse_distance=cfg.max_live_parameters // 2,
+        gradient_accumulation=getattr(cfg, "gradient_accumulation_steps", 1) or 1,
+    )
+
+
+def report_plan(cfg, world_size: int | None, gpu_memory: str | None, *, prog: str = "rpt-memory") -> str:
+    """The plan of an ``rpt-train`` run as text, with a verdict and pasteable ``rpt-train``
+    flags when ``gpu_memory`` (e.g. "80GB") is given."""
+    s = setup_for_run(cfg, world_size)
+    p = plan(s)
+    lines = [format_plan(p)]
+    if gpu_memory:
+        budget = parse_bytes(gpu_memory)
+        lines.append(format_verdict(p, budget, suggest(s, budget)))
+    return "\n".join(lines)
 
 
 def goals(base: Setup) -> list[dict]:

@@ -34,6 +34,8 @@ CHECKPOINTS = "checkpoints"
 
 
 def _output_dir(cfg: TrainConfig, info: DistInfo) -> str:
+    """The run folder's path, the same on every rank; :func:`train` creates it once the run is
+    built, so a run that fails to start leaves nothing behind."""
     path = cfg.output_dir
     if path is None and info.is_main:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -42,11 +44,7 @@ def _output_dir(cfg: TrainConfig, info: DistInfo) -> str:
         while os.path.exists(path):
             n += 1
             path = f"{base}-{n}"
-    path = os.path.abspath(broadcast_object(info, path))
-    if info.is_main:
-        os.makedirs(path, exist_ok=True)
-    barrier(info)
-    return path
+    return os.path.abspath(broadcast_object(info, path))
 
 
 def _lr_lambda(warmup: int, total: int):
@@ -96,15 +94,14 @@ def _seed_everything(seed: int) -> None:
 class Run:
     """A built run: model, optimizer, data, and where things go."""
 
-    def __init__(self, cfg: TrainConfig, info: DistInfo):
+    def __init__(self, cfg: TrainConfig, info: DistInfo, task=None):
         from ..prompt import ResidualPromptModel
-        from .tasks import get_task
+        from .preflight import load_task
 
         self.cfg, self.info = cfg, info
         self.out = _output_dir(cfg, info)
         self.tokenizer = load_tokenizer(cfg)
-        self.task = get_task(cfg.task, cfg.data_dir, seed=cfg.seed, max_train=cfg.max_train_examples,
-                             max_eval=cfg.max_eval_examples)
+        self.task = task if task is not None else load_task(cfg)
         self.ds_config = build_ds_config(cfg, info.world_size, pin_memory=info.device.type == "cuda") \
             if cfg.deepspeed else None
         backbone, self._hf_zero3 = build_backbone(cfg, self.ds_config, info.rank)
@@ -287,8 +284,9 @@ def _print_summary(summary: dict) -> None:
     print("\n".join(lines), flush=True)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Runs the whole training described by ``cfg``; returns the summary (on every rank)."""
+def train(cfg: TrainConfig, task=None) -> dict:
+    """Runs the whole training described by ``cfg``; returns the summary (on every rank).
+    ``task``: the run's task if already loaded (by :func:`~rpt_fast.train.preflight.preflight`)."""
     cfg.validate()
     info = init_distributed(cfg.deepspeed)
     resume_from = None
@@ -296,10 +294,12 @@ def train(cfg: TrainConfig) -> dict:
         resume_from = state.find_resumable(os.path.join(os.path.abspath(cfg.output_dir), CHECKPOINTS), info)
         if resume_from is None and info.is_main:
             print(f"--resume: no checkpoint in {cfg.output_dir} yet, starting from step 0", flush=True)
-    run = Run(cfg, info)
+    run = Run(cfg, info, task)
     if info.is_main:
+        os.makedirs(run.out, exist_ok=True)
         with open(os.path.join(run.out, "config.json"), "w", encoding="utf-8") as handle:
             json.dump({"train": cfg.to_dict(), "deepspeed": run.ds_config}, handle, indent=1)
+    barrier(info)  # the folder exists for every rank
     summary = _run_loop(run, resume_from)
     shutdown(info, cfg.deepspeed)
     return summary
