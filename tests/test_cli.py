@@ -4,38 +4,15 @@ launcher on two CPU ranks); ``--help`` shows every flag with its real default.""
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "train_scripts"))
+from cli_run import env, rpt_train  # noqa: E402
+
 pytestmark = pytest.mark.timeout(180)
-
-
-def _env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RPT_DEBUG")}
-    env.update(CUDA_VISIBLE_DEVICES="", DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])), **extra)
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def rpt_train(cwd, *args, launcher_ranks: int = 0, **env) -> subprocess.CompletedProcess:
-    """``python -m rpt_fast.train ARGS`` in ``cwd``; with ``launcher_ranks`` under
-    ``deepspeed --num_gpus N`` (CPU ranks)."""
-    command = [sys.executable, "-m", "rpt_fast.train", *args]
-    if launcher_ranks:
-        command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(launcher_ranks),
-                   "--master_port", str(_free_port()), "--module", "rpt_fast.train", *args]
-    return subprocess.run(command, cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=150)
 
 
 def assert_one_line_error(proc, expected: str) -> None:
@@ -104,7 +81,7 @@ def _options():
 
 
 def test_help_shows_every_flag_with_help_and_its_real_default(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "rpt_fast.train", "--help"], env=_env(COLUMNS="200"),
+    proc = subprocess.run([sys.executable, "-m", "rpt_fast.train", "--help"], env=env(COLUMNS="200"),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split("model and data:", 1)[1].split())  # the flags' help, not usage

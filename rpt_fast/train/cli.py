@@ -1,7 +1,8 @@
 """``rpt-train``: the command line. With no arguments it runs the demo: a tiny random-weight T5
 with the byte-level tokenizer learns the built-in synthetic task under ZeRO-3 in about a minute
 on two CPU cores. Every flag maps to the :class:`~rpt_fast.train.config.TrainConfig` field of
-its name (``--num-tokens`` -> ``num_tokens``), except the few in ``NOT_SETTINGS``.
+its name (``--num-tokens`` -> ``num_tokens``); the others (``--plan``, ``--debug``, ...) steer
+the program. ``rpt-memory`` takes the same flags (:mod:`rpt_fast.memory`).
 
 A user error (a bad flag, a missing path, a malformed data file, a checkpoint that cannot be
 resumed) ends the run with one line, ``rpt-train: error: --flag: ...``, and exit code 2, on
@@ -13,7 +14,7 @@ the output folder is created only when training starts.
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
 import sys
 
 from ..ops import BACKENDS
@@ -21,8 +22,6 @@ from ..presets import T5_PRESETS
 from .config import DEFAULT_STEPS, OFFLOAD_DEVICES, PROMPT_INITS, REPORT_TO, ZERO_STAGES, TrainConfig
 from .errors import UsageError, as_usage_error, debug_requested, exit_with
 
-# Flags that steer the program rather than the run (no TrainConfig field).
-NOT_SETTINGS = ("local_rank", "plan", "gpu_memory", "world_size", "debug")
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -38,19 +37,27 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """An argparse parser whose errors are one line (no usage block), printed once per node."""
+    """An argparse parser whose errors are one line (no usage block), printed once per node;
+    ``hints`` maps a flag it does not know to the one to use instead."""
+
+    hints: dict[str, str] = {}
 
     def error(self, message: str):
         if message.startswith("argument "):
             message = message[len("argument "):]  # "argument --lr: invalid float value: 'x'"
-        exit_with(self.prog, f"{message} (see {self.prog} --help)")
+        hints = [f"{old}: use {new}" for old, new in self.hints.items() if old in message.split()]
+        exit_with(self.prog, f"{message}{' (' + '; '.join(hints) + ')' if hints else ''} (see {self.prog} --help)")
 
 
-def build_parser(prog: str = "rpt-train") -> argparse.ArgumentParser:
+def build_parser(prog: str = "rpt-train", *, planner: bool = False) -> argparse.ArgumentParser:
+    """``rpt-train``'s flags; ``planner``: as ``rpt-memory`` reads them (no ``--plan``, the plan
+    is all it does)."""
     d = TrainConfig()
     p = Parser(
         prog=prog,
-        description="Residual Prompt Tuning of a frozen backbone (plain PyTorch or DeepSpeed ZeRO).",
+        description="Residual Prompt Tuning of a frozen backbone (plain PyTorch or DeepSpeed ZeRO)."
+        if not planner else "Predicts the GPU and host memory of the rpt-train run that the same flags "
+        "describe, before anything is allocated, and with --gpu-memory whether it fits and what would.",
         formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("model and data")
@@ -116,12 +123,14 @@ def build_parser(prog: str = "rpt-train") -> argparse.ArgumentParser:
     g.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
     g = p.add_argument_group("memory plan")
-    g.add_argument("--plan", action="store_true",
-                   help="print this run's predicted memory per GPU and host (as rpt-memory does) and exit")
+    with_plan = "" if planner else "with --plan: "
+    if not planner:
+        g.add_argument("--plan", action="store_true",
+                       help="print this run's predicted memory per GPU and host (as rpt-memory does) and exit")
     g.add_argument("--gpu-memory", default=None,
-                   help="with --plan: the GPU's size, e.g. 80GB; says whether the run fits and what would (default: none)")
+                   help=f"{with_plan}the GPU's size, e.g. 80GB: says whether the run fits and what would (default: none)")
     g.add_argument("--world-size", type=int, default=None,
-                   help="with --plan: number of GPUs (default: the launcher's WORLD_SIZE, else 1)")
+                   help=f"{with_plan}number of GPUs (default: the launcher's WORLD_SIZE, else 1)")
 
     g = p.add_argument_group("output")
     g.add_argument("--output-dir", default=None, help="default: a new folder under ./rpt-runs/, made when training starts")
@@ -139,10 +148,12 @@ def build_parser(prog: str = "rpt-train") -> argparse.ArgumentParser:
     return p
 
 
-def parse(argv: list[str] | None, prog: str = "rpt-train") -> tuple[TrainConfig, dict]:
-    """``(settings, program options)``: the options are ``NOT_SETTINGS``' values."""
-    args = vars(build_parser(prog).parse_args(argv))
-    options = {key: args.pop(key) for key in NOT_SETTINGS}
+def parse(argv: list[str] | None, parser: argparse.ArgumentParser | None = None) -> tuple[TrainConfig, dict]:
+    """``(settings, program options)``: flags named after a TrainConfig field are settings, the
+    rest (``--plan``, ``--debug``, the launcher's ``--local_rank``, ...) options."""
+    args = vars((parser or build_parser()).parse_args(argv))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    options = {key: args.pop(key) for key in list(args) if key not in fields}
     return TrainConfig(**args), options
 
 

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import state
+from . import summary as run_summary
 from .backbone import build_backbone, load_tokenizer
 from .config import TrainConfig
 from .data import StepSampler, collate_train, encode_examples
@@ -29,7 +30,7 @@ from .zero3 import register_fused_parameters
 from .export import export_prompt, gathered, load_trainable, trainable_tensors
 
 METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
+SUMMARY_FILE = run_summary.SUMMARY_FILE
 CHECKPOINTS = "checkpoints"
 
 
@@ -139,6 +140,7 @@ class Run:
         self.autocast_dtype = torch.bfloat16 if cfg.bf16 and not cfg.deepspeed else None
         self.checkpoints = os.path.join(self.out, CHECKPOINTS)
         self.fingerprint = _fingerprint(cfg, info)
+        self.earlier_train_time = 0.0  # training time of the processes before a resume
 
     def forward_loss(self, step: int) -> torch.Tensor:
         """This rank's share of the global batch's token-mean loss (see the module docstring)."""
@@ -171,14 +173,16 @@ class Run:
             synced_gpus=self.zero3 and self.info.world_size > 1, autocast_dtype=self.autocast_dtype,
         )
 
-    def save(self, step: int, best: dict | None) -> None:
-        trainer_state = {"step": step, "fingerprint": self.fingerprint}
+    def save(self, step: int, best: dict | None, train_time_s: float = 0.0) -> None:
+        trainer_state = {"step": step, "fingerprint": self.fingerprint, "train_time_s": round(train_time_s, 3)}
         state.save(self.checkpoints, step, self.info, trainer_state=trainer_state, best=best, engine=self.engine,
-                   model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+                   model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                   keep=self.cfg.save_total_limit)
 
     def resume(self, folder: str) -> tuple[int, dict | None]:
         trainer_state, best = state.load(folder, self.info, fingerprint=self.fingerprint, engine=self.engine,
                                          model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+        self.earlier_train_time = float(trainer_state.get("train_time_s", 0.0))  # before the resume
         return int(trainer_state["step"]), best
 
 
@@ -237,7 +241,7 @@ def _run_loop(run: Run, resume_from: str | None = None) -> dict:
         if cfg.eval_interval and (step % cfg.eval_interval == 0 or step == run.total_steps):
             do_eval(step)
         if cfg.save_interval and step % cfg.save_interval == 0 and step < run.total_steps:
-            run.save(step, best)
+            run.save(step, best, train_time_s=run.earlier_train_time + time.time() - started)
     bar.close()
     elapsed = time.time() - started
     if best is None:  # no evaluation: the final prompt is the one exported
@@ -245,43 +249,17 @@ def _run_loop(run: Run, resume_from: str | None = None) -> dict:
             best = {"step": run.total_steps, "score": None, "metrics": {}, "tensors": trainable_tensors(run.model)}
     else:
         load_trainable(run.model, best["tensors"])
-    exports = export_prompt(run.model, run.out, info)
-    summary = {
-        "output_dir": run.out,
-        "task": run.task.name,
-        "primary_metric": primary,
-        "best_score": best["score"],
-        "best_step": best["step"],
-        "best_metrics": best["metrics"],
-        "steps": run.total_steps,
-        "resumed_from_step": start_step if resumed else None,
-        "first_logged_loss": first_loss,
-        "final_loss": last_loss,
-        "train_time_s": round(elapsed, 2),
-        "world_size": info.world_size,
-        "mode": f"deepspeed zero-{cfg.zero_stage}" if cfg.deepspeed else "pytorch",
-        "exports": exports,
-    }
+    whole_first_loss = run_summary.first_logged_loss(log.path) if info.is_main else None
+    summary = run_summary.build(
+        cfg=cfg, out=run.out, task=run.task.name, primary=primary, best=best, total_steps=run.total_steps,
+        start_step=start_step, resumed=resumed, first_loss=first_loss, whole_first_loss=whole_first_loss,
+        last_loss=last_loss, elapsed=elapsed, earlier_time=run.earlier_train_time, world_size=info.world_size,
+    )
+    summary["exports"] = export_prompt(run.model, run.out, info, base_model=run_summary.base_model_name(cfg),
+                                       card=lambda folder: run_summary.model_card(summary, cfg, folder))
     if info.is_main:
-        with open(os.path.join(run.out, SUMMARY_FILE), "w", encoding="utf-8") as handle:
-            json.dump(summary, handle, indent=1)
-        _print_summary(summary)
+        run_summary.write(summary)
     return summary
-
-
-def _print_summary(summary: dict) -> None:
-    score = summary["best_score"]
-    best = "no evaluation" if score is None else f"{summary['primary_metric']} {score:.3f} at step {summary['best_step']}"
-    lines = [
-        f"done: {summary['steps']} steps in {summary['train_time_s']:.1f}s ({summary['mode']}, "
-        f"{summary['world_size']} rank(s))",
-        f"loss: {summary['first_logged_loss']:.4f} (first log) -> {summary['final_loss']:.4f} (last)",
-        f"best: {best}",
-        f"prompt: {summary['exports']['prompt']}",
-        f"PEFT adapter: {summary['exports']['peft']}",
-        f"summary: {os.path.join(summary['output_dir'], SUMMARY_FILE)}",
-    ]
-    print("\n".join(lines), flush=True)
 
 
 def train(cfg: TrainConfig, task=None) -> dict:
