@@ -1,7 +1,8 @@
 """What a finished run leaves and says, from the command line: a warning when no evaluation beat
 step 0 (and which prompt was exported), ``--save-total-limit``, files readable like any other
 (0644 under the usual umask), the adapter's base model and model card, and summaries after a
-resume that count this process's steps and time next to the whole run's."""
+resume that count this process's steps and time next to the whole run's; TensorBoard scalars
+that match ``metrics.jsonl``."""
 
 import json
 import os
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.timeout(300)
 # Tiny and fast, one process; a learning rate too small to change any prediction.
 RUN = ["--no-deepspeed", "--backend", "eager", "--num-tokens", "4", "--bottleneck", "8",
        "--max-train-examples", "64", "--batch-size", "4", "--max-eval-examples", "8", "--log-interval", "1",
-       "--no-progress", "--lr", "1e-9", "--eval-interval", "5", "--save-interval", "1", "--save-total-limit", "2"]
+       "--no-progress", "--lr", "1e-9", "--eval-interval", "5", "--save-interval", "1", "--save-total-limit", "2",
+       "--report-to", "tensorboard"]
 
 
 def _summary(out):
@@ -26,7 +28,29 @@ def _summary(out):
         return json.load(handle)
 
 
+def _records(out, kind):
+    with open(os.path.join(out, "metrics.jsonl")) as handle:
+        return [r for r in map(json.loads, handle) if r["type"] == kind]
+
+
+def _tensorboard_scalars(out, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(os.path.join(out, "tensorboard"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def _assert_tensorboard_matches_the_log(out):
+    for kind, key in (("train", "loss"), ("train", "lr"), ("eval", "accuracy")):
+        expected = [(r["step"], r[key]) for r in _records(out, kind)]
+        got = _tensorboard_scalars(out, f"{kind}/{key}")
+        assert [step for step, _ in got] == [step for step, _ in expected], (kind, key)
+        assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-6), (kind, key)
+
+
 def test_outputs_are_honest_before_and_after_a_resume(tmp_path):
+    pytest.importorskip("tensorboard")
     out = str(tmp_path / "run")
     first = rpt_train(tmp_path, *RUN, "--max-steps", "5", "--output-dir", out)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -48,6 +72,8 @@ def test_outputs_are_honest_before_and_after_a_resume(tmp_path):
                  "peft-adapter/README.md", "checkpoints/step-00000004/best_trainable.safetensors"):
         assert stat.S_IMODE(os.stat(os.path.join(out, path)).st_mode) == reference, path
 
+    _assert_tensorboard_matches_the_log(out)
+
     resumed = rpt_train(tmp_path, *RUN, "--max-steps", "7", "--output-dir", out, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = _summary(out)
@@ -57,3 +83,4 @@ def test_outputs_are_honest_before_and_after_a_resume(tmp_path):
     assert after["first_logged_loss"] == summary["first_logged_loss"]  # the whole run's first log
     assert after["this_run"]["first_logged_loss"] != summary["first_logged_loss"]
     assert "done: steps 5-7 (3 steps) in" in resumed.stdout and "whole run 7 steps in" in resumed.stdout
+    _assert_tensorboard_matches_the_log(out)  # step 5 of the first process purged, written once again

@@ -106,3 +106,12 @@ def test_plan_prints_the_memory_plan_of_the_run_and_a_verdict(capsys):
                      prefetch_bucket_size=50_000_000, max_reuse_distance=50_000_000)
     assert printed.startswith(format_plan(plan(expected)))
     assert "backbone offloaded to CPU memory" in printed and "\nfits: about" in printed
+
+
+def test_report_to_tensorboard_without_the_package_is_a_flag_error(monkeypatch):
+    from rpt_fast.train import tensorboard
+    from rpt_fast.train.errors import UsageError
+
+    monkeypatch.setattr(tensorboard.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UsageError, match="--report-to: tensorboard needs the tensorboard package"):
+        tensorboard.check_available()

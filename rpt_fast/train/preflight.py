@@ -69,6 +69,10 @@ def preflight(cfg: TrainConfig, world_size: int | None = None):
     world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
     cfg.validate()
     _check_paths(cfg)
+    if cfg.report_to == "tensorboard":
+        from .tensorboard import check_available
+
+        check_available()
     _check_scale(cfg, world_size)
     task = load_task(cfg)
     if len(task.train) < cfg.batch_size:

@@ -65,6 +65,7 @@ class MetricsLog:
 
     def __init__(self, path: str, enabled: bool, resume_step: int | None):
         self.path, self.enabled = path, enabled
+        self.tensorboard = None  # a tensorboard.TensorBoardLog with --report-to tensorboard
         if enabled and resume_step is not None and os.path.exists(path):
             with open(path, encoding="utf-8") as handle:
                 kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= resume_step]
@@ -77,6 +78,8 @@ class MetricsLog:
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
+            if self.tensorboard is not None:
+                self.tensorboard.write(record)
 
 
 def _fingerprint(cfg: TrainConfig, info: DistInfo) -> dict:
@@ -199,6 +202,10 @@ def _run_loop(run: Run, resume_from: str | None = None) -> dict:
     if not resumed:
         _seed_everything(cfg.seed + info.rank)  # dropout streams; resume restores them instead
     log = MetricsLog(os.path.join(run.out, METRICS_FILE), info.is_main, start_step if resumed else None)
+    if cfg.report_to == "tensorboard" and info.is_main:
+        from .tensorboard import FOLDER, TensorBoardLog
+
+        log.tensorboard = TensorBoardLog(os.path.join(run.out, FOLDER), start_step if resumed else None)
     primary = run.task.primary_metric
     say = tqdm.write if info.is_main else (lambda _msg: None)
     if resumed:
@@ -259,6 +266,8 @@ def _run_loop(run: Run, resume_from: str | None = None) -> dict:
                                        card=lambda folder: run_summary.model_card(summary, cfg, folder))
     if info.is_main:
         run_summary.write(summary)
+    if log.tensorboard is not None:
+        log.tensorboard.close()
     return summary
 
 
