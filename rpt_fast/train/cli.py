@@ -133,7 +133,8 @@ def build_parser(prog: str = "rpt-train", *, planner: bool = False) -> argparse.
                    help=f"{with_plan}number of GPUs (default: the launcher's WORLD_SIZE, else 1)")
 
     g = p.add_argument_group("output")
-    g.add_argument("--output-dir", default=None, help="default: a new folder under ./rpt-runs/, made when training starts")
+    g.add_argument("--output-dir", default=None,
+                   help="the run's folder (default: a new folder under ./rpt-runs/, made when training starts)")
     g.add_argument("--save-interval", type=int, default=d.save_interval,
                    help="steps between checkpoints; 0: none")
     g.add_argument("--save-total-limit", type=int, default=d.save_total_limit,
@@ -142,7 +143,7 @@ def build_parser(prog: str = "rpt-train", *, planner: bool = False) -> argparse.
                    help="continue from --output-dir's latest checkpoint (starts fresh if it has none)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     g.add_argument("--report-to", choices=REPORT_TO, default=d.report_to,
-                   help="also write the metrics as TensorBoard scalars (needs the tensorboard package)")
+                   help="tensorboard: also write the metrics as TensorBoard scalars (needs the tensorboard package)")
     g.add_argument("--debug", action="store_true",
                    help="show the traceback of a user error too (or set RPT_DEBUG=1)")
     return p

@@ -30,7 +30,6 @@ from .zero3 import register_fused_parameters
 from .export import export_prompt, gathered, load_trainable, trainable_tensors
 
 METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = run_summary.SUMMARY_FILE
 CHECKPOINTS = "checkpoints"
 
 
