@@ -64,6 +64,19 @@ def test_bad_input_under_the_deepspeed_launcher_is_one_line_and_exit_code_2(tmp_
     assert not os.path.exists(tmp_path / "rpt-runs")
 
 
+def test_error_after_the_process_group_started_under_the_launcher_is_one_line_too(tmp_path):
+    from rpt_fast.train import checkpoint
+
+    tmp = checkpoint.begin(str(tmp_path / "checkpoints"), 4)
+    with open(os.path.join(tmp, "plain_state.pt"), "wb") as handle:
+        handle.write(b"0123456789")
+    folder = checkpoint.seal(str(tmp_path / "checkpoints"), tmp, 4)
+    with open(os.path.join(folder, "plain_state.pt"), "r+b") as handle:
+        handle.truncate(4)
+    proc = rpt_train(tmp_path, "--output-dir", str(tmp_path), "--resume", "--num-tokens", "4", launcher_ranks=2)
+    assert_one_line_error(proc, f"--resume: checkpoint file {folder}/plain_state.pt is truncated")
+
+
 def test_plan_and_gpu_memory_need_each_other(tmp_path):
     proc = rpt_train(tmp_path, "--gpu-memory", "8GB")
     assert_one_line_error(proc, "--gpu-memory: only with --plan")

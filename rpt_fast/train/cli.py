@@ -187,10 +187,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - user errors become one line, the rest keeps its traceback
         from .checkpoint import CheckpointError
 
-        usage = as_usage_error(exc)
-        if (usage is None and not isinstance(exc, CheckpointError)) or debug_requested(argv):
+        usage = UsageError("resume", str(exc)) if isinstance(exc, CheckpointError) else as_usage_error(exc)
+        if usage is None or debug_requested(argv):
             raise
-        exit_with("rpt-train", str(usage or exc))
+        exit_with("rpt-train", str(usage))
 
 
 if __name__ == "__main__":
