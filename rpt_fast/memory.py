@@ -503,10 +503,12 @@ def report_plan(cfg, world_size: int | None, gpu_memory: str | None, *, prog: st
 
 
 def goals(base: Setup) -> list[dict]:
-    """The design goals: T5-XL in 8 GB, T5-XXL in 16 GB (with offload), bf16, B 8, S 512, 100 tokens."""
+    """The design goals: T5-XL in 8 GB, T5-XXL in 16 GB (with offload), bf16, batch 8 per GPU,
+    input 512, target 128, 100 prompt tokens, T5's dropout 0.1; the other settings from ``base``."""
     out = []
     for model, size in (("t5-xl", 8 * GIB), ("t5-xxl", 16 * GIB)):
-        s = replace(base, model=model, batch_size=8, source_length=512, num_tokens=100, bf16=True)
+        s = replace(base, model=model, batch_size=8, source_length=512, target_length=128, num_tokens=100,
+                    bf16=True, dropout=0.1)
         fits = suggest(s, size, limit=1)
         out.append({"model": model, "gpu_memory": size, "fits": bool(fits),
                     "settings": fits[0] if fits else None})
@@ -533,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.hints = RENAMED_FLAGS
     g = ap.add_argument_group("planner")
     g.add_argument("--goals", action="store_true",
-                   help="check the design goals: T5-XL in 8 GB, T5-XXL in 16 GB (bf16, batch 8, input 512)")
+                   help="check the design goals: T5-XL in 8 GB, T5-XXL in 16 GB (bf16, batch 8 per GPU, input 512, target 128)")
     g.add_argument("--json", action="store_true", help="print JSON instead of text")
     return ap
 
