@@ -490,7 +490,7 @@ def setup_for_run(cfg, world_size: int | None = None) -> Setup:
     )
 
 
-def report_plan(cfg, world_size: int | None, gpu_memory: str | None, *, prog: str = "rpt-memory") -> str:
+def report_plan(cfg, world_size: int | None, gpu_memory: str | None) -> str:
     """The plan of an ``rpt-train`` run as text, with a verdict and pasteable ``rpt-train``
     flags when ``gpu_memory`` (e.g. "80GB") is given."""
     s = setup_for_run(cfg, world_size)

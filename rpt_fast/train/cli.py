@@ -20,7 +20,7 @@ import sys
 from ..ops import BACKENDS
 from ..presets import T5_PRESETS
 from .config import DEFAULT_STEPS, OFFLOAD_DEVICES, PROMPT_INITS, REPORT_TO, ZERO_STAGES, TrainConfig
-from .errors import UsageError, as_usage_error, debug_requested, exit_with
+from .errors import UsageError, as_usage_error, debug_requested, exit_with, reports_errors
 
 
 
@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> None:
             from ..memory import report_plan
 
             cfg.validate()
-            print(report_plan(cfg, options["world_size"], options["gpu_memory"], prog="rpt-train"))
+            text = report_plan(cfg, options["world_size"], options["gpu_memory"])
+            if reports_errors():  # under a launcher: once per node
+                print(text)
             return
         from .preflight import preflight
 

@@ -58,8 +58,9 @@ def debug_requested(argv: list[str]) -> bool:
 
 
 def reports_errors() -> bool:
-    """Whether this process prints user errors: the first process of each node (ranks on one
-    node run the same checks on the same files, so one line per node says it all)."""
+    """Whether this process prints user errors (and other once-per-node text): the first process
+    of each node (ranks on one node run the same checks on the same files, so one line per node
+    says it all)."""
     return os.environ.get("LOCAL_RANK", "0") == "0"
 
 

@@ -135,7 +135,7 @@ MLP is folded into the prompt, so stock PEFT loads it.
 - task: `{summary['task']}`
 - result: {result}
 - steps: {summary['steps']} (batch {cfg.batch_size}, learning rate {cfg.lr})
-- command: `{summary['command']}`
+- command: `{summary['command']}` ({summary['mode']}, {summary['world_size']} rank(s))
 {warning}
 ```python
 from peft import PeftModel
