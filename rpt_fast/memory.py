@@ -30,7 +30,7 @@ Backbone weights on the GPU
     With the defaults (max_live 1e9) this is most of a T5-XL: lower max_live to save memory.
 
 Trainable part (exact sizes; AdamW): fp32 master + 2 fp32 states (12 bytes/param) partitioned
-by world size at ZeRO >= 1 (on the host with --offload-optimizer cpu), the working copy (e) and
+by world size at ZeRO >= 1 (on the host with Setup(offload_optimizer="cpu")), the working copy (e) and
 its gradient (e, + 4 fp32 accumulation under bf16) partitioned at ZeRO >= 2/3.
 
 Activations (ESTIMATE of the saved-for-backward tensors of Hugging Face T5 with frozen weights,
@@ -293,7 +293,8 @@ def _gathered_numel(a: Arch, s: Setup) -> tuple[int, int]:
 
 
 def plan(s: Setup, arch: Arch | None = None) -> dict:
-    """Predicted memory terms of one rank in bytes, and the totals."""
+    """Predicted memory terms of one rank in bytes, and the totals (keys of ``gpu_terms`` and
+    ``host_terms`` are stable identifiers; :data:`TERM_NAMES` says them in plain words)."""
     check_setup(s)
     a = arch or load_arch(s.model)
     e = 2 if s.bf16 else 4
@@ -376,7 +377,7 @@ def parse_bytes(text: str) -> float:
     """'8GB', '16 GiB', '500MB', '1.5e10' -> bytes (GB and GiB both mean 2**30 here, as GPUs are sold)."""
     m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMGT]?I?B?)\s*", str(text).upper())
     if not m:
-        raise ValueError(f"gpu_memory: expected a size like '8GB' or '16GiB', got {text!r}")
+        raise ValueError(f"--gpu-memory: expected a size like '8GB' or '16GiB', got {text!r}")
     scale = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2)[:1] or ""]
     return float(m.group(1)) * scale
 
@@ -385,125 +386,191 @@ def _fmt(n: float) -> str:
     return f"{n / GIB:8.2f} GiB"
 
 
+# What each term of a plan is, in the words the printed plan uses.
+TERM_NAMES = {
+    "backbone resident": "backbone weights (whole on every GPU)",
+    "backbone partition": "this GPU's share of the backbone weights",
+    "backbone persistent": "small backbone tensors kept whole (norms, biases)",
+    "backbone gathered (live)": "backbone weights gathered for compute",
+    "trainable optimizer (fp32 master+AdamW)": "prompt optimizer state (fp32 copy, AdamW)",
+    "trainable params": "prompt and MLP weights",
+    "trainable grads": "prompt and MLP gradients",
+    "activations": "activations kept for backward",
+    "backward_workspace": "working memory of backward",
+    "process baseline": "Python, torch and CUDA libraries",
+    "backbone partition (pinned)": "this GPU's share of the backbone (offloaded)",
+    "nvme swap buffers (pinned)": "NVMe swap buffers (pinned)",
+}
+
+
 def format_plan(p: dict) -> str:
+    """The plan as text, each term named in plain words (``TERM_NAMES``)."""
     s = p["setup"]
+    micro = math.ceil(s["batch_size"] / s["gradient_accumulation"])
+    offload = {"none": "on the GPU", "cpu": "offloaded to CPU memory", "nvme": "offloaded to NVMe"}
     lines = [
-        f"{s['model']}: backbone {p['backbone_params'] / 1e9:.3f} B params, trainable "
-        f"{p['trainable_params'] / 1e6:.2f} M; batch {s['batch_size']} (micro "
-        f"{math.ceil(s['batch_size'] / s['gradient_accumulation'])}), source {s['source_length']}"
-        f"+{s['num_tokens']}, target {s['target_length']}, {'bf16' if s['bf16'] else 'fp32'}, "
-        f"ZeRO-{s['zero_stage']}, offload_param={s['offload_param']}, "
-        f"checkpointing={'on' if s['grad_checkpointing'] else 'off'}, world {s['world_size']}",
-        "  GPU per rank:",
+        f"{s['model']}: {p['backbone_params'] / 1e9:.3f} B frozen backbone parameters, "
+        f"{p['trainable_params'] / 1e6:.2f} M trainable",
+        f"  per GPU: batch {s['batch_size']} ({micro} at a time), input {s['source_length']} + "
+        f"{s['num_tokens']} prompt tokens, target {s['target_length']}, {'bf16' if s['bf16'] else 'fp32'}, "
+        f"ZeRO stage {s['zero_stage']}, backbone {offload[s['offload_param']] if s['zero_stage'] == 3 else 'on the GPU'}, "
+        f"gradient checkpointing {'on' if s['grad_checkpointing'] else 'off'}, {s['world_size']} GPU(s)",
+        "  GPU memory per GPU:",
     ]
-    lines += [f"    {k:<42s}{_fmt(v)}" for k, v in p["gpu_terms"].items()]
-    lines.append(f"    {'allocator peak':<42s}{_fmt(p['gpu_allocated_peak'])}")
-    lines.append(f"    {'total (+context, +fragmentation)':<42s}{_fmt(p['gpu_total'])}")
-    lines.append("  host per rank:")
-    lines += [f"    {k:<42s}{_fmt(v)}" for k, v in p["host_terms"].items()]
-    lines.append(f"    {'total':<42s}{_fmt(p['host_total'])}")
+    lines += [f"    {TERM_NAMES.get(k, k):<52s}{_fmt(v)}" for k, v in p["gpu_terms"].items()]
+    lines.append(f"    {'sum of the above (tensors at the peak)':<52s}{_fmt(p['gpu_allocated_peak'])}")
+    context = f"+ {CUDA_CONTEXT_BYTES / GIB:.1f} GiB CUDA context, + {FRAGMENTATION:.0%} fragmentation"
+    lines.append(f"    {'predicted total':<52s}{_fmt(p['gpu_total'])}   ({context})")
+    lines.append("  host memory per GPU process:")
+    lines += [f"    {TERM_NAMES.get(k, k):<52s}{_fmt(v)}" for k, v in p["host_terms"].items()]
+    lines.append(f"    {'predicted total':<52s}{_fmt(p['host_total'])}")
     return "\n".join(lines)
 
 
-def _knobs(p: dict) -> str:
+def train_flags(p: dict) -> str:
+    """The memory settings of plan ``p`` as ``rpt-train`` flags (appended to a command, they
+    override its own: argparse keeps a flag's last value)."""
     s = p["setup"]
-    text = (f"zero_stage={s['zero_stage']} offload_param={s['offload_param']} "
-            f"grad_checkpointing={s['grad_checkpointing']} "
-            f"gradient_accumulation={s['gradient_accumulation']}")
+    flags = [f"--zero-stage {s['zero_stage']}"]
     if s["zero_stage"] == 3:
-        text += (f" stage3_max_live_parameters={s['max_live_parameters']:.0e}"
-                 f" stage3_prefetch_bucket_size={s['prefetch_bucket_size']:.0e}"
-                 f" stage3_max_reuse_distance={s['max_reuse_distance']:.0e}")
-    return text + f" -> {p['gpu_total'] / GIB:.2f} GiB"
+        flags.append(f"--offload-param {s['offload_param']}")
+        flags.append(f"--max-live-parameters {s['max_live_parameters']}")
+    if s["grad_checkpointing"]:
+        flags.append("--gradient-checkpointing")
+    if s["gradient_accumulation"] > 1:
+        flags.append(f"--gradient-accumulation-steps {s['gradient_accumulation']}")
+    return " ".join(flags)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    d = Setup()
-    ap = argparse.ArgumentParser(prog="rpt-memory", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=d.model, help="preset name or a local HF config dir")
-    ap.add_argument("--batch-size", type=int, default=d.batch_size, help="per-GPU batch")
-    ap.add_argument("--source-length", type=int, default=d.source_length)
-    ap.add_argument("--target-length", type=int, default=d.target_length)
-    ap.add_argument("--num-tokens", type=int, default=d.num_tokens)
-    ap.add_argument("--bottleneck", type=int, default=d.bottleneck)
-    ap.add_argument("--separate", action="store_true", help="one MLP per prompt token")
-    ap.add_argument("--fp32", action="store_true", help="fp32 instead of bf16")
-    ap.add_argument("--zero-stage", type=int, default=d.zero_stage)
-    ap.add_argument("--offload-param", default=d.offload_param, choices=("none", "cpu", "nvme"))
-    ap.add_argument("--offload-optimizer", default=d.offload_optimizer, choices=("none", "cpu", "nvme"))
-    ap.add_argument("--grad-checkpointing", action="store_true")
-    ap.add_argument("--world-size", type=int, default=d.world_size)
-    ap.add_argument("--gradient-accumulation", type=int, default=d.gradient_accumulation,
-                    help="micro-batches per batch (the micro-batch is batch / this)")
-    ap.add_argument("--dropout", type=float, default=d.dropout)
-    ap.add_argument("--attention", default=d.attention, choices=("sdpa", "eager"))
-    ap.add_argument("--max-live-parameters", type=float, default=d.max_live_parameters)
-    ap.add_argument("--prefetch-bucket-size", type=float, default=d.prefetch_bucket_size)
-    ap.add_argument("--param-persistence-threshold", type=float, default=d.param_persistence_threshold)
-    ap.add_argument("--max-reuse-distance", type=float, default=d.max_reuse_distance)
-    ap.add_argument("--gpu-memory", help="GPU size, e.g. 8GB: say whether it fits, suggest settings")
-    ap.add_argument("--goals", action="store_true",
-                    help="check the design goals: T5-XL in 8 GB, T5-XXL in 16 GB (bf16, B 8, S 512)")
-    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return ap
+def format_verdict(p: dict, gpu_bytes: float, suggestions: list[dict]) -> str:
+    """Whether plan ``p`` fits a GPU of ``gpu_bytes``, in plain words, and the settings that
+    would (fastest first) as flags to paste."""
+    need, have = p["gpu_total"] / GIB, gpu_bytes / GIB
+    if p["gpu_total"] <= gpu_bytes:
+        lines = [f"fits: about {need:.2f} GiB per GPU predicted, {have:.2f} GiB available."]
+    else:
+        lines = [f"does not fit: about {need:.2f} GiB per GPU predicted, only {have:.2f} GiB available."]
+    if suggestions:
+        lines.append("settings predicted to fit, fastest first (append to the rpt-train command):")
+        lines += [f"  {train_flags(q)}    # about {q['gpu_total'] / GIB:.2f} GiB per GPU" for q in suggestions]
+    else:
+        lines.append("no setting tried fits; lower --batch-size, --max-input-length or --num-tokens.")
+    return "\n".join(lines)
 
 
-def setup_from_args(args) -> Setup:
+def setup_for_run(cfg, world_size: int | None = None) -> Setup:
+    """The planner's :class:`Setup` for an ``rpt-train`` run (a ``TrainConfig``) on
+    ``world_size`` GPUs (default: the launcher's WORLD_SIZE, else 1): the global batch split over
+    the ranks and the run's gradient accumulation steps, the run's lengths, precision, ZeRO
+    stage and live-parameter limits."""
+    from .presets import T5_PRESETS
+
+    world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.backbone_dropout is not None:
+        dropout = cfg.backbone_dropout
+    else:
+        dropout = T5_PRESETS.get(cfg.model, {}).get("dropout_rate", Setup.dropout)
     return Setup(
-        model=args.model, batch_size=args.batch_size, source_length=args.source_length,
-        target_length=args.target_length, num_tokens=args.num_tokens, bottleneck=args.bottleneck,
-        separate=args.separate, bf16=not args.fp32, zero_stage=args.zero_stage,
-        offload_param=args.offload_param, offload_optimizer=args.offload_optimizer,
-        grad_checkpointing=args.grad_checkpointing, world_size=args.world_size,
-        dropout=args.dropout, attention=args.attention,
-        max_live_parameters=int(args.max_live_parameters),
-        prefetch_bucket_size=int(args.prefetch_bucket_size),
-        param_persistence_threshold=int(args.param_persistence_threshold),
-        max_reuse_distance=int(args.max_reuse_distance),
-        gradient_accumulation=args.gradient_accumulation,
+        model=cfg.model,
+        batch_size=max(1, cfg.batch_size // world),
+        source_length=cfg.max_input_length,
+        target_length=cfg.max_target_length,
+        num_tokens=cfg.num_tokens,
+        bottleneck=cfg.bottleneck,
+        separate=cfg.separate,
+        bf16=cfg.bf16,
+        zero_stage=cfg.zero_stage if cfg.deepspeed else 0,
+        offload_param=cfg.offload_param,
+        grad_checkpointing=cfg.gradient_checkpointing,
+        world_size=world,
+        dropout=dropout,
+        max_live_parameters=cfg.max_live_parameters,
+        prefetch_bucket_size=cfg.max_live_parameters // 2,
+        max_reuse_distance=cfg.max_live_parameters // 2,
+        gradient_accumulation=getattr(cfg, "gradient_accumulation_steps", 1) or 1,
     )
 
 
+def report_plan(cfg, world_size: int | None, gpu_memory: str | None) -> str:
+    """The plan of an ``rpt-train`` run as text, with a verdict and pasteable ``rpt-train``
+    flags when ``gpu_memory`` (e.g. "80GB") is given."""
+    s = setup_for_run(cfg, world_size)
+    p = plan(s)
+    lines = [format_plan(p)]
+    if gpu_memory:
+        budget = parse_bytes(gpu_memory)
+        lines.append(format_verdict(p, budget, suggest(s, budget)))
+    return "\n".join(lines)
+
+
 def goals(base: Setup) -> list[dict]:
-    """The design goals: T5-XL in 8 GB, T5-XXL in 16 GB (with offload), bf16, B 8, S 512, 100 tokens."""
+    """The design goals: T5-XL in 8 GB, T5-XXL in 16 GB (with offload), bf16, batch 8 per GPU,
+    input 512, target 128, 100 prompt tokens, T5's dropout 0.1; the other settings from ``base``."""
     out = []
     for model, size in (("t5-xl", 8 * GIB), ("t5-xxl", 16 * GIB)):
-        s = replace(base, model=model, batch_size=8, source_length=512, num_tokens=100, bf16=True)
+        s = replace(base, model=model, batch_size=8, source_length=512, target_length=128, num_tokens=100,
+                    bf16=True, dropout=0.1)
         fits = suggest(s, size, limit=1)
         out.append({"model": model, "gpu_memory": size, "fits": bool(fits),
                     "settings": fits[0] if fits else None})
     return out
 
 
+# rpt-memory's old flags, now spelled as rpt-train spells them.
+RENAMED_FLAGS = {
+    "--source-length": "--max-input-length",
+    "--target-length": "--max-target-length",
+    "--grad-checkpointing": "--gradient-checkpointing",
+    "--gradient-accumulation": "--gradient-accumulation-steps",
+    "--dropout": "--backbone-dropout",
+    "--fp32": "nothing (fp32 is the default; --bf16 for bfloat16)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``rpt-train``'s flags with the same meaning (a global ``--batch-size``, the same lengths
+    and defaults), plus ``--goals`` and ``--json``."""
+    from .train.cli import build_parser as train_parser
+
+    ap = train_parser("rpt-memory", planner=True)
+    ap.hints = RENAMED_FLAGS
+    g = ap.add_argument_group("planner")
+    g.add_argument("--goals", action="store_true",
+                   help="check the design goals: T5-XL in 8 GB, T5-XXL in 16 GB (bf16, batch 8 per GPU, input 512, target 128)")
+    g.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return ap
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """``rpt-memory``: the plan of the ``rpt-train`` run its flags describe."""
+    from .train.cli import parse
+    from .train.errors import as_usage_error, debug_requested, exit_with
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cfg, options = parse(argv, build_parser())
     try:
-        s = setup_from_args(args)
+        cfg.validate()
+        s = setup_for_run(cfg, options["world_size"])
         result: dict = {"plan": plan(s)}
-        if args.gpu_memory:
-            budget = parse_bytes(args.gpu_memory)
-            result["gpu_memory"] = budget
-            result["fits"] = result["plan"]["gpu_total"] <= budget
-            result["suggestions"] = suggest(s, budget)
-        if args.goals:
+        if options["gpu_memory"]:
+            budget = parse_bytes(options["gpu_memory"])
+            result.update(gpu_memory=budget, fits=result["plan"]["gpu_total"] <= budget,
+                          suggestions=suggest(s, budget))
+        if options["goals"]:
             result["goals"] = goals(s)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"rpt-memory: error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
+        usage = as_usage_error(exc) if isinstance(exc, ValueError) else None
+        if debug_requested(argv):
+            raise
+        exit_with("rpt-memory", str(usage or exc))
+    if options["json"]:
         print(json.dumps(result, indent=2))
         return 0
     print(format_plan(result["plan"]))
-    if args.gpu_memory:
-        print(f"\nfits in {args.gpu_memory}: {'yes' if result['fits'] else 'no'}")
-        if result["suggestions"]:
-            print("settings predicted to fit (fastest first):")
-            for p in result["suggestions"]:
-                print("  " + _knobs(p))
-        else:
-            print("no setting found that fits; try a smaller batch or sequence")
+    if options["gpu_memory"]:
+        print(format_verdict(result["plan"], result["gpu_memory"], result["suggestions"]))
     for g in result.get("goals", []):
-        verdict = f"fits with {_knobs(g['settings'])}" if g["fits"] else "does NOT fit"
+        verdict = f"fits with {train_flags(g['settings'])}" if g["fits"] else "does NOT fit"
         print(f"goal {g['model']} in {g['gpu_memory'] / GIB:.0f} GB: {verdict}")
     return 0
 

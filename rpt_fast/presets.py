@@ -1,7 +1,13 @@
 """Architecture presets of T5 (v1.1 / LM-adapted sizes) for random-weight memory and speed work,
-plus the tiny byte-level model the demo and the tests train. Values are ``T5Config`` kwargs."""
+plus the tiny byte-level model the demo and the tests train. Values are ``T5Config`` kwargs.
+
+A preset's weights are a function of the seed alone (:func:`init_preset_weights`): ``rpt-train
+--model t5-tiny --seed 42`` trains on the very backbone that ``build_backbone("t5-tiny", 42)``
+returns, so its exported prompt or PEFT adapter can be reloaded and scored anywhere."""
 
 from __future__ import annotations
+
+import contextlib
 
 _V1_1 = {
     "vocab_size": 32128,
@@ -43,3 +49,55 @@ def t5_config(name: str, **overrides):
     if name not in T5_PRESETS:
         raise ValueError(f"model preset: expected one of {tuple(T5_PRESETS)}, got {name!r}")
     return T5Config(**{**T5_PRESETS[name], **_SPECIAL, **overrides})
+
+
+def _t5_init_std(name: str, shape, config) -> float | None:
+    """T5's own init scheme (None: ones, for the RMS norms)."""
+    if len(shape) == 1:
+        return None
+    owner = name.rsplit(".", 2)[-2]
+    if owner in ("shared", "embed_tokens", "lm_head"):
+        return 1.0
+    if owner == "relative_attention_bias":
+        return config.d_model ** -0.5
+    if owner == "q":
+        return (config.d_model * config.d_kv) ** -0.5
+    return shape[1] ** -0.5  # fan-in: k, v, o, wi, wi_0, wi_1, wo
+
+
+def init_preset_weights(model, seed: int, rank: int = 0) -> None:
+    """Draws every weight from ``torch.Generator().manual_seed(seed)`` on rank 0, in parameter
+    order, independent of DeepSpeed, world size and global RNG state (under ZeRO-3 each
+    parameter is gathered, filled on rank 0 and scattered)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            zero3 = hasattr(param, "ds_id")
+            if zero3:
+                import deepspeed
+
+                gather = deepspeed.zero.GatheredParameters([param], modifier_rank=0)
+            else:
+                gather = contextlib.nullcontext()
+            with gather:
+                if rank == 0 or not zero3:
+                    shape = param.ds_shape if zero3 else param.shape
+                    std = _t5_init_std(name, shape, model.config)
+                    if std is None:
+                        values = torch.ones(shape)
+                    else:
+                        values = torch.empty(shape).normal_(0.0, std, generator=generator)
+                    param.data.copy_(values.view_as(param.data))
+
+
+def build_backbone(name: str, seed: int = 42, **overrides):
+    """Preset ``name`` as a ``T5ForConditionalGeneration`` with the weights ``rpt-train --model
+    NAME --seed SEED`` trains on (42 is rpt-train's default seed), in eval mode.
+    ``overrides`` are ``T5Config`` kwargs (e.g. ``dropout_rate``)."""
+    from transformers import T5ForConditionalGeneration
+
+    model = T5ForConditionalGeneration(t5_config(name, **overrides))
+    init_preset_weights(model, seed)
+    return model.eval()

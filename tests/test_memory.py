@@ -165,7 +165,7 @@ def test_parse_bytes():
     assert parse_bytes("8GB") == 8 * GIB
     assert parse_bytes("16 GiB") == 16 * GIB
     assert parse_bytes("512MB") == 512 * 2**20
-    with pytest.raises(ValueError, match="gpu_memory: expected a size"):
+    with pytest.raises(ValueError, match="--gpu-memory: expected a size"):
         parse_bytes("eight")
 
 
@@ -177,9 +177,44 @@ def test_cli_json_and_goals(capsys):
     assert all(p["gpu_total"] <= 8 * GIB for p in out["suggestions"])
 
 
-def test_cli_table_and_error(capsys):
-    assert main(["--model", "t5-tiny", "--gpu-memory", "1GB"]) == 0
+def test_cli_speaks_rpt_trains_flags_with_the_same_meaning(capsys):
+    from rpt_fast.train.cli import config_from_args
+
+    flags = ["--model", "t5-xl", "--bf16", "--batch-size", "16", "--max-input-length", "512", "--world-size", "2",
+             "--gradient-checkpointing", "--offload-param", "cpu", "--max-live-parameters", "20000000", "--json"]
+    assert main(flags) == 0
+    setup = json.loads(capsys.readouterr().out)["plan"]["setup"]
+    assert setup["batch_size"] == 8 and setup["world_size"] == 2  # --batch-size is global, as in rpt-train
+    assert (setup["source_length"], setup["target_length"]) == (512, config_from_args([]).max_target_length)
+    assert setup["bf16"] and setup["grad_checkpointing"] and setup["offload_param"] == "cpu"
+    assert setup["max_live_parameters"] == 20_000_000 and setup["max_reuse_distance"] == 10_000_000
+
+
+def test_cli_verdict_in_plain_words_and_pasteable_suggestions(capsys):
+    from rpt_fast.train.cli import config_from_args
+
+    assert main(["--model", "t5-xl", "--bf16", "--max-input-length", "512", "--gpu-memory", "8GB"]) == 0
     text = capsys.readouterr().out
-    assert "GPU per rank" in text and "fits in 1GB: yes" in text
-    assert main(["--batch-size", "0"]) == 2
-    assert "batch_size: expected a positive int" in capsys.readouterr().err
+    assert "does not fit: about" in text and "8.00 GiB available" in text
+    assert "backbone persistent" not in text and "allocator peak" not in text
+    suggestions = [line.split("#")[0].split() for line in text.splitlines() if line.startswith("  --")]
+    assert suggestions
+    for flags in suggestions:  # each line pasted after the same command gives the suggested run
+        cfg = config_from_args(["--model", "t5-xl", "--bf16", "--max-input-length", "512", *flags])
+        assert cfg.zero_stage == 3 and cfg.offload_param in ("cpu", "nvme") and cfg.gradient_checkpointing
+    assert main(["--model", "t5-tiny", "--gpu-memory", "1GB"]) == 0
+    assert "fits: about" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_naming_the_flag(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--batch-size", "0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == "rpt-memory: error: --batch-size: expected an int >= 1, got 0\n"
+    with pytest.raises(SystemExit) as info:
+        main(["--source-length", "512"])  # rpt-memory's old spelling points to rpt-train's
+    assert info.value.code == 2
+    assert "--source-length: use --max-input-length" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--gpu-memory", "eight"])
+    assert capsys.readouterr().err.startswith("rpt-memory: error: --gpu-memory: expected a size like '8GB'")

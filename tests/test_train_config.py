@@ -1,6 +1,7 @@
 """Settings checks, the DeepSpeed config builder and the command line."""
 
 import json
+import re
 
 import pytest
 
@@ -12,22 +13,29 @@ from rpt_fast.train.ds_config import build_ds_config
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"batch_size": 0}, "batch_size: expected an int >= 1, got 0"),
-        ({"lr": 0.0}, "lr: expected a positive learning rate"),
-        ({"max_grad_norm": -1.0}, "max_grad_norm: expected >= 0"),
-        ({"prompt_dropout": 1.0}, "prompt_dropout: expected a probability"),
-        ({"zero_stage": 4}, "zero_stage: expected one of"),
-        ({"offload_param": "disk"}, "offload_param: expected one of"),
-        ({"offload_param": "cpu", "zero_stage": 2}, "needs DeepSpeed ZeRO stage 3, got zero_stage=2"),
-        ({"offload_param": "cpu", "deepspeed": False}, "needs DeepSpeed ZeRO stage 3, got no DeepSpeed"),
-        ({"offload_param": "nvme"}, "needs nvme_path"),
-        ({"resume": True}, "resume: needs output_dir"),
-        ({"deepspeed_config": "/nonexistent/ds.json"}, "deepspeed_config: no such file"),
+        ({"batch_size": 0}, "--batch-size: expected an int >= 1, got 0"),
+        ({"lr": 0.0}, "--lr: expected a positive learning rate"),
+        ({"max_grad_norm": -1.0}, "--max-grad-norm: expected >= 0"),
+        ({"prompt_dropout": 1.0}, "--prompt-dropout: expected a probability"),
+        ({"zero_stage": 4}, "--zero-stage: expected one of"),
+        ({"offload_param": "disk"}, "--offload-param: expected one of"),
+        ({"offload_param": "cpu", "zero_stage": 2}, "--offload-param: cpu needs DeepSpeed ZeRO stage 3 .*got --zero-stage 2"),
+        ({"offload_param": "cpu", "deepspeed": False}, "--offload-param: cpu needs DeepSpeed ZeRO stage 3 .*got --no-deepspeed"),
+        ({"offload_param": "nvme"}, "--nvme-path: --offload-param nvme needs a directory"),
+        ({"resume": True}, "--resume: needs --output-dir"),
+        ({"deepspeed_config": "/nonexistent/ds.json"}, "--deepspeed-config: expected a JSON file, got '/nonexistent/ds.json'"),
+        ({"backend": "cuda"}, "--backend: expected one of"),
+        ({"save_total_limit": 0}, "--save-total-limit: expected an int >= 1, got 0"),
     ],
 )
-def test_bad_settings_name_the_setting(changes, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_settings_name_the_flag(changes, message):
+    """Settings errors read as the command line's: the flag, what was expected, what was given
+    (ValueErrors of the form "field: ..." are turned into the same form)."""
+    from rpt_fast.train.errors import as_usage_error
+
+    with pytest.raises(ValueError) as info:
         TrainConfig(**changes).validate()
+    assert re.match(message, str(as_usage_error(info.value))), str(info.value)
 
 
 def test_ds_config_sets_clipping_batches_and_offload_explicitly():
@@ -61,9 +69,21 @@ def test_command_line_defaults_are_the_papers_and_accept_the_launchers_local_ran
 
 
 def test_command_line_errors_name_the_flag(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as info:
         build_parser().parse_args(["--offload-param", "disk"])
-    assert "--offload-param" in capsys.readouterr().err
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith("rpt-train: error: --offload-param: invalid choice")
+
+
+def test_new_fields_map_to_flags_without_a_table():
+    from rpt_fast.train.errors import UsageError, as_usage_error, flag_name
+
+    assert flag_name("gradient_accumulation_steps") == "--gradient-accumulation-steps"
+    assert str(UsageError("mlp_lr", "expected > 0, got -1")) == "--mlp-lr: expected > 0, got -1"
+    assert str(as_usage_error(ValueError("num_tokens: expected an int >= 1, got 0"))) == \
+        "--num-tokens: expected an int >= 1, got 0"
+    assert as_usage_error(ValueError("something internal: broke")) is None  # a bug keeps its traceback
+    assert as_usage_error(RuntimeError("num_tokens: x")) is None
 
 
 def test_zero3_live_parameter_limits_come_from_the_settings():
@@ -74,14 +94,24 @@ def test_zero3_live_parameter_limits_come_from_the_settings():
     assert zero["stage3_prefetch_bucket_size"] == zero["stage3_max_reuse_distance"] == 500
 
 
-def test_plan_prints_the_memory_plan_of_the_run_and_allocates_nothing(capsys):
+def test_plan_prints_the_memory_plan_of_the_run_and_a_verdict(capsys):
     from rpt_fast.memory import Setup, format_plan, plan
     from rpt_fast.train.cli import main
 
-    main(["--plan", "--model", "t5-xl", "--bf16", "--offload-param", "cpu", "--max-input-length", "512"])
+    main(["--plan", "--model", "t5-xl", "--bf16", "--offload-param", "cpu", "--max-input-length", "512",
+          "--batch-size", "16", "--world-size", "2", "--gpu-memory", "80GB"])
     printed = capsys.readouterr().out
-    expected = Setup(model="t5-xl", batch_size=8, source_length=512, target_length=16,
+    expected = Setup(model="t5-xl", batch_size=8, source_length=512, target_length=16, world_size=2,
                      offload_param="cpu", max_live_parameters=100_000_000,
                      prefetch_bucket_size=50_000_000, max_reuse_distance=50_000_000)
-    assert printed.strip() == format_plan(plan(expected)).strip()
-    assert "offload_param=cpu" in printed
+    assert printed.startswith(format_plan(plan(expected)))
+    assert "backbone offloaded to CPU memory" in printed and "\nfits: about" in printed
+
+
+def test_report_to_tensorboard_without_the_package_is_a_flag_error(monkeypatch):
+    from rpt_fast.train import tensorboard
+    from rpt_fast.train.errors import UsageError
+
+    monkeypatch.setattr(tensorboard.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UsageError, match="--report-to: tensorboard needs the tensorboard package"):
+        tensorboard.check_available()

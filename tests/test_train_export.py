@@ -1,8 +1,10 @@
 """The demo command end to end (loss falls, score rises, exports written), the exported PEFT
 adapter loading with the real ``peft`` package, and the decoder-only path under ZeRO-3."""
 
+import json
 import math
 import os
+import re
 import sys
 
 import pytest
@@ -14,23 +16,30 @@ import harness  # noqa: E402
 pytestmark = pytest.mark.timeout(300)
 
 
+def _check_prompt(model, out):
+    loaded = model.get_prompt_embedding_to_save(adapter_name="default")
+    torch.testing.assert_close(loaded, harness.prompt(out), rtol=0, atol=0)
+
+
 def _load_peft(backbone, out):
     from peft import PeftModel
 
     summary = harness.summary(out)
     assert os.path.isfile(summary["exports"]["prompt"])
     model = PeftModel.from_pretrained(backbone, summary["exports"]["peft"])
-    loaded = model.get_prompt_embedding_to_save(adapter_name="default")
-    torch.testing.assert_close(loaded, harness.prompt(out), rtol=0, atol=0)
+    _check_prompt(model, out)
     return model
 
 
-def test_demo_command_learns_and_exports_a_peft_adapter(tmp_path):
-    from transformers import AutoModelForSeq2SeqLM, ByT5Tokenizer
+def _readme_reload_snippet() -> str:
+    """The README's code block that reloads the demo's adapter and scores it."""
+    with open(os.path.join(harness.REPO, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    return next(b for b in blocks if "build_backbone" in b and "PeftModel" in b)
 
-    from rpt_fast.presets import t5_config
-    from rpt_fast.train.backbone import init_preset_weights
 
+def test_demo_command_learns_and_exports_an_adapter_the_readme_reloads(tmp_path):
     out = str(tmp_path / "demo")
     # The README's first command, shortened (and on the eager backend: no compiler run in CI).
     proc = harness.train("--output-dir", out, "--max-steps", "120", "--eval-interval", "60",
@@ -38,18 +47,29 @@ def test_demo_command_learns_and_exports_a_peft_adapter(tmp_path):
     text = proc.stdout + proc.stderr
     for step in (0, 60, 120):
         assert f"step {step}: accuracy" in text
+    assert "warning" not in text
     summary = harness.summary(out)
     assert summary["mode"] == "deepspeed zero-3" and summary["steps"] == 120
     assert summary["final_loss"] < 0.5 * summary["first_logged_loss"]
     assert summary["best_score"] > 0.2 and summary["best_step"] > 0  # better than the untrained prompt
+    assert summary["warnings"] == [] and summary["this_run"]["steps"] == 120
 
-    backbone = AutoModelForSeq2SeqLM.from_config(t5_config("t5-tiny"))
-    init_preset_weights(backbone, seed=42, rank=0)  # the run's default seed: the same weights
-    model = _load_peft(backbone, out).eval()
-    tokenizer = ByT5Tokenizer()
-    inputs = tokenizer(["good day"], return_tensors="pt")
-    generated = model.generate(**inputs, max_new_tokens=4)
-    assert generated.shape[0] == 1
+    adapter = summary["exports"]["peft"]
+    with open(os.path.join(adapter, "adapter_config.json")) as handle:
+        assert json.load(handle)["base_model_name_or_path"] == "t5-tiny"
+    with open(os.path.join(adapter, "README.md")) as handle:
+        card = handle.read()
+    assert "task: `synthetic`" in card and f"accuracy {summary['best_score']:.3f}" in card
+    assert "steps: 120" in card and "rpt-train --output-dir" in card
+
+    # The README's lines, on this run's adapter and its 48-example evaluation subset.
+    code = _readme_reload_snippet().replace("rpt-runs/RUN/peft-adapter", adapter)
+    code = code.replace('get_task("synthetic", seed=42)', 'get_task("synthetic", seed=42, max_eval=48)')
+    code = code.replace("print(task.metrics(predictions, task.eval))", "scores = task.metrics(predictions, task.eval)")
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the documented snippet itself
+    _check_prompt(namespace["model"], out)
+    assert abs(namespace["scores"]["accuracy"] - summary["best_score"]) <= 0.05, (namespace["scores"], summary)
 
 
 def test_decoder_only_backbone_under_zero3(tmp_path):
@@ -66,5 +86,7 @@ def test_decoder_only_backbone_under_zero3(tmp_path):
     summary = harness.summary(out)
     assert summary["steps"] == 4 and summary["best_step"] in (0, 4)
     assert len(harness.losses(out)) == 4 and all(math.isfinite(x) for x in harness.losses(out))
+    with open(os.path.join(summary["exports"]["peft"], "adapter_config.json")) as handle:
+        assert json.load(handle)["base_model_name_or_path"] == os.path.abspath(local)
     model = _load_peft(AutoModelForCausalLM.from_pretrained(local), out)
     assert model.peft_config["default"].task_type == "CAUSAL_LM"

@@ -3,18 +3,18 @@ T5 architecture preset with random weights drawn from ``--seed``.
 
 Under ZeRO-3 the backbone is built partitioned (``deepspeed.zero.Init``, or transformers' own
 ZeRO-3 loading path for checkpoints), so no rank ever holds it whole. Preset weights are drawn
-one parameter at a time on rank 0 from a seeded generator and scattered, so every mode and
-world size gets the very same numbers.
+one parameter at a time on rank 0 from a seeded generator and scattered
+(:func:`rpt_fast.presets.init_preset_weights`), so every mode and world size gets the very
+same numbers, and :func:`rpt_fast.presets.build_backbone` rebuilds them outside a run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
 
-from ..presets import T5_PRESETS, t5_config
+from ..presets import T5_PRESETS, init_preset_weights, t5_config
 from .config import TrainConfig
 
 _DROPOUT_ATTRS = (
@@ -41,7 +41,7 @@ def load_tokenizer(cfg: TrainConfig):
     return tokenizer
 
 
-def _model_config(cfg: TrainConfig):
+def model_config(cfg: TrainConfig):
     if cfg.model in T5_PRESETS:
         config = t5_config(cfg.model)
     elif os.path.isdir(cfg.model):
@@ -75,49 +75,11 @@ def _dtype_kwargs(dtype: torch.dtype) -> dict:
     return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
 
 
-def _t5_init_std(name: str, shape: torch.Size, config) -> float | None:
-    """T5's own init scheme (None: ones, for the RMS norms)."""
-    if len(shape) == 1:
-        return None
-    owner = name.rsplit(".", 2)[-2]
-    if owner in ("shared", "embed_tokens", "lm_head"):
-        return 1.0
-    if owner == "relative_attention_bias":
-        return config.d_model ** -0.5
-    if owner == "q":
-        return (config.d_model * config.d_kv) ** -0.5
-    return shape[1] ** -0.5  # fan-in: k, v, o, wi, wi_0, wi_1, wo
-
-
-@torch.no_grad()
-def init_preset_weights(model, seed: int, rank: int) -> None:
-    """Draws every weight from ``torch.Generator().manual_seed(seed)`` on rank 0, in parameter
-    order, independent of DeepSpeed, world size and global RNG state."""
-    generator = torch.Generator().manual_seed(seed)
-    for name, param in model.named_parameters():
-        zero3 = hasattr(param, "ds_id")
-        if zero3:
-            import deepspeed
-
-            gather = deepspeed.zero.GatheredParameters([param], modifier_rank=0)
-        else:
-            gather = contextlib.nullcontext()
-        with gather:
-            if rank == 0 or not zero3:
-                shape = param.ds_shape if zero3 else param.shape
-                std = _t5_init_std(name, shape, model.config)
-                if std is None:
-                    values = torch.ones(shape)
-                else:
-                    values = torch.empty(shape).normal_(0.0, std, generator=generator)
-                param.data.copy_(values.view_as(param.data))
-
-
 def build_backbone(cfg: TrainConfig, ds_config: dict | None, rank: int):
     """The backbone (frozen by the caller), partitioned at construction when ``ds_config`` says
     ZeRO-3. Returns ``(model, keepalive)``; hold ``keepalive`` (transformers' ZeRO-3 switch)
     for as long as the model lives."""
-    config = _model_config(cfg)
+    config = model_config(cfg)
     auto = _auto_class(config)
     dtype = torch.bfloat16 if cfg.bf16 and ds_config is not None else torch.float32
     zero3 = ds_config is not None and ds_config["zero_optimization"]["stage"] == 3

@@ -1,7 +1,7 @@
 """Crash-safe checkpoint folders: written under a temporary name, sealed with a manifest of
 sizes and SHA-256 sums, renamed into place, then pointed to by ``latest`` (replaced
-atomically). The previous checkpoint is removed only after that, so a crash at any moment
-leaves a complete one to resume from; loading re-checks the manifest and names any bad file.
+atomically). Older checkpoints beyond the newest ``keep`` (``--save-total-limit``) are removed
+only after that, so a crash at any moment leaves a complete one to resume from; loading re-checks the manifest and names any bad file.
 
 Layout of ``<output-dir>/checkpoints/``::
 
@@ -81,9 +81,10 @@ def begin(root: str, step: int) -> str:
     return tmp
 
 
-def seal(root: str, tmp: str, step: int) -> str:
+def seal(root: str, tmp: str, step: int, keep: int = 1) -> str:
     """Rank 0, after every rank wrote its files into ``tmp``: writes the manifest, renames the
-    folder into place, points ``latest`` at it, and only then deletes older checkpoints."""
+    folder into place, points ``latest`` at it, and only then deletes older checkpoints beyond
+    the ``keep`` newest."""
     files = {}
     for rel in _files(tmp):
         path = os.path.join(tmp, rel)
@@ -97,9 +98,9 @@ def seal(root: str, tmp: str, step: int) -> str:
     os.rename(tmp, final)
     _fsync_dir(root)
     _write_atomic(os.path.join(root, LATEST), step_name(step))
-    for entry in os.listdir(root):
-        if entry.startswith("step-") and entry != step_name(step):
-            shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
+    older = sorted(e for e in os.listdir(root) if e.startswith("step-") and e != step_name(step))
+    for entry in older[: max(0, len(older) - (keep - 1))]:  # zero-padded names sort by step
+        shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
     return final
 
 

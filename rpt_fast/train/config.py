@@ -7,6 +7,9 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from ..ops import BACKENDS
+from .errors import UsageError
+
 OFFLOAD_DEVICES = ("none", "cpu", "nvme")
 ZERO_STAGES = (0, 1, 2, 3)
 PROMPT_INITS = ("vocab", "random")
@@ -15,6 +18,7 @@ LR_SCHEDULERS = ("constant", "linear")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")  # rpt_fast.modules.ACTIVATIONS
 EVAL_SPLITS = ("full", "halves")  # rpt_fast.train.tasks.EVAL_SPLITS
 WSC_FORMATS = ("span", "official")  # rpt_fast.train.tasks.WSC_FORMATS
+REPORT_TO = ("none", "tensorboard")
 DEFAULT_STEPS = 300  # without --epochs/--max-steps: the demo's few hundred steps
 
 
@@ -75,13 +79,16 @@ class TrainConfig:
     # Output, checkpoints.
     output_dir: str | None = None
     save_interval: int = 0
+    save_total_limit: int = 1  # checkpoints kept (the newest ones)
     resume: bool = False
     progress: bool = True
+    report_to: str = "none"
 
     def validate(self) -> "TrainConfig":
-        """Raises ValueError naming the first bad setting; returns self."""
+        """Raises ValueError (a :class:`~rpt_fast.train.errors.UsageError` or one whose message
+        starts with the field's name) naming the first bad setting; returns self."""
         positive = ("num_tokens", "bottleneck", "batch_size", "max_input_length", "max_live_parameters",
-                    "max_target_length", "log_interval")
+                    "max_target_length", "log_interval", "save_total_limit")
         for name in positive:
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("warmup_steps", "eval_interval", "save_interval"):
@@ -99,6 +106,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"{name}: expected a probability in [0, 1), got {value}")
+        if self.backend not in BACKENDS:
+            raise UsageError("backend", f"expected one of {BACKENDS}, got {self.backend!r}")
+        if self.report_to not in REPORT_TO:
+            raise UsageError("report_to", f"expected one of {REPORT_TO}, got {self.report_to!r}")
         if self.prompt_init not in PROMPT_INITS:
             raise ValueError(f"prompt_init: expected one of {PROMPT_INITS}, got {self.prompt_init!r}")
         if self.zero_stage not in ZERO_STAGES:
@@ -106,16 +117,17 @@ class TrainConfig:
         if self.offload_param not in OFFLOAD_DEVICES:
             raise ValueError(f"offload_param: expected one of {OFFLOAD_DEVICES}, got {self.offload_param!r}")
         if self.offload_param != "none" and (not self.deepspeed or self.zero_stage != 3):
-            raise ValueError(
-                f"offload_param={self.offload_param!r} needs DeepSpeed ZeRO stage 3, got "
-                f"{'no DeepSpeed' if not self.deepspeed else f'zero_stage={self.zero_stage}'}"
+            raise UsageError(
+                "offload_param",
+                f"{self.offload_param} needs DeepSpeed ZeRO stage 3 (--zero-stage 3), got "
+                f"{'--no-deepspeed' if not self.deepspeed else f'--zero-stage {self.zero_stage}'}",
             )
         if self.offload_param == "nvme" and not self.nvme_path:
-            raise ValueError("offload_param='nvme' needs nvme_path (a directory on a fast local disk)")
+            raise UsageError("nvme_path", "--offload-param nvme needs a directory on a fast local disk, got none")
         if self.deepspeed_config is not None and not os.path.isfile(self.deepspeed_config):
-            raise ValueError(f"deepspeed_config: no such file: {self.deepspeed_config!r}")
+            raise UsageError("deepspeed_config", f"expected a JSON file, got {self.deepspeed_config!r} (no such file)")
         if self.resume and not self.output_dir:
-            raise ValueError("resume: needs output_dir, the run folder whose checkpoints to continue")
+            raise UsageError("resume", "needs --output-dir, the run folder whose checkpoints to continue")
         for name, choices in (("reparam", REPARAMS), ("lr_scheduler", LR_SCHEDULERS), ("activation", ACTIVATIONS),
                               ("eval_split", EVAL_SPLITS), ("wsc_format", WSC_FORMATS)):
             if getattr(self, name) not in choices:

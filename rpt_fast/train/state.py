@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from . import checkpoint
 from .distributed import DistInfo, barrier, broadcast_object
+from .export import make_public
 
 TRAINER_STATE = "trainer_state.json"
 BEST = "best_trainable.safetensors"
@@ -51,8 +52,9 @@ def _rng_file(rank: int) -> str:
 
 
 def save(root: str, step: int, info: DistInfo, *, trainer_state: dict, best: dict | None,
-         engine=None, model=None, optimizer=None, scheduler=None) -> str | None:
-    """Collective: every rank calls it. Returns the sealed folder on rank 0 (None elsewhere)."""
+         engine=None, model=None, optimizer=None, scheduler=None, keep: int = 1) -> str | None:
+    """Collective: every rank calls it. Returns the sealed folder on rank 0 (None elsewhere);
+    the ``keep`` newest checkpoints stay."""
     tmp = checkpoint.begin(root, step) if info.is_main else None
     tmp = broadcast_object(info, tmp)
     barrier(info)
@@ -71,11 +73,12 @@ def save(root: str, step: int, info: DistInfo, *, trainer_state: dict, best: dic
     if info.is_main:
         if best is not None:
             save_file(best["tensors"], os.path.join(tmp, BEST))
+            make_public(os.path.join(tmp, BEST))
         public = {**trainer_state, "best": None if best is None else {k: v for k, v in best.items() if k != "tensors"}}
         with open(os.path.join(tmp, TRAINER_STATE), "w", encoding="utf-8") as handle:
             json.dump(public, handle, indent=1)
     barrier(info)
-    folder = checkpoint.seal(root, tmp, step) if info.is_main else None
+    folder = checkpoint.seal(root, tmp, step, keep=keep) if info.is_main else None
     barrier(info)
     return folder
 

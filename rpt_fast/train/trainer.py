@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import state
+from . import summary as run_summary
 from .backbone import build_backbone, load_tokenizer
 from .config import TrainConfig
 from .data import StepSampler, collate_train, encode_examples
@@ -32,11 +33,12 @@ from .zero3 import register_fused_parameters
 from .export import export_prompt, gathered, load_trainable, trainable_tensors
 
 METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
 CHECKPOINTS = "checkpoints"
 
 
 def _output_dir(cfg: TrainConfig, info: DistInfo) -> str:
+    """The run folder's path, the same on every rank; :func:`train` creates it once the run is
+    built, so a run that fails to start leaves nothing behind."""
     path = cfg.output_dir
     if path is None and info.is_main:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -45,11 +47,7 @@ def _output_dir(cfg: TrainConfig, info: DistInfo) -> str:
         while os.path.exists(path):
             n += 1
             path = f"{base}-{n}"
-    path = os.path.abspath(broadcast_object(info, path))
-    if info.is_main:
-        os.makedirs(path, exist_ok=True)
-    barrier(info)
-    return path
+    return os.path.abspath(broadcast_object(info, path))
 
 
 class MetricsLog:
@@ -58,6 +56,7 @@ class MetricsLog:
 
     def __init__(self, path: str, enabled: bool, resume_step: int | None):
         self.path, self.enabled = path, enabled
+        self.tensorboard = None  # a tensorboard.TensorBoardLog with --report-to tensorboard
         if enabled and resume_step is not None and os.path.exists(path):
             with open(path, encoding="utf-8") as handle:
                 kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= resume_step]
@@ -70,6 +69,8 @@ class MetricsLog:
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
+            if self.tensorboard is not None:
+                self.tensorboard.write(record)
 
 
 def _fingerprint(cfg: TrainConfig, info: DistInfo) -> dict:
@@ -101,16 +102,14 @@ def _seed_everything(seed: int) -> None:
 class Run:
     """A built run: model, optimizer, data, and where things go."""
 
-    def __init__(self, cfg: TrainConfig, info: DistInfo):
+    def __init__(self, cfg: TrainConfig, info: DistInfo, task=None):
         from ..prompt import ResidualPromptModel
-        from .tasks import get_task
+        from .preflight import load_task
 
         self.cfg, self.info = cfg, info
         self.out = _output_dir(cfg, info)
         self.tokenizer = load_tokenizer(cfg)
-        self.task = get_task(cfg.task, cfg.data_dir, seed=cfg.seed, max_train=cfg.max_train_examples,
-                             max_eval=cfg.max_eval_examples, few_shot=cfg.few_shot, eval_split=cfg.eval_split,
-                             wsc_format=cfg.wsc_format)
+        self.task = task if task is not None else load_task(cfg)
         self.ds_config = build_ds_config(cfg, info.world_size, pin_memory=info.device.type == "cuda") \
             if cfg.deepspeed else None
         backbone, self._hf_zero3 = build_backbone(cfg, self.ds_config, info.rank)
@@ -151,6 +150,7 @@ class Run:
         self.autocast_dtype = torch.bfloat16 if cfg.bf16 and not cfg.deepspeed else None
         self.checkpoints = os.path.join(self.out, CHECKPOINTS)
         self.fingerprint = _fingerprint(cfg, info)
+        self.earlier_train_time = 0.0  # training time of the processes before a resume
 
     def forward_loss(self, step: int, micro: int = 0) -> torch.Tensor:
         """This rank's share of the global batch's token-mean loss from micro-batch ``micro``
@@ -198,14 +198,16 @@ class Run:
             synced_gpus=self.zero3 and self.info.world_size > 1, autocast_dtype=self.autocast_dtype,
         )
 
-    def save(self, step: int, best: dict | None) -> None:
-        trainer_state = {"step": step, "fingerprint": self.fingerprint}
+    def save(self, step: int, best: dict | None, train_time_s: float = 0.0) -> None:
+        trainer_state = {"step": step, "fingerprint": self.fingerprint, "train_time_s": round(train_time_s, 3)}
         state.save(self.checkpoints, step, self.info, trainer_state=trainer_state, best=best, engine=self.engine,
-                   model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+                   model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                   keep=self.cfg.save_total_limit)
 
     def resume(self, folder: str) -> tuple[int, dict | None]:
         trainer_state, best = state.load(folder, self.info, fingerprint=self.fingerprint, engine=self.engine,
                                          model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+        self.earlier_train_time = float(trainer_state.get("train_time_s", 0.0))  # before the resume
         return int(trainer_state["step"]), best
 
 
@@ -222,6 +224,10 @@ def _run_loop(run: Run, resume_from: str | None = None) -> dict:
     if not resumed:
         _seed_everything(cfg.seed + info.rank)  # dropout streams; resume restores them instead
     log = MetricsLog(os.path.join(run.out, METRICS_FILE), info.is_main, start_step if resumed else None)
+    if cfg.report_to == "tensorboard" and info.is_main:
+        from .tensorboard import FOLDER, TensorBoardLog
+
+        log.tensorboard = TensorBoardLog(os.path.join(run.out, FOLDER), start_step if resumed else None)
     primary = run.task.primary_metric
     say = tqdm.write if info.is_main else (lambda _msg: None)
     if resumed:
@@ -263,7 +269,7 @@ def _run_loop(run: Run, resume_from: str | None = None) -> dict:
         if cfg.eval_interval and (step % cfg.eval_interval == 0 or step == run.total_steps):
             do_eval(step)
         if cfg.save_interval and step % cfg.save_interval == 0 and step < run.total_steps:
-            run.save(step, best)
+            run.save(step, best, train_time_s=run.earlier_train_time + time.time() - started)
     bar.close()
     elapsed = time.time() - started
     if best is None:  # no evaluation: the final prompt is the one exported
@@ -276,48 +282,25 @@ def _run_loop(run: Run, resume_from: str | None = None) -> dict:
         test_metrics = run.evaluate(test=True)
         log.write({"type": "test", "step": best["step"], **test_metrics})
         say(f"test (best prompt, step {best['step']}): {_format_scores(test_metrics, primary)}")
-    exports = export_prompt(run.model, run.out, info)
-    summary = {
-        "output_dir": run.out,
-        "task": run.task.name,
-        "primary_metric": primary,
-        "best_score": best["score"],
-        "best_step": best["step"],
-        "best_metrics": best["metrics"],
-        "test_metrics": test_metrics,
-        "steps": run.total_steps,
-        "resumed_from_step": start_step if resumed else None,
-        "first_logged_loss": first_loss,
-        "final_loss": last_loss,
-        "train_time_s": round(elapsed, 2),
-        "world_size": info.world_size,
-        "mode": f"deepspeed zero-{cfg.zero_stage}" if cfg.deepspeed else "pytorch",
-        "exports": exports,
-    }
+    whole_first_loss = run_summary.first_logged_loss(log.path) if info.is_main else None
+    summary = run_summary.build(
+        cfg=cfg, out=run.out, task=run.task.name, primary=primary, best=best, total_steps=run.total_steps,
+        start_step=start_step, resumed=resumed, first_loss=first_loss, whole_first_loss=whole_first_loss,
+        last_loss=last_loss, elapsed=elapsed, earlier_time=run.earlier_train_time, world_size=info.world_size,
+        test_metrics=test_metrics,
+    )
+    summary["exports"] = export_prompt(run.model, run.out, info, base_model=run_summary.base_model_name(cfg),
+                                       card=lambda folder: run_summary.model_card(summary, cfg, folder))
     if info.is_main:
-        with open(os.path.join(run.out, SUMMARY_FILE), "w", encoding="utf-8") as handle:
-            json.dump(summary, handle, indent=1)
-        _print_summary(summary)
+        run_summary.write(summary)
+    if log.tensorboard is not None:
+        log.tensorboard.close()
     return summary
 
 
-def _print_summary(summary: dict) -> None:
-    score = summary["best_score"]
-    best = "no evaluation" if score is None else f"{summary['primary_metric']} {score:.3f} at step {summary['best_step']}"
-    lines = [
-        f"done: {summary['steps']} steps in {summary['train_time_s']:.1f}s ({summary['mode']}, "
-        f"{summary['world_size']} rank(s))",
-        f"loss: {summary['first_logged_loss']:.4f} (first log) -> {summary['final_loss']:.4f} (last)",
-        f"best: {best}",
-        f"prompt: {summary['exports']['prompt']}",
-        f"PEFT adapter: {summary['exports']['peft']}",
-        f"summary: {os.path.join(summary['output_dir'], SUMMARY_FILE)}",
-    ]
-    print("\n".join(lines), flush=True)
-
-
-def train(cfg: TrainConfig) -> dict:
-    """Runs the whole training described by ``cfg``; returns the summary (on every rank)."""
+def train(cfg: TrainConfig, task=None) -> dict:
+    """Runs the whole training described by ``cfg``; returns the summary (on every rank).
+    ``task``: the run's task if already loaded (by :func:`~rpt_fast.train.preflight.preflight`)."""
     cfg.validate()
     info = init_distributed(cfg.deepspeed)
     resume_from = None
@@ -325,10 +308,12 @@ def train(cfg: TrainConfig) -> dict:
         resume_from = state.find_resumable(os.path.join(os.path.abspath(cfg.output_dir), CHECKPOINTS), info)
         if resume_from is None and info.is_main:
             print(f"--resume: no checkpoint in {cfg.output_dir} yet, starting from step 0", flush=True)
-    run = Run(cfg, info)
+    run = Run(cfg, info, task)
     if info.is_main:
+        os.makedirs(run.out, exist_ok=True)
         with open(os.path.join(run.out, "config.json"), "w", encoding="utf-8") as handle:
             json.dump({"train": cfg.to_dict(), "deepspeed": run.ds_config}, handle, indent=1)
+    barrier(info)  # the folder exists for every rank
     summary = _run_loop(run, resume_from)
     shutdown(info, cfg.deepspeed)
     return summary

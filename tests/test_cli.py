@@ -1,0 +1,135 @@
+"""``rpt-train`` as a user meets it, run as a subprocess: bad input ends in one line on stderr
+naming the flag, exit code 2, no traceback and no leftover folder (also under the ``deepspeed``
+launcher on two CPU ranks); ``--help`` shows every flag with its real default."""
+
+import argparse
+import os
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "train_scripts"))
+from cli_run import env, rpt_train  # noqa: E402
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def assert_one_line_error(proc, expected: str) -> None:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert len(lines) == 1 and lines[0].startswith(f"rpt-train: error: {expected}"), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def _bad_data_dir(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text('{"input": "a", "target": "b"}\n{"input": "c", target: "d"}\n')
+    (data / "val.jsonl").write_text('{"input": "a", "target": "b"}\n')
+    return str(data)
+
+
+BAD_INPUTS = [
+    (["--task", "nope"], "--task: expected one of"),
+    (["--model", "/no/such/checkpoint"], "--model: expected a preset"),
+    (["--task", "boolq", "--data-dir", "EMPTY"], "--data-dir: task 'boolq' expects train.jsonl"),
+    (["--task", "jsonl", "--data-dir", "BAD"], "--data-dir: BAD/train.jsonl:2: not valid JSON"),
+    (["--num-tokens", "0"], "--num-tokens: expected an int >= 1, got 0"),
+    (["--offload-param", "disk"], "--offload-param: invalid choice: 'disk'"),
+    (["--batch-size", "32", "--max-train-examples", "10"], "--batch-size: expected at most the 10 training"),
+]
+
+
+@pytest.mark.parametrize("args, expected", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_naming_the_flag_and_leaves_nothing(tmp_path, args, expected):
+    (tmp_path / "EMPTY").mkdir()
+    bad = _bad_data_dir(tmp_path)
+    args = [bad if a == "BAD" else a for a in args]
+    before = set(os.listdir(tmp_path))
+    proc = rpt_train(tmp_path, *args)
+    assert_one_line_error(proc, expected.replace("BAD", bad))
+    assert set(os.listdir(tmp_path)) == before  # no rpt-runs/ folder, nothing else
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    for proc in (rpt_train(tmp_path, "--task", "nope", "--debug"), rpt_train(tmp_path, "--task", "nope", RPT_DEBUG="1")):
+        assert proc.returncode != 0
+        assert "Traceback" in proc.stderr and "--task: expected one of" in proc.stderr
+
+
+def test_bad_input_under_the_deepspeed_launcher_is_one_line_and_exit_code_2(tmp_path):
+    proc = rpt_train(tmp_path, "--task", "nope", launcher_ranks=2)
+    assert_one_line_error(proc, "--task: expected one of")  # both ranks failed, one line printed
+    assert not os.path.exists(tmp_path / "rpt-runs")
+
+
+def test_error_after_the_process_group_started_under_the_launcher_is_one_line_too(tmp_path):
+    from rpt_fast.train import checkpoint
+
+    tmp = checkpoint.begin(str(tmp_path / "checkpoints"), 4)
+    with open(os.path.join(tmp, "plain_state.pt"), "wb") as handle:
+        handle.write(b"0123456789")
+    folder = checkpoint.seal(str(tmp_path / "checkpoints"), tmp, 4)
+    with open(os.path.join(folder, "plain_state.pt"), "r+b") as handle:
+        handle.truncate(4)
+    proc = rpt_train(tmp_path, "--output-dir", str(tmp_path), "--resume", "--num-tokens", "4", launcher_ranks=2)
+    assert_one_line_error(proc, f"--resume: checkpoint file {folder}/plain_state.pt is truncated")
+
+
+def test_plan_and_gpu_memory_need_each_other(tmp_path):
+    proc = rpt_train(tmp_path, "--gpu-memory", "8GB")
+    assert_one_line_error(proc, "--gpu-memory: only with --plan")
+
+
+# --help ---------------------------------------------------------------------------------------
+
+
+def _options():
+    from rpt_fast.train.cli import build_parser
+
+    parser = build_parser()
+    return parser, [a for a in parser._actions if a.option_strings and a.help != argparse.SUPPRESS
+                    and not isinstance(a, argparse._HelpAction)]
+
+
+def test_help_shows_every_flag_with_help_and_its_real_default(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "rpt_fast.train", "--help"], env=env(COLUMNS="200"),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split("model and data:", 1)[1].split())  # the flags' help, not usage
+    parser, actions = _options()
+    for action in actions:
+        assert action.help, f"{action.option_strings[0]} has no help"
+        if action.nargs == 0:
+            # On/off flags say what they do, never "(default: True)" or "(default: False)".
+            continue
+        if action.default is None:
+            assert "default" in action.help, f"{action.option_strings[0]}: say what happens without it"
+        elif "default" not in action.help:
+            assert f"(default: {action.default})" in text, action.option_strings[0]
+    assert "(default: True)" not in text and "(default: False)" not in text and "(default: None)" not in text
+    formatter = parser._get_formatter()
+    for action in actions:  # one default per flag, never "(default: keep them) (default: None)"
+        assert formatter._get_help_string(action).count("(default:") <= 1, action.option_strings[0]
+    for flag, default in (("--lr", "0.3"), ("--weight-decay", "1e-05"), ("--seed", "42"), ("--zero-stage", "3"),
+                          ("--log-interval", "10")):
+        start = text.index(flag + " ")
+        assert f"(default: {default})" in text[start:start + 300], flag
+    start = text.index("--no-deepspeed")
+    assert "plain PyTorch" in text[start:start + 120]
+
+
+def test_rpt_memory_and_plan_speak_rpt_trains_flags(tmp_path):
+    flags = ["--model", "t5-xl", "--bf16", "--max-input-length", "512", "--gpu-memory", "8GB"]
+    memory = subprocess.run([sys.executable, "-m", "rpt_fast.memory", *flags], cwd=tmp_path, env=env(),
+                            capture_output=True, text=True, timeout=120)
+    plan = rpt_train(tmp_path, "--plan", *flags)
+    assert memory.returncode == plan.returncode == 0, memory.stderr + plan.stderr
+    assert memory.stdout == plan.stdout and "does not fit: about" in plan.stdout
+    assert "append to the rpt-train command" in plan.stdout and "  --zero-stage 3 --offload-param cpu" in plan.stdout
+    old = subprocess.run([sys.executable, "-m", "rpt_fast.memory", "--source-length", "512"], cwd=tmp_path,
+                         env=env(), capture_output=True, text=True, timeout=120)
+    assert old.returncode == 2 and len(old.stderr.strip().splitlines()) == 1
+    assert "--source-length: use --max-input-length" in old.stderr
+    assert os.listdir(tmp_path) == []
