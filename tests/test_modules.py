@@ -84,6 +84,50 @@ def _randomize_seq(seq):
     return seq
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_from_official_resmlp_runs_fused_and_shares_parameters(official_resmlp, backend):
+    official = official_resmlp(12, 6, dropout=0.2).eval()
+    _warned.clear()
+    fused = FusedResidualMLP.from_eager(official, backend=backend)
+    assert type(fused) is FusedResidualMLP and not fused.training and fused.residual
+    assert fused.down.weight is official.module[0].weight and fused.norm.bias is official.module[4].bias
+    x = torch.randn(3, 12)
+    xo, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yo = official(xo)
+    go = torch.autograd.grad(yo.square().sum(), [xo, *official.parameters()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fused path: no fallback warning
+        yf = fused(xf)
+    gf = torch.autograd.grad(yf.square().sum(), [xf, *fused.parameters()])
+    torch.testing.assert_close(yf, yo, atol=1e-4, rtol=1e-4)
+    for a, b in zip(gf, go):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("residual", [False, 0], ids=["False", "0"])
+def test_from_official_resmlp_without_residual_keeps_it_off(official_resmlp, residual):
+    official = official_resmlp(12, 6, residual=residual)
+    _warned.clear()
+    fused = FusedResidualMLP.from_eager(official, backend="native")
+    assert fused.residual is False and fused.to_eager().residual is False
+    x = torch.randn(3, 12)
+    with pytest.warns(UserWarning, match="eager path for residual=False"):
+        got = fused(x)
+    torch.testing.assert_close(got, official(x))
+    assert (got - official.module(x)).abs().max() == 0  # no input added
+
+
+def test_from_official_resmlp_rejects_other_module_types(official_resmlp):
+    mlp2 = official_resmlp(8, 4)
+    mlp2.module = nn.Sequential(*mlp2.module, *mlp2.module)  # module_type='MLP2' repeats the layers
+    with pytest.raises(TypeError, match=r"module.module: expected nn.Sequential\(Linear, ReLU, Linear"):
+        FusedResidualMLP.from_eager(mlp2)
+    lstm = official_resmlp(8, 4)
+    del lstm.module  # the LSTM types have no Sequential
+    with pytest.raises(TypeError, match="expected a ResidualMLP, the official ResMLP .* got OfficialStyleResMLP"):
+        FusedResidualMLP.from_eager(lstm)
+
+
 def test_from_eager_rejects_other_layouts():
     with pytest.raises(TypeError, match=r"got nn.Sequential\(Linear, Linear\)"):
         FusedResidualMLP.from_eager(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)))
