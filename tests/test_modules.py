@@ -1,5 +1,6 @@
 """Module front ends: eager ResidualMLP semantics, the fused drop-in on every CPU backend,
-state_dict compatibility, converters, fallbacks, the prompt encoder and torch.compile."""
+state_dict compatibility, converters (the official ResMLP included), fallbacks and the prompt
+encoder. torch.compile is in test_compile.py."""
 
 import warnings
 
@@ -205,24 +206,3 @@ def test_prompt_encoder_init():
     assert ResidualPromptEncoder(4, 8, 3).prompt.abs().max() <= 0.5
     with pytest.raises(ValueError, match=r"init: expected a tensor of shape \(4, 8\), got \(3, 8\)"):
         ResidualPromptEncoder(4, 8, 3, init=torch.randn(3, 8))
-
-
-@pytest.mark.parametrize("backend", ["native", "triton"])
-def test_torch_compile_fullgraph_has_no_graph_break(backend):
-    torch._dynamo.reset()
-    fused = _randomize(FusedResidualMLP(16, 8, backend=backend))
-    compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
-    x = torch.randn(5, 16, requires_grad=True)
-    y = compiled(x)
-    y.square().sum().backward()
-    eager_y = fused.to_eager()(x)
-    torch.testing.assert_close(y, eager_y, atol=1e-4, rtol=1e-4)
-    assert fused.down.weight.grad is not None
-
-
-def test_torch_compile_inductor_end_to_end():
-    torch._dynamo.reset()
-    fused = _randomize(FusedResidualMLP(16, 8, backend="native"))
-    compiled = torch.compile(fused, fullgraph=True)
-    x = torch.randn(5, 16)
-    torch.testing.assert_close(compiled(x), fused.to_eager()(x), atol=1e-4, rtol=1e-4)
