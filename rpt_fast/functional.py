@@ -87,16 +87,16 @@ def residual_mlp(x, w1, b1, w2, b2, ln_weight, ln_bias, eps=1e-5, *, backend="au
     ``LayerNorm(ReLU(x @ w1.T + b1) @ w2.T + b2) * ln_weight + ln_bias + x``.
 
     Args:
-        x: (..., d) input rows, any leading dims, contiguous or not.
-        w1, b1: the down projection, (m, d) and (m,), laid out as ``nn.Linear``. Every
-            tensor may have any strides (transposed, sliced or expanded views included).
+        x: (..., d) input rows, any leading dims.
+        w1, b1: the down projection, (m, d) and (m,), laid out as ``nn.Linear``.
         w2, b2: the up projection, (d, m) and (d,).
         ln_weight, ln_bias: LayerNorm affine parameters, (d,).
         eps: LayerNorm epsilon.
         backend: "auto" (fastest available), "triton", "native" or "eager" (the reference).
 
     Returns a tensor of x's shape and dtype (the autocast dtype under ``torch.autocast``).
-    All inputs share one dtype and device; errors name the offending argument.
+    All inputs share one dtype and device and may have any strides (transposed, sliced,
+    expanded views); errors name the offending argument.
     """
     tensors = _autocast((x, w1, b1, w2, b2, ln_weight, ln_bias))
     check_residual_mlp_inputs(*tensors)
