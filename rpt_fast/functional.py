@@ -2,7 +2,8 @@
 
 The Functions save the weight tensors they are given (the ``nn.Parameter`` objects
 themselves, never copies or transposes), so DeepSpeed ZeRO-3 can release them after the
-forward and gather them again before the backward.
+forward and gather them again before the backward. Every tensor that reaches a kernel backend
+is contiguous (strided views are copied once per call here), so kernels may assume it.
 """
 
 from __future__ import annotations
@@ -63,11 +64,22 @@ def _run(tensors, eps, backend, grouped):
         if name == "eager":
             ref = grouped_residual_mlp_reference if grouped else residual_mlp_reference
             return ref(*tensors, eps)
+        weights = _contiguous(tensors[1:])
         if x.dim() == 2 and x.is_contiguous():  # no view nodes in the autograd graph
-            return _ResidualMLPFunction.apply(x, *tensors[1:], eps, name, grouped)
+            return _ResidualMLPFunction.apply(x, *weights, eps, name, grouped)
         x2d = x.reshape(-1, x.shape[-1]).contiguous()
-        y = _ResidualMLPFunction.apply(x2d, *tensors[1:], eps, name, grouped)
+        y = _ResidualMLPFunction.apply(x2d, *weights, eps, name, grouped)
         return y.view(x.shape)
+
+
+def _contiguous(tensors: tuple) -> tuple:
+    """The kernel backends take contiguous tensors only: this is where that holds.
+
+    ``.contiguous()`` returns a contiguous tensor itself (a ZeRO-3 Parameter reaches the
+    Function, which saves it, as the object it is); a strided, transposed or expanded view
+    becomes one copy per call, and autograd sums its gradient back into the caller's tensor.
+    """
+    return tuple(t.contiguous() for t in tensors)
 
 
 def residual_mlp(x, w1, b1, w2, b2, ln_weight, ln_bias, eps=1e-5, *, backend="auto"):
@@ -75,7 +87,7 @@ def residual_mlp(x, w1, b1, w2, b2, ln_weight, ln_bias, eps=1e-5, *, backend="au
     ``LayerNorm(ReLU(x @ w1.T + b1) @ w2.T + b2) * ln_weight + ln_bias + x``.
 
     Args:
-        x: (..., d) input rows, any leading dims, contiguous or not.
+        x: (..., d) input rows, any leading dims.
         w1, b1: the down projection, (m, d) and (m,), laid out as ``nn.Linear``.
         w2, b2: the up projection, (d, m) and (d,).
         ln_weight, ln_bias: LayerNorm affine parameters, (d,).
@@ -83,7 +95,8 @@ def residual_mlp(x, w1, b1, w2, b2, ln_weight, ln_bias, eps=1e-5, *, backend="au
         backend: "auto" (fastest available), "triton", "native" or "eager" (the reference).
 
     Returns a tensor of x's shape and dtype (the autocast dtype under ``torch.autocast``).
-    All inputs share one dtype and device; errors name the offending argument.
+    All inputs share one dtype and device and may have any strides (transposed, sliced,
+    expanded views); errors name the offending argument.
     """
     tensors = _autocast((x, w1, b1, w2, b2, ln_weight, ln_bias))
     check_residual_mlp_inputs(*tensors)

@@ -177,8 +177,10 @@ class FusedResidualMLP(ResidualMLP):
 
     @classmethod
     def from_eager(cls, module, *, backend: str = "auto") -> "FusedResidualMLP | GroupedResidualMLP":
-        """Wraps a :class:`ResidualMLP`, or the official layout ``nn.Sequential(Linear, ReLU,
-        Linear, [Dropout], [LayerNorm])`` whose output gets the residual, sharing its Parameters.
+        """Wraps a :class:`ResidualMLP`, the official ``ResMLP`` (its ``module`` Sequential and
+        its ``residual`` flag; ``residual=False`` runs the eager path after a one-time warning),
+        or the official layout ``nn.Sequential(Linear, ReLU, Linear, [Dropout], [LayerNorm])``
+        whose output gets the residual, sharing its Parameters.
 
         A list or ``nn.ModuleList`` of them (one per row) becomes a :class:`GroupedResidualMLP`
         (see :meth:`GroupedResidualMLP.from_eager`: stacked copies, not shared Parameters).
@@ -196,7 +198,9 @@ class FusedResidualMLP(ResidualMLP):
         return ResidualMLP(d_model, bottleneck, device="meta", **self._config())._adopt(self)
 
 
-def _residual_mlp_from_sequential(seq: nn.Sequential) -> ResidualMLP:
+def _residual_mlp_from_sequential(seq: nn.Sequential, name: str, residual: bool = True) -> ResidualMLP:
+    """A ResidualMLP holding the layers of the official layout ``seq``; ``residual``: whether
+    the input is added to its output (the official ResMLP's flag)."""
     layers = list(seq)
     kinds = [type(layer) for layer in layers]
     act_names = {cls: name for name, cls in ACTIVATIONS.items()}
@@ -211,7 +215,7 @@ def _residual_mlp_from_sequential(seq: nn.Sequential) -> ResidualMLP:
     if not ok:
         names = ", ".join(k.__name__ for k in kinds)
         raise TypeError(
-            f"module: expected nn.Sequential(Linear, ReLU, Linear, [Dropout], [LayerNorm]), "
+            f"{name}: expected nn.Sequential(Linear, ReLU, Linear, [Dropout], [LayerNorm]), "
             f"got nn.Sequential({names})"
         )
     down, act, up = layers[:3]
@@ -222,6 +226,7 @@ def _residual_mlp_from_sequential(seq: nn.Sequential) -> ResidualMLP:
         down.out_features,
         dropout=dropout.p if dropout is not None else 0.0,
         layer_norm=norm is not None,
+        residual=residual,
         activation=act_names[kinds[1]],
         eps=norm.eps if norm is not None else 1e-5,
         device="meta",
@@ -463,13 +468,27 @@ class GroupedResidualMLP(nn.Module):
         return loop.train(self.training)
 
 
+def _is_official_resmlp(module) -> bool:
+    """Duck-typed: the official ``ResMLP`` is an ``nn.Module`` whose ``module`` is the MLP's
+    ``nn.Sequential`` and whose ``residual`` flag says whether the input is added."""
+    return (
+        isinstance(module, nn.Module)
+        and not isinstance(module, (ResidualMLP, nn.Sequential))
+        and isinstance(getattr(module, "module", None), nn.Sequential)
+        and hasattr(module, "residual")
+    )
+
+
 def _as_residual_mlp(module, name: str) -> ResidualMLP:
-    if isinstance(module, nn.Sequential):
-        module = _residual_mlp_from_sequential(module)
+    if _is_official_resmlp(module):
+        eager = _residual_mlp_from_sequential(module.module, f"{name}.module", bool(module.residual))
+        module = eager.train(module.training)
+    elif isinstance(module, nn.Sequential):
+        module = _residual_mlp_from_sequential(module, name)
     if not isinstance(module, ResidualMLP):
         raise TypeError(
-            f"{name}: expected a ResidualMLP or an nn.Sequential(Linear, ReLU, Linear, "
-            f"[Dropout], [LayerNorm]), got {type(module).__name__}"
+            f"{name}: expected a ResidualMLP, the official ResMLP (module_type='MLP1') or an "
+            f"nn.Sequential(Linear, ReLU, Linear, [Dropout], [LayerNorm]), got {type(module).__name__}"
         )
     return module
 

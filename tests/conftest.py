@@ -1,6 +1,7 @@
 """Test setup. Without a GPU, Triton kernels run on CPU tensors through the interpreter; the
 variable must be set before triton is imported anywhere."""
 
+import contextlib
 import os
 
 import torch
@@ -9,6 +10,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+from torch import nn  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -16,17 +18,59 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture
-def poisoned():
-    """Fresh ATen allocations (outputs and scratch) are NaN-filled, so an output element a
-    kernel skips fails the comparison instead of passing on leftover memory."""
+@contextlib.contextmanager
+def _nan_poisoning():
     previous = torch.are_deterministic_algorithms_enabled()
     fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True)
     torch.utils.deterministic.fill_uninitialized_memory = True
-    yield
-    torch.use_deterministic_algorithms(previous)
-    torch.utils.deterministic.fill_uninitialized_memory = fill
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+@pytest.fixture
+def poisoned():
+    """Fresh ATen allocations (outputs and scratch) are NaN-filled, so an output element a
+    kernel skips fails the comparison instead of passing on leftover memory."""
+    with _nan_poisoning():
+        yield
+
+
+@pytest.fixture
+def nan_poisoning():
+    """The context manager of ``poisoned``, for tests that poison only the op under test (the
+    float64 reference's cuBLAS calls refuse deterministic mode on CUDA)."""
+    return _nan_poisoning
+
+
+class OfficialStyleResMLP(nn.Module):
+    """Stand-in with the attributes of the official ResMLP (arazd/ResidualPrompts, module_type
+    'MLP1') that ``from_eager`` reads: ``module``, the MLP's Sequential (Linear, activation,
+    Linear, [Dropout], [LayerNorm]), and the ``residual`` flag, which adds the input or not."""
+
+    def __init__(self, d, m, *, dropout=0.0, layer_norm=True, residual=True, eps=1e-5):
+        super().__init__()
+        layers = [nn.Linear(d, m), nn.ReLU(), nn.Linear(m, d)]
+        layers += [nn.Dropout(dropout)] if dropout > 0 else []
+        layers += [nn.LayerNorm(d, eps=eps)] if layer_norm else []
+        self.module = nn.Sequential(*layers)
+        self.residual = residual
+        self.module_type = "MLP1"
+        with torch.no_grad():  # fresh random values, never the zero biases of init
+            for p in self.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+
+    def forward(self, x):
+        return self.module(x) + x if self.residual else self.module(x)
+
+
+@pytest.fixture
+def official_resmlp():
+    """The class :class:`OfficialStyleResMLP`."""
+    return OfficialStyleResMLP
 
 
 def pytest_collection_modifyitems(config, items):

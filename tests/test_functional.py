@@ -1,13 +1,19 @@
 """The public op's contract, independent of kernels: reference semantics, input checks,
 backend choice, autocast and empty inputs."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import rpt_fast
 from rpt_fast import BackendUnavailableError, residual_mlp
 from rpt_fast.ops.reference import grouped_residual_mlp_reference, residual_mlp_reference
+
+
+NAMES = ["x", "w1", "b1", "w2", "b2", "ln_weight", "ln_bias"]
 
 
 def make_inputs(M, d, m, dtype=torch.float64, lead=(), requires_grad=False):
@@ -22,14 +28,19 @@ def make_inputs(M, d, m, dtype=torch.float64, lead=(), requires_grad=False):
     return [t.requires_grad_(requires_grad) for t in tensors]
 
 
-def test_reference_matches_official_module_composition():
-    x, w1, b1, w2, b2, g, beta = make_inputs(7, 16, 5)
-    h = torch.relu(x @ w1.T + b1)
+def by_hand(x, w1, b1, w2, b2, g, beta, eps=1e-5):
+    """The encoder written out with matmuls and sums, independent of the reference's
+    F.linear / F.layer_norm: what the eager backend (which is the reference) is checked against."""
+    h = torch.clamp_min(x @ w1.T + b1, 0.0)
     z = h @ w2.T + b2
-    mu = z.mean(-1, keepdim=True)
-    var = ((z - mu) ** 2).mean(-1, keepdim=True)
-    expected = (z - mu) / torch.sqrt(var + 1e-5) * g + beta + x
-    torch.testing.assert_close(residual_mlp_reference(x, w1, b1, w2, b2, g, beta), expected)
+    mu = z.sum(-1, keepdim=True) / z.shape[-1]
+    var = ((z - mu) ** 2).sum(-1, keepdim=True) / z.shape[-1]
+    return (z - mu) / torch.sqrt(var + eps) * g + beta + x
+
+
+def test_reference_matches_official_module_composition():
+    inputs = make_inputs(7, 16, 5)
+    torch.testing.assert_close(residual_mlp_reference(*inputs), by_hand(*inputs))
 
 
 def test_reference_gradcheck_float64():
@@ -50,11 +61,16 @@ def test_grouped_reference_is_a_loop_of_the_shared_reference():
 
 
 @pytest.mark.parametrize("lead", [(), (2,), (2, 3)])
-def test_eager_backend_keeps_shape_and_matches_reference(lead):
-    inputs = make_inputs(5, 8, 4, lead=lead)
+def test_eager_backend_keeps_shape_and_matches_the_formula(lead):
+    inputs = make_inputs(5, 8, 4, lead=lead, requires_grad=True)
     out = residual_mlp(*inputs, backend="eager")
     assert out.shape == inputs[0].shape and out.dtype == inputs[0].dtype
-    torch.testing.assert_close(out, residual_mlp_reference(*inputs))
+    expected = by_hand(*inputs)
+    torch.testing.assert_close(out, expected)
+    dy = torch.randn_like(out)
+    grads = torch.autograd.grad(out, inputs, dy)
+    for name, got, want in zip(NAMES, grads, torch.autograd.grad(expected, inputs, dy)):
+        torch.testing.assert_close(got, want, msg=name)
 
 
 def test_auto_never_fails_where_eager_works():
@@ -79,16 +95,27 @@ def test_nan_in_nan_out():
     assert torch.isnan(out[1]).all() and not torch.isnan(out[0]).any()
 
 
-def test_autocast_runs_in_the_autocast_dtype_like_linear():
-    inputs = make_inputs(3, 8, 4, dtype=torch.float32, requires_grad=True)
+def _max_relative_error(got, want):
+    return ((got.double() - want).abs().max() / want.abs().max().clamp_min(1.0)).item()
+
+
+@pytest.mark.parametrize("backend", ["eager", "native"])  # the interpreter has no bf16 tl.dot
+def test_autocast_runs_in_the_autocast_dtype_like_linear(backend):
+    inputs = make_inputs(6, 24, 10, dtype=torch.float32, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = residual_mlp(*inputs)
+        out = residual_mlp(*inputs, backend=backend)
         linear_out = F.linear(inputs[0], inputs[1], inputs[2])
     assert out.dtype == linear_out.dtype == torch.bfloat16
-    out.float().sum().backward()
-    assert all(t.grad is not None and t.grad.dtype == torch.float32 for t in inputs)
-    ref = residual_mlp_reference(*[t.detach().bfloat16().double() for t in inputs])
-    torch.testing.assert_close(out.double(), ref, atol=0.1, rtol=0.05)
+    dy = torch.randn(out.shape, dtype=torch.bfloat16)
+    grads = torch.autograd.grad(out, inputs, dy)
+    # float64 on the bf16-rounded inputs autocast gave the op; grads flow back to the fp32 leaves.
+    ref_inputs = [t.detach().bfloat16().double().requires_grad_() for t in inputs]
+    ref = residual_mlp_reference(*ref_inputs)
+    ref_grads = torch.autograd.grad(ref, ref_inputs, dy.double())
+    assert _max_relative_error(out, ref) < 1e-2
+    for name, got, want in zip(NAMES, grads, ref_grads):
+        assert got.dtype == torch.float32, name
+        assert _max_relative_error(got, want) < 2e-2, name
 
 
 def test_autocast_accepts_mixed_input_dtypes_like_linear():
@@ -105,7 +132,6 @@ def _bad(index, value):
     return inputs
 
 
-NAMES = ["x", "w1", "b1", "w2", "b2", "ln_weight", "ln_bias"]
 BAD_SHAPES = {
     1: torch.randn(4, 9),  # w1 with the wrong d
     2: torch.randn(5),  # b1 not (m,)
@@ -196,3 +222,73 @@ def test_grouped_bad_shape_names_the_argument():
         rpt_fast.grouped_residual_mlp(x, *bad)
     with pytest.raises(ValueError, match="x: expected a 2-D tensor"):
         rpt_fast.grouped_residual_mlp(x[None], *good)
+
+
+# ----------------------------------------------------------------------------- strided inputs
+def _view_of(kind, shape, scale, shift):
+    """A fresh float32 leaf and a function that makes a ``shape`` view of it of this ``kind``."""
+    *lead, n = shape
+    if kind == "strided":  # every other element of a twice-as-long last dim
+        base, view = torch.randn(*lead, 2 * n), lambda t: t[..., ::2]
+    elif kind == "transposed":  # a transposed matrix, or a column of one for 1-D shapes
+        if lead:
+            base, view = torch.randn(*lead[:-1], n, lead[-1]), lambda t: t.transpose(-1, -2)
+        else:
+            base, view = torch.randn(n, 3), lambda t: t[:, 1]
+    elif kind == "expanded":  # stride 0 along the last dim: one value broadcast over it
+        base, view = torch.randn(*lead, 1), lambda t: t.expand(shape)
+    elif kind == "offset":  # contiguous but starting one element into its storage
+        base, view = torch.randn(math.prod(shape) + 1), lambda t: t[1:].view(shape)
+    else:
+        raise ValueError(kind)
+    return (base * scale + shift).requires_grad_(), view
+
+
+def _strided_case(kind, grouped, M=5, d=13, m=7):
+    lead = (M,) if grouped else ()
+    specs = [  # (shape, scale, shift) of x, w1, b1, w2, b2, ln_weight, ln_bias
+        ((M, d), 1.0, 0.0), ((*lead, m, d), d**-0.5, 0.0), ((*lead, m), 0.1, 0.0),
+        ((*lead, d, m), m**-0.5, 0.0), ((*lead, d), 0.1, 0.0), ((*lead, d), 0.1, 1.0),
+        ((*lead, d), 0.1, 0.0),
+    ]
+    return [_view_of(kind, *spec) for spec in specs]
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["shared", "grouped"])
+@pytest.mark.parametrize("kind", ["strided", "transposed", "expanded", "offset"])
+@pytest.mark.parametrize("backend", ["eager", "native", "triton"])
+def test_every_argument_may_be_a_view(backend, kind, grouped):
+    """Views of every argument give the float64 reference's output, and their gradients reach
+    the tensors they view."""
+    op = rpt_fast.grouped_residual_mlp if grouped else residual_mlp
+    ref_op = grouped_residual_mlp_reference if grouped else residual_mlp_reference
+    case = _strided_case(kind, grouped)
+    leaves = [leaf for leaf, _ in case]
+    views = [view(leaf) for leaf, view in case]
+    assert all(not v.is_contiguous() for v in views) or kind == "offset"
+    out = op(*views, backend=backend)
+    dy = torch.randn_like(out)
+    grads = torch.autograd.grad(out, leaves, dy)
+    ref_leaves = [leaf.detach().double().requires_grad_() for leaf in leaves]
+    ref = ref_op(*[view(leaf) for leaf, (_, view) in zip(ref_leaves, case)])
+    ref_grads = torch.autograd.grad(ref, ref_leaves, dy.double())
+    assert _max_relative_error(out, ref) < 1e-5
+    for name, got, want in zip(NAMES, grads, ref_grads):
+        assert got.shape == want.shape and _max_relative_error(got, want) < 1e-5, name
+
+
+@pytest.mark.parametrize("backend", ["eager", "native", "triton"])
+def test_non_contiguous_leaf_parameters_get_their_gradients(backend):
+    """Parameters that are themselves transposed (tied weights, say) get .grad in place."""
+    x, w1, b1, w2, b2, g, beta = make_inputs(4, 12, 6, dtype=torch.float32)
+    w1 = nn.Parameter(w1.T.contiguous().T)
+    w2 = nn.Parameter(w2.T.contiguous().T)
+    params = [w1, b1.requires_grad_(), w2, b2.requires_grad_(), g.requires_grad_(), beta.requires_grad_()]
+    assert not w1.is_contiguous() and not w2.is_contiguous()
+    out = residual_mlp(x, *params, backend=backend)
+    dy = torch.randn_like(out)
+    out.backward(dy)
+    ref_params = [p.detach().double().requires_grad_() for p in params]
+    residual_mlp_reference(x.double(), *ref_params).backward(dy.double())
+    for name, p, r in zip(NAMES[1:], params, ref_params):
+        assert _max_relative_error(p.grad, r.grad) < 1e-5, name

@@ -1,6 +1,6 @@
 """The separate=True modules: GroupedResidualMLP against its eager reference (a loop of
 ResidualMLPs) on every CPU backend, state_dicts both ways, converters, the eager fallback,
-the prompt encoder and torch.compile."""
+the prompt encoder. torch.compile is in test_compile.py."""
 
 from __future__ import annotations
 
@@ -127,12 +127,29 @@ def test_from_eager_and_to_eager(official):
     assert torch.equal(again(x), loop(x))
 
 
+@pytest.mark.parametrize("residual", [True, False])
+def test_from_official_resmlps_keeps_the_residual_flag(official_resmlp, residual):
+    officials = [official_resmlp(12, 6, residual=residual) for _ in range(3)]
+    grouped = GroupedResidualMLP.from_eager(officials, backend="native")
+    assert grouped.residual is residual
+    x = torch.randn(3, 12)
+    expected = torch.stack([mlp(x[i]) for i, mlp in enumerate(officials)])
+    _warned.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = grouped(x)
+    assert [str(w.message) for w in caught] == (
+        [] if residual else ["GroupedResidualMLP runs the eager path for residual=False"]
+    )
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_from_eager_rejects_mixed_or_bad_lists():
     with pytest.raises(ValueError, match=r"modules\[1\]: expected d_model=8, bottleneck=4"):
         GroupedResidualMLP.from_eager([ResidualMLP(8, 4), ResidualMLP(8, 5)])
     with pytest.raises(ValueError, match=r"modules\[1\]: .*'activation': 'tanh'"):
         GroupedResidualMLP.from_eager([ResidualMLP(8, 4), ResidualMLP(8, 4, activation="tanh")])
-    with pytest.raises(TypeError, match=r"modules\[0\]: expected a ResidualMLP .* got Linear"):
+    with pytest.raises(TypeError, match=r"modules\[0\]: expected a ResidualMLP, .* got Linear"):
         GroupedResidualMLP.from_eager([nn.Linear(4, 4)])
     with pytest.raises(ValueError, match="modules: expected at least one ResidualMLP"):
         GroupedResidualMLP.from_eager([])
@@ -185,15 +202,3 @@ def test_encoder_separate_forward_and_projected_prompt():
         out = enc()
     assert out.shape == (10, 16) and out.requires_grad
     assert set(enc.state_dict()) == {"prompt"} | {f"mlp.{k}" for k in KEYS}
-
-
-@pytest.mark.parametrize("backend", ["eager", "triton"])
-def test_torch_compile_fullgraph(backend):
-    torch._dynamo.reset()
-    grouped = _randomize(GroupedResidualMLP(16, 8, num_groups=3, backend=backend))
-    compiled = torch.compile(grouped, fullgraph=True, backend="aot_eager")
-    x = torch.randn(3, 16, requires_grad=True)
-    y = compiled(x)
-    y.square().sum().backward()
-    torch.testing.assert_close(y, grouped.to_eager()(x), atol=1e-4, rtol=1e-4)
-    assert grouped.down_weight.grad is not None and x.grad is not None

@@ -1,5 +1,6 @@
 """Module front ends: eager ResidualMLP semantics, the fused drop-in on every CPU backend,
-state_dict compatibility, converters, fallbacks, the prompt encoder and torch.compile."""
+state_dict compatibility, converters (the official ResMLP included), fallbacks and the prompt
+encoder. torch.compile is in test_compile.py."""
 
 import warnings
 
@@ -84,6 +85,50 @@ def _randomize_seq(seq):
     return seq
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_from_official_resmlp_runs_fused_and_shares_parameters(official_resmlp, backend):
+    official = official_resmlp(12, 6, dropout=0.2).eval()
+    _warned.clear()
+    fused = FusedResidualMLP.from_eager(official, backend=backend)
+    assert type(fused) is FusedResidualMLP and not fused.training and fused.residual
+    assert fused.down.weight is official.module[0].weight and fused.norm.bias is official.module[4].bias
+    x = torch.randn(3, 12)
+    xo, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yo = official(xo)
+    go = torch.autograd.grad(yo.square().sum(), [xo, *official.parameters()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fused path: no fallback warning
+        yf = fused(xf)
+    gf = torch.autograd.grad(yf.square().sum(), [xf, *fused.parameters()])
+    torch.testing.assert_close(yf, yo, atol=1e-4, rtol=1e-4)
+    for a, b in zip(gf, go):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("residual", [False, 0], ids=["False", "0"])
+def test_from_official_resmlp_without_residual_keeps_it_off(official_resmlp, residual):
+    official = official_resmlp(12, 6, residual=residual)
+    _warned.clear()
+    fused = FusedResidualMLP.from_eager(official, backend="native")
+    assert fused.residual is False and fused.to_eager().residual is False
+    x = torch.randn(3, 12)
+    with pytest.warns(UserWarning, match="eager path for residual=False"):
+        got = fused(x)
+    torch.testing.assert_close(got, official(x))
+    assert (got - official.module(x)).abs().max() == 0  # no input added
+
+
+def test_from_official_resmlp_rejects_other_module_types(official_resmlp):
+    mlp2 = official_resmlp(8, 4)
+    mlp2.module = nn.Sequential(*mlp2.module, *mlp2.module)  # module_type='MLP2' repeats the layers
+    with pytest.raises(TypeError, match=r"module.module: expected nn.Sequential\(Linear, ReLU, Linear"):
+        FusedResidualMLP.from_eager(mlp2)
+    lstm = official_resmlp(8, 4)
+    del lstm.module  # the LSTM types have no Sequential
+    with pytest.raises(TypeError, match="expected a ResidualMLP, the official ResMLP .* got OfficialStyleResMLP"):
+        FusedResidualMLP.from_eager(lstm)
+
+
 def test_from_eager_rejects_other_layouts():
     with pytest.raises(TypeError, match=r"got nn.Sequential\(Linear, Linear\)"):
         FusedResidualMLP.from_eager(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)))
@@ -161,24 +206,3 @@ def test_prompt_encoder_init():
     assert ResidualPromptEncoder(4, 8, 3).prompt.abs().max() <= 0.5
     with pytest.raises(ValueError, match=r"init: expected a tensor of shape \(4, 8\), got \(3, 8\)"):
         ResidualPromptEncoder(4, 8, 3, init=torch.randn(3, 8))
-
-
-@pytest.mark.parametrize("backend", ["native", "triton"])
-def test_torch_compile_fullgraph_has_no_graph_break(backend):
-    torch._dynamo.reset()
-    fused = _randomize(FusedResidualMLP(16, 8, backend=backend))
-    compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
-    x = torch.randn(5, 16, requires_grad=True)
-    y = compiled(x)
-    y.square().sum().backward()
-    eager_y = fused.to_eager()(x)
-    torch.testing.assert_close(y, eager_y, atol=1e-4, rtol=1e-4)
-    assert fused.down.weight.grad is not None
-
-
-def test_torch_compile_inductor_end_to_end():
-    torch._dynamo.reset()
-    fused = _randomize(FusedResidualMLP(16, 8, backend="native"))
-    compiled = torch.compile(fused, fullgraph=True)
-    x = torch.randn(5, 16)
-    torch.testing.assert_close(compiled(x), fused.to_eager()(x), atol=1e-4, rtol=1e-4)

@@ -146,6 +146,7 @@ def test_chunked_backward_of_wide_rows(monkeypatch, nan_buffers):
         assert _rel(grad, ref) < TOLERANCE[torch.float32][1], f"d{name}"
 
 
+@pytest.mark.gpu  # the interpreter runs programs one after another: it cannot show a race
 def test_bitwise_deterministic():
     # 300 rows: B2 programs own several rows each, so the partial sums have real depth.
     inputs = _inputs(300, 32, 8, torch.float32)

@@ -48,6 +48,6 @@ def grouped_residual_mlp_reference(
     h = F.relu(torch.bmm(w1, x.unsqueeze(-1)).squeeze(-1) + b1)
     z = torch.bmm(w2, h.unsqueeze(-1)).squeeze(-1) + b2
     mean = z.mean(dim=-1, keepdim=True)
-    var = z.var(dim=-1, unbiased=False, keepdim=True)
+    var = (z - mean).square().mean(dim=-1, keepdim=True)
     zhat = (z - mean) * torch.rsqrt(var + eps)
     return zhat * ln_weight + ln_bias + x
