@@ -33,12 +33,30 @@ def _zero_rows_backward(dy, x, w1, w2, b2, ln_weight):
     return (torch.empty_like(x), *zeros)
 
 
+_FWD_NAMES = ("x", "w1", "b1", "w2", "b2", "ln_weight", "ln_bias")
+_BWD_NAMES = ("dy", "x", "w1", "w2", "b2", "ln_weight", "h", "z", "mean", "rstd")
+
+
+def _require_contiguous(names: tuple, tensors: tuple) -> None:
+    """The kernels index their inputs as contiguous; ``rpt_fast.residual_mlp`` and
+    ``grouped_residual_mlp`` copy views before calling here, a direct call of the custom op must
+    too (a flag read per tensor, no copy, no sync)."""
+    for name, t in zip(names, tensors):
+        if not t.is_contiguous():
+            raise ValueError(
+                f"{name}: the rpt_fast custom ops take contiguous tensors, got shape {tuple(t.shape)} "
+                f"with strides {t.stride()}; call rpt_fast.residual_mlp / grouped_residual_mlp, "
+                "which accept any strides"
+            )
+
+
 def _on(x: Tensor):
     """Kernels launch on the current CUDA device: make it x's."""
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
 def residual_mlp_forward_impl(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
+    _require_contiguous(_FWD_NAMES, (x, w1, b1, w2, b2, ln_weight, ln_bias))
     if x.shape[0] == 0:
         return _zero_rows_forward(x, w1.shape[0], backend)
     with _on(x):
@@ -46,6 +64,7 @@ def residual_mlp_forward_impl(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backen
 
 
 def residual_mlp_backward_impl(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd, backend):
+    _require_contiguous(_BWD_NAMES, (dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd))
     if x.shape[0] == 0:
         return _zero_rows_backward(dy, x, w1, w2, b2, ln_weight)
     with _on(x):
@@ -55,6 +74,7 @@ def residual_mlp_backward_impl(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd, b
 
 
 def grouped_forward_impl(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
+    _require_contiguous(_FWD_NAMES, (x, w1, b1, w2, b2, ln_weight, ln_bias))
     if x.shape[0] == 0:
         return _zero_rows_forward(x, w1.shape[1], backend)
     with _on(x):
@@ -64,6 +84,7 @@ def grouped_forward_impl(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
 
 
 def grouped_backward_impl(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd, backend):
+    _require_contiguous(_BWD_NAMES, (dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd))
     if x.shape[0] == 0:
         return _zero_rows_backward(dy, x, w1, w2, b2, ln_weight)
     with _on(x):

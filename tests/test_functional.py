@@ -292,3 +292,14 @@ def test_non_contiguous_leaf_parameters_get_their_gradients(backend):
     residual_mlp_reference(x.double(), *ref_params).backward(dy.double())
     for name, p, r in zip(NAMES[1:], params, ref_params):
         assert _max_relative_error(p.grad, r.grad) < 1e-5, name
+
+
+@pytest.mark.parametrize("backend", ["native", "triton"])
+def test_custom_op_called_directly_refuses_views(backend):
+    """The registered ops index their inputs as contiguous: a direct call with a view is refused
+    with the argument's name, never read wrongly (the public functions copy views first)."""
+    d, m = 8, 4
+    x, b1, b2, g, b = torch.randn(3, d), torch.randn(m), torch.randn(d), torch.randn(d), torch.randn(d)
+    w1, w2 = torch.randn(d, m).t(), torch.randn(d, m)
+    with pytest.raises(ValueError, match=r"w1: the rpt_fast custom ops take contiguous tensors"):
+        torch.ops.rpt_fast.residual_mlp_fwd(x, w1, b1, w2, b2, g, b, 1e-5, backend)
