@@ -101,9 +101,9 @@ def _matmul_tile(
               + rm[:, None] * stride_cm + rn[None, :] * stride_cn)
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
     if ROWSUM:
-        rowsum = tl.sum(a_sum, axis=1)
-        rowsum = rowsum.to(rowsum_ptr.dtype.element_ty)
-        tl.store(rowsum_ptr + row0 + rm, rowsum, mask=m_ok & (pid_n == 0))
+        if pid_n == 0:  # a scalar condition, not a mask: masks must be tensors (triton 3.9)
+            rowsum = tl.sum(a_sum, axis=1)
+            tl.store(rowsum_ptr + row0 + rm, rowsum.to(rowsum_ptr.dtype.element_ty), mask=m_ok)
 
 
 @triton.jit
