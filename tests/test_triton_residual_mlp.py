@@ -8,6 +8,7 @@ launchers allocate is prefilled with NaN, so an element a kernel fails to write 
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
 
 import rpt_fast
 from rpt_fast.ops import triton_residual_mlp as trm
@@ -72,7 +73,7 @@ def nan_buffers(monkeypatch):
 def _run_kernels(inputs, dy, eps=1e-5):
     x, w1, b1, w2, b2, ln_weight, ln_bias = inputs
     y, h, z, mean, rstd = trm.residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps)
-    assert z.shape == (0,)  # not kept: the backward recomputes z from h
+    assert z.shape == x.shape and z.dtype == x.dtype  # zb = h W2^T, kept for the backward
     grads = trm.residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd)
     return (y, h, mean, rstd), grads
 
@@ -169,8 +170,66 @@ def test_nan_propagates_like_the_reference():
 
 
 def test_configs_are_chosen_from_shapes():
-    assert [trm.m_bucket(r) for r in (1, 32, 33, 128, 129, 10**6)] == [32, 32, 128, 128, 256, 256]
+    assert [trm.small_m_block(r) for r in (1, 16, 17, 100, 128, 129)] == [16, 16, 32, 128, 128, None]
+    cfg = trm.SPLITK_CONFIGS[torch.bfloat16]
+    for cols, K in [(800, 2048), (2048, 800), (400, 768), (768, 400), (5, 8), (3000, 16)]:
+        plan = trm.split_k(cols, K, cfg)
+        assert plan.k_chunk % cfg.block_k == 0
+        assert (plan.splits - 1) * plan.k_chunk < K <= plan.splits * plan.k_chunk  # no empty split
+        assert plan.blocks == triton.cdiv(cols, plan.block_n)
     assert trm.row_kernel_config(8) == trm.ROW_KERNEL_CONFIGS[0]
     assert trm.row_kernel_config(trm.MAX_D).block_n == trm.MAX_D
     with pytest.raises(ValueError, match=rf"x: .*d <= {trm.MAX_D}, got d={trm.MAX_D + 1}"):
         trm.row_kernel_config(trm.MAX_D + 1)
+
+
+# (M, d, m, dtype, target programs): split-K with 1, a few and many splits, ragged K (d and m
+# not multiples of BLOCK_K = 16), M of 1, odd, and a full 128-row tile.
+SPLIT_CASES = [
+    (1, 72, 40, torch.float32, 1),
+    (17, 72, 40, torch.float16, 8),
+    (128, 40, 72, torch.float32, 64),
+    (33, 100, 24, torch.float16, 200),
+]
+
+
+@pytest.mark.parametrize("M, d, m, dtype, target", SPLIT_CASES, ids=str)
+def test_split_k_matches_reference(M, d, m, dtype, target, monkeypatch, poisoned):
+    monkeypatch.setattr(trm, "TARGET_PROGRAMS", target)
+    monkeypatch.setitem(trm.SPLITK_CONFIGS, dtype, trm.SplitKConfig((16,), 16, 4, 1))
+    inputs = _inputs(M, d, m, dtype)
+    dy = torch.randn(M, d, device=DEVICE).to(dtype)
+    splits = [trm.split_k(m, d, trm.SPLITK_CONFIGS[dtype]).splits,
+              trm.split_k(d, m, trm.SPLITK_CONFIGS[dtype]).splits]
+    assert (max(splits) == 1) == (target == 1), splits
+    *ref_out, ref_grads = _reference(inputs, dy)
+    outs, grads = _run_kernels(inputs, dy)
+    out_tol, grad_tol = TOLERANCE[dtype]
+    for name, out, ref in zip(("y", "h", "mean", "rstd"), outs, ref_out):
+        assert torch.isfinite(out).all(), f"{name} has unwritten (NaN) elements"
+        assert _rel(out, ref) < out_tol, name
+    for name, grad, ref in zip(GRAD_NAMES, grads, ref_grads):
+        assert torch.isfinite(grad).all(), f"d{name} has unwritten (NaN) elements"
+        assert _rel(grad, ref) < grad_tol, f"d{name}"
+    for counters in trm._COUNTERS.values():  # every launch left its arrival counters at 0
+        assert not counters.any()
+
+
+@pytest.mark.parametrize("M", [5, 300])
+def test_launch_counts(M, monkeypatch):
+    """At most 3 launches forward and 5 backward (here 3 and 3), on both paths."""
+    launched = []
+    kind = type(trm.matmul_kernel)  # JITFunction, or InterpretedFunction in the interpreter
+    getitem = kind.__getitem__
+
+    def counting(self, grid):
+        launched.append(grid)
+        return getitem(self, grid)
+
+    monkeypatch.setattr(kind, "__getitem__", counting)
+    x, w1, b1, w2, b2, ln_weight, ln_bias = _inputs(M, 16, 8, torch.float32)
+    y, h, z, mean, rstd = trm.residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, 1e-5)
+    assert len(launched) == 3, launched
+    launched.clear()
+    trm.residual_mlp_backward(torch.randn_like(x), x, w1, w2, b2, ln_weight, h, z, mean, rstd)
+    assert len(launched) == 3, launched

@@ -4,10 +4,12 @@
 so a transposed or non-contiguous weight (a ZeRO-3 Parameter) is used in place, never copied.
 Each tile owns its output and walks K in order: results are bitwise reproducible, no atomics.
 
-* :func:`matmul_kernel`: one problem per launch (forward F1/F2, backward B1/B3).
+These serve inputs with many rows (M > 128); ``triton_splitk`` serves prompt-sized ones.
+
+* :func:`matmul_kernel`: one problem per launch (forward F1/F2, backward B2).
 * :func:`backward_grads_kernel`: one launch for the rest of the backward. Its program ids
-  are split into four ranges: column sums of the LayerNorm partials (dln_weight, dln_bias),
-  then the tiles of dW1 = da^T x (+ db1), dW2 = dz^T h (+ db2) and dx = da W1 + dy.
+  are split into four ranges: column sums of the LayerNorm partials (dln_weight, dln_bias,
+  db2), then the tiles of dW1 = da^T x (+ db1), dW2 = dz^T h and dx = da W1 + dy.
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ def _column_sums(part_ptr, out_ptr, P, N, col_block, BLOCK_P: tl.constexpr, BLOC
 def backward_grads_kernel(
     da_ptr, dz_ptr, x_ptr, h_ptr, w1_ptr, dy_ptr,
     dw1_ptr, db1_ptr, dw2_ptr, db2_ptr, dx_ptr,
-    part_w_ptr, part_b_ptr, dlnw_ptr, dlnb_ptr,
+    part_w_ptr, part_b_ptr, part_dz_ptr, dlnw_ptr, dlnb_ptr,
     M, D, HID, P,
     stride_w1h, stride_w1d,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
@@ -159,6 +161,7 @@ def backward_grads_kernel(
     if pid < n_red:
         _column_sums(part_w_ptr, dlnw_ptr, P, D, pid, BLOCK_P, BLOCK_C)
         _column_sums(part_b_ptr, dlnb_ptr, P, D, pid, BLOCK_P, BLOCK_C)
+        _column_sums(part_dz_ptr, db2_ptr, P, D, pid, BLOCK_P, BLOCK_C)
     elif pid < n_red + n_dw1:
         # dW1 (HID, D) = da^T x, K = M; db1 = sum over rows of da.
         _matmul_tile(
@@ -169,13 +172,13 @@ def backward_grads_kernel(
             BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, 0, True, PRECISION,
         )
     elif pid < n_red + n_dw1 + n_dw2:
-        # dW2 (D, HID) = dz^T h, K = M; db2 = sum over rows of dz.
+        # dW2 (D, HID) = dz^T h, K = M.
         _matmul_tile(
-            dz_ptr, h_ptr, dw2_ptr, dw2_ptr, dw2_ptr, db2_ptr,
+            dz_ptr, h_ptr, dw2_ptr, dw2_ptr, dw2_ptr, dw2_ptr,
             D, HID, M,
             1, D, HID, 1, HID, 1, 0, 0,
             pid - n_red - n_dw1,
-            BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, 0, True, PRECISION,
+            BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, 0, False, PRECISION,
         )
     else:
         # dx (M, D) = da W1 + dy, K = HID.
