@@ -358,3 +358,51 @@ def residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd):
     for launch in launches:
         launch()
     return grads
+
+
+# Shapes (M, d, m) whose launch plans the AOT check compiles: the headline shapes of the cost
+# model, plus shapes reaching every split-K BLOCK_M and every row-kernel config.
+AOT_SHAPES = (
+    (100, 2048, 800), (100, 4096, 800), (10, 768, 400), (16384, 1024, 256),
+    (20, 256, 128), (50, 8192, 400),
+)
+
+
+def meta_inputs(M: int, d: int, m: int, dtype: torch.dtype) -> list:
+    """Contiguous (x, w1, b1, w2, b2, ln_weight, ln_bias) on the meta device: plans, no data."""
+    shapes = ((M, d), (m, d), (m,), (d, m), (d,), (d,), (d,))
+    return [torch.empty(s, device="meta", dtype=dtype) for s in shapes]
+
+
+def plans(M: int, d: int, m: int, dtype: torch.dtype) -> tuple[list, list]:
+    """(forward launches, backward launches) for a (M, d, m) problem, built on meta tensors."""
+    x, w1, b1, w2, b2, ln_weight, ln_bias = meta_inputs(M, d, m, dtype)
+    forward, (y, h, zb, mean, rstd) = forward_plan(x, w1, b1, w2, b2, ln_weight, ln_bias, 1e-5)
+    backward, _ = backward_plan(torch.empty_like(x), x, w1, w2, b2, ln_weight, h, zb, mean, rstd)
+    return forward, backward
+
+
+def aot_specs(dtype: torch.dtype) -> list:
+    """Every kernel variant the launchers run for ``dtype`` at ``AOT_SHAPES`` (fp32: with tf32
+    on and off), specialised as Triton's launcher does (see ``rpt_fast.ops.aot``)."""
+    from .aot import spec_from_launch
+
+    precisions = ("ieee", "tf32") if dtype == torch.float32 else ("tf32",)
+    specs, seen = [], set()
+    for M, d, m in AOT_SHAPES:
+        forward, backward = plans(M, d, m, dtype)
+        for launch in forward + backward:
+            base = spec_from_launch(launch, f"{launch.name} [{M}x{d}x{m}]")
+            for precision in precisions if "PRECISION" in base.constexprs else (None,):
+                constexprs = dict(base.constexprs)
+                if precision is not None:
+                    constexprs["PRECISION"] = precision
+                spec = base._replace(constexprs=constexprs,
+                                     name=base.name + (f" {precision}" if precision else ""))
+                key = (spec.kernel.__name__, tuple(sorted(constexprs.items())),
+                       tuple(spec.signature.items()), spec.divisible, spec.num_warps,
+                       spec.num_stages)
+                if key not in seen:
+                    seen.add(key)
+                    specs.append(spec)
+    return specs
