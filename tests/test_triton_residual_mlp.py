@@ -132,14 +132,15 @@ def test_public_op_with_3d_noncontiguous_x_and_strided_weights(dtype):
         assert _rel(grad, r) < grad_tol, f"d{name}"
 
 
-def test_chunked_backward_of_wide_rows(monkeypatch, nan_buffers):
+@pytest.mark.parametrize("M", [20, 150])  # split-K path (no partials), tiled path (partials)
+def test_chunked_backward_of_wide_rows(M, monkeypatch, nan_buffers):
     # Rows wider than 4096 take the chunked LayerNorm backward; shrink its chunk so a small d
     # walks several chunks (and a ragged last one) in the interpreter.
     monkeypatch.setattr(trm, "ROW_KERNEL_CONFIGS", (trm.RowKernelConfig(128, 1, 4, True),))
     monkeypatch.setattr(trm, "WIDE_BACKWARD_BLOCK_N", 32)
     monkeypatch.setattr(trm, "MAX_PARTIALS", 8)  # several rows per program
-    inputs = _inputs(20, 100, 8, torch.float32)
-    dy = torch.randn(20, 100, device=DEVICE)
+    inputs = _inputs(M, 100, 8, torch.float32)
+    dy = torch.randn(M, 100, device=DEVICE)
     ref_grads = _reference(inputs, dy)[4]
     _, grads = _run_kernels(inputs, dy)
     for name, grad, ref in zip(GRAD_NAMES, grads, ref_grads):

@@ -54,11 +54,12 @@ def layer_norm_forward_kernel(
 def layer_norm_backward_kernel(
     dy_ptr, zb_ptr, b2_ptr, w_ptr, mean_ptr, rstd_ptr, dz_ptr, part_w_ptr, part_b_ptr, part_dz_ptr,
     M, N, rows_per_program,
-    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, PARTIALS: tl.constexpr,
 ):
     """Program ``p`` handles rows ``[p * rows_per_program, ...)`` (a multiple of BLOCK_R):
     writes dz (dz's dtype) and row ``p`` of the fp32 partials ``part_w = sum dy * zhat``,
-    ``part_b = sum dy`` and ``part_dz = sum dz`` (for db2).
+    ``part_b = sum dy`` and ``part_dz = sum dz`` (for db2); without ``PARTIALS`` only dz (a
+    later kernel sums the few rows of a prompt itself).
 
     dy, zb and dz are contiguous (M, N), z = zb + b2; part_* are (P, N) fp32.
     """
@@ -87,19 +88,21 @@ def layer_norm_backward_kernel(
         c2 = tl.sum(g, axis=1) / N
         dz = (g - (zhat * c1[:, None] + c2[:, None])) * rstd[:, None]
         tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=ok)
-        acc_w += dy * zhat
-        acc_b += dy
-        acc_dz += tl.where(ok, dz, 0.0)
-    tl.store(part_w_ptr + pid * N + cols, tl.sum(acc_w, axis=0), mask=c_ok)
-    tl.store(part_b_ptr + pid * N + cols, tl.sum(acc_b, axis=0), mask=c_ok)
-    tl.store(part_dz_ptr + pid * N + cols, tl.sum(acc_dz, axis=0), mask=c_ok)
+        if PARTIALS:
+            acc_w += dy * zhat
+            acc_b += dy
+            acc_dz += tl.where(ok, dz, 0.0)
+    if PARTIALS:
+        tl.store(part_w_ptr + pid * N + cols, tl.sum(acc_w, axis=0), mask=c_ok)
+        tl.store(part_b_ptr + pid * N + cols, tl.sum(acc_b, axis=0), mask=c_ok)
+        tl.store(part_dz_ptr + pid * N + cols, tl.sum(acc_dz, axis=0), mask=c_ok)
 
 
 @triton.jit
 def layer_norm_backward_wide_kernel(
     dy_ptr, zb_ptr, b2_ptr, w_ptr, mean_ptr, rstd_ptr, dz_ptr, part_w_ptr, part_b_ptr, part_dz_ptr,
     M, N, rows_per_program,
-    BLOCK_N: tl.constexpr,
+    BLOCK_N: tl.constexpr, PARTIALS: tl.constexpr,
 ):
     """:func:`layer_norm_backward_kernel` for rows too wide for registers: each row is walked
     in BLOCK_N-column chunks twice (the two row sums, then dz), and the program accumulates
@@ -109,11 +112,12 @@ def layer_norm_backward_wide_kernel(
     part_w_row = part_w_ptr + pid.to(tl.int64) * N
     part_b_row = part_b_ptr + pid.to(tl.int64) * N
     part_dz_row = part_dz_ptr + pid.to(tl.int64) * N
-    for c0 in range(0, N, BLOCK_N):
-        c_ok = c0 + cols < N
-        tl.store(part_w_row + c0 + cols, tl.zeros((BLOCK_N,), dtype=tl.float32), mask=c_ok)
-        tl.store(part_b_row + c0 + cols, tl.zeros((BLOCK_N,), dtype=tl.float32), mask=c_ok)
-        tl.store(part_dz_row + c0 + cols, tl.zeros((BLOCK_N,), dtype=tl.float32), mask=c_ok)
+    if PARTIALS:
+        for c0 in range(0, N, BLOCK_N):
+            c_ok = c0 + cols < N
+            tl.store(part_w_row + c0 + cols, tl.zeros((BLOCK_N,), dtype=tl.float32), mask=c_ok)
+            tl.store(part_b_row + c0 + cols, tl.zeros((BLOCK_N,), dtype=tl.float32), mask=c_ok)
+            tl.store(part_dz_row + c0 + cols, tl.zeros((BLOCK_N,), dtype=tl.float32), mask=c_ok)
     first = pid * rows_per_program
     last = min(first + rows_per_program, M)
     offset = first.to(tl.int64) * N  # of row r, advanced one row per step
@@ -142,10 +146,11 @@ def layer_norm_backward_wide_kernel(
             zhat = tl.where(c_ok, (z - mean) * rstd, 0.0)
             dz = (dy * w - (zhat * c1 + c2)) * rstd
             tl.store(dz_ptr + offset + c0 + cols, dz.to(dz_ptr.dtype.element_ty), mask=c_ok)
-            part_w = tl.load(part_w_row + c0 + cols, mask=c_ok, other=0.0)
-            part_b = tl.load(part_b_row + c0 + cols, mask=c_ok, other=0.0)
-            tl.store(part_w_row + c0 + cols, part_w + dy * zhat, mask=c_ok)
-            tl.store(part_b_row + c0 + cols, part_b + dy, mask=c_ok)
-            part_dz = tl.load(part_dz_row + c0 + cols, mask=c_ok, other=0.0)
-            tl.store(part_dz_row + c0 + cols, part_dz + tl.where(c_ok, dz, 0.0), mask=c_ok)
+            if PARTIALS:
+                part_w = tl.load(part_w_row + c0 + cols, mask=c_ok, other=0.0)
+                part_b = tl.load(part_b_row + c0 + cols, mask=c_ok, other=0.0)
+                part_dz = tl.load(part_dz_row + c0 + cols, mask=c_ok, other=0.0)
+                tl.store(part_w_row + c0 + cols, part_w + dy * zhat, mask=c_ok)
+                tl.store(part_b_row + c0 + cols, part_b + dy, mask=c_ok)
+                tl.store(part_dz_row + c0 + cols, part_dz + tl.where(c_ok, dz, 0.0), mask=c_ok)
         offset += N

@@ -138,7 +138,10 @@ def split_k(cols: int, K: int, cfg: SplitKConfig, target: int | None = None) -> 
     for block_n in cfg.block_ns:
         blocks = triton.cdiv(cols, block_n)
         wanted = min(triton.cdiv(target, blocks), k_steps)
-        chunk_steps = max(1, k_steps // wanted)
+        # The longest chunk (fewest partials) that still gives `wanted` splits.
+        chunk_steps = triton.cdiv(k_steps, wanted)
+        while chunk_steps > 1 and triton.cdiv(k_steps, chunk_steps) < wanted:
+            chunk_steps -= 1
         k_chunk = chunk_steps * cfg.block_k
         plan = SplitK(block_n, k_chunk, triton.cdiv(K, k_chunk), blocks)
         if plan.blocks * plan.splits >= target:
@@ -255,10 +258,17 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
     f32 = dict(device=x.device, dtype=torch.float32)
     launches = []
 
-    rows_per_program = triton.cdiv(triton.cdiv(M, MAX_PARTIALS), rows.block_r) * rows.block_r
-    n_partials = triton.cdiv(M, rows_per_program)
+    # B1. Prompt-sized inputs: one row block per program, no partials (B3 sums the few rows
+    # itself); many rows: per-program fp32 partials of dln_weight, dln_bias and db2.
+    block_m = small_m_block(M)
+    partials = block_m is None
+    block_r = 1 if rows.wide_backward else rows.block_r
+    rows_per_program = block_r
+    if partials:
+        rows_per_program = triton.cdiv(triton.cdiv(M, MAX_PARTIALS), block_r) * block_r
+    n_programs = triton.cdiv(M, rows_per_program)
     dz = torch.empty_like(x)
-    ln_parts = [torch.empty((n_partials, d), **f32) for _ in range(3)]
+    ln_parts = [torch.empty((n_programs if partials else 0, d), **f32) for _ in range(3)]
     ln_args = dict(dy_ptr=dy, zb_ptr=zb, b2_ptr=b2, w_ptr=ln_weight, mean_ptr=mean,
                    rstd_ptr=rstd, dz_ptr=dz, part_w_ptr=ln_parts[0], part_b_ptr=ln_parts[1],
                    part_dz_ptr=ln_parts[2], M=M, N=d, rows_per_program=rows_per_program)
@@ -266,14 +276,15 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
     if rows.wide_backward:
         launches.append(Launch(
             f"B1 layer norm backward (chunks of {WIDE_BACKWARD_BLOCK_N})",
-            layer_norm_backward_wide_kernel, (n_partials,), ln_args,
-            dict(BLOCK_N=WIDE_BACKWARD_BLOCK_N), WIDE_BACKWARD_WARPS, ROW_KERNEL_STAGES,
-            nbytes=ln_bytes, workspace_bytes=tensor_bytes(*ln_parts)))
+            layer_norm_backward_wide_kernel, (n_programs,), ln_args,
+            dict(BLOCK_N=WIDE_BACKWARD_BLOCK_N, PARTIALS=partials), WIDE_BACKWARD_WARPS,
+            ROW_KERNEL_STAGES, nbytes=ln_bytes, workspace_bytes=tensor_bytes(*ln_parts)))
     else:
         launches.append(Launch(
             f"B1 layer norm backward ({rows.block_r}x{rows.block_n})",
-            layer_norm_backward_kernel, (n_partials,), ln_args,
-            dict(BLOCK_R=rows.block_r, BLOCK_N=rows.block_n), rows.num_warps, ROW_KERNEL_STAGES,
+            layer_norm_backward_kernel, (n_programs,), ln_args,
+            dict(BLOCK_R=rows.block_r, BLOCK_N=rows.block_n, PARTIALS=partials),
+            rows.num_warps, ROW_KERNEL_STAGES,
             nbytes=ln_bytes, workspace_bytes=tensor_bytes(*ln_parts)))
 
     da = torch.empty_like(h)
@@ -287,8 +298,7 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
     grads = (dx, dw1, db1, dw2, db2, dln_weight, dln_bias)
     ln_sums_bytes = tensor_bytes(*ln_parts, db2, dln_weight, dln_bias)
 
-    block_m = small_m_block(M)
-    if block_m is not None:
+    if not partials:
         cfg = SPLITK_CONFIGS[x.dtype]
         p2 = split_k(m, d, cfg)
         part_a = torch.empty((p2.splits, M, m), **f32)
@@ -308,14 +318,13 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
             f"B3 dx=da@w1+dy, dw1=da.T@x split-K {p3.splits}, LN sums", dx_dw1_kernel,
             (p3.blocks, p3.splits + 1),
             dict(da_ptr=da, w1_ptr=w1, x_ptr=x, dy_ptr=dy, dx_ptr=dx, dw1_ptr=dw1,
-                 part_ptr=part_x, count_ptr=_counters(x.device, p3.blocks),
-                 ln_part_w_ptr=ln_parts[0], ln_part_b_ptr=ln_parts[1], ln_part_dz_ptr=ln_parts[2],
-                 dlnw_ptr=dln_weight, dlnb_ptr=dln_bias, db2_ptr=db2,
-                 M=M, D=d, HID=m, k_chunk=p3.k_chunk, P=n_partials),
-            dict(_splitk_constexprs(block_m, p3, cfg, precision), BLOCK_P=REDUCE_BLOCK_P),
-            cfg.num_warps, cfg.num_stages,
-            nbytes=tensor_bytes(da, w1, x, dy, dx, dw1) + 2 * tensor_bytes(part_x) + ln_sums_bytes,
-            workspace_bytes=2 * tensor_bytes(part_x) + tensor_bytes(*ln_parts),
+                 part_ptr=part_x, count_ptr=_counters(x.device, p3.blocks), zb_ptr=zb, b2_ptr=b2,
+                 dz_ptr=dz, mean_ptr=mean, rstd_ptr=rstd, dlnw_ptr=dln_weight, dlnb_ptr=dln_bias,
+                 db2_ptr=db2, M=M, D=d, HID=m, k_chunk=p3.k_chunk),
+            _splitk_constexprs(block_m, p3, cfg, precision), cfg.num_warps, cfg.num_stages,
+            nbytes=(tensor_bytes(da, w1, x, dy, dx, dw1, zb, dz, mean, rstd) + ln_sums_bytes
+                    + 2 * tensor_bytes(part_x)),
+            workspace_bytes=2 * tensor_bytes(part_x),
             flops=4 * M * d * m, weight_reading=True,
         ))
         return launches, grads
@@ -324,15 +333,15 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
         "B2 da=(dz@w2)*(h>0)", dz, w2, (m, 1), da, da, h, d, EPI_RELU_MASK, precision,
         tensor_bytes(dz, w2, h, da), 2 * M * d * m))
     cfg = GRAD_MATMUL_CONFIG
-    n_programs = (triton.cdiv(d, REDUCE_BLOCK_C) + _tiles(m, d, cfg) + _tiles(d, m, cfg)
-                  + _tiles(M, d, cfg))
+    b3_programs = (triton.cdiv(d, REDUCE_BLOCK_C) + _tiles(m, d, cfg) + _tiles(d, m, cfg)
+                   + _tiles(M, d, cfg))
     launches.append(Launch(
         "B3 dw1=da.T@x (+db1), dw2=dz.T@h, dx=da@w1+dy, LN sums", backward_grads_kernel,
-        (n_programs,),
+        (b3_programs,),
         dict(da_ptr=da, dz_ptr=dz, x_ptr=x, h_ptr=h, w1_ptr=w1, dy_ptr=dy, dw1_ptr=dw1,
              db1_ptr=db1, dw2_ptr=dw2, db2_ptr=db2, dx_ptr=dx, part_w_ptr=ln_parts[0],
              part_b_ptr=ln_parts[1], part_dz_ptr=ln_parts[2], dlnw_ptr=dln_weight,
-             dlnb_ptr=dln_bias, M=M, D=d, HID=m, P=n_partials, stride_w1h=d, stride_w1d=1),
+             dlnb_ptr=dln_bias, M=M, D=d, HID=m, P=n_programs, stride_w1h=d, stride_w1d=1),
         dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
              BLOCK_P=REDUCE_BLOCK_P, BLOCK_C=REDUCE_BLOCK_C, PRECISION=precision),
         cfg.num_warps, cfg.num_stages,

@@ -17,16 +17,14 @@ per device and stream (``triton_residual_mlp._counters``).
 * :func:`da_dw2_kernel`             B2: ``da = (dz W2) * (h > 0)``, ``db1``; and ``dW2 = dz^T h``
   from the same dz tiles (dW2 needs no reduction: K = M fits one tile).
 * :func:`dx_dw1_kernel`             B3: ``dx = da W1 + dy``; ``dW1 = da^T x`` from the same da
-  tiles; one extra program row sums the LayerNorm partials (dln_weight, dln_bias, db2).
+  tiles; one extra program row computes dln_weight, dln_bias and db2 from dy, zb and dz
+  (M rows are few: no partials needed).
 """
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
-
-from .triton_matmul import _column_sums
-
 
 @triton.jit
 def _last_to_arrive(count_ptr, block):
@@ -147,21 +145,44 @@ def da_dw2_kernel(
 
 
 @triton.jit
+def _layer_norm_param_grads(
+    dy_ptr, zb_ptr, b2_ptr, dz_ptr, mean_ptr, rstd_ptr, dlnw_ptr, dlnb_ptr, db2_ptr, M, D,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Column block ``program_id(0)`` of dln_weight = sum dy * zhat, dln_bias = sum dy and
+    db2 = sum dz over the M <= BLOCK_M rows, from the tensors themselves (no partials)."""
+    rm = tl.arange(0, BLOCK_M)
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = rm < M
+    n_ok = rn < D
+    ok = m_ok[:, None] & n_ok[None, :]
+    offs = rm[:, None] * D + rn[None, :]
+    dy = tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    z = tl.load(zb_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    z += tl.load(b2_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    mean = tl.load(mean_ptr + rm, mask=m_ok, other=0.0)
+    rstd = tl.load(rstd_ptr + rm, mask=m_ok, other=0.0)
+    zhat = tl.where(ok, (z - mean[:, None]) * rstd[:, None], 0.0)
+    dz = tl.load(dz_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    tl.store(dlnw_ptr + rn, tl.sum(dy * zhat, axis=0).to(dlnw_ptr.dtype.element_ty), mask=n_ok)
+    tl.store(dlnb_ptr + rn, tl.sum(dy, axis=0).to(dlnb_ptr.dtype.element_ty), mask=n_ok)
+    tl.store(db2_ptr + rn, tl.sum(dz, axis=0).to(db2_ptr.dtype.element_ty), mask=n_ok)
+
+
+@triton.jit
 def dx_dw1_kernel(
     da_ptr, w1_ptr, x_ptr, dy_ptr, dx_ptr, dw1_ptr, part_ptr, count_ptr,
-    ln_part_w_ptr, ln_part_b_ptr, ln_part_dz_ptr, dlnw_ptr, dlnb_ptr, db2_ptr,
-    M, D, HID, k_chunk, P,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_P: tl.constexpr,
-    PRECISION: tl.constexpr,
+    zb_ptr, b2_ptr, dz_ptr, mean_ptr, rstd_ptr, dlnw_ptr, dlnb_ptr, db2_ptr,
+    M, D, HID, k_chunk,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """Program (n, s < S): d columns n-block, hidden rows K_s. da (M, HID), x, dy, dx (M, D),
-    w1 and dw1 (HID, D), all contiguous; part (S, M, D) fp32. Programs (n, S) sum column block
-    n of the LayerNorm backward's (P, D) fp32 partials. Grid ``(blocks, S + 1)``."""
+    """Program (n, s < S): d columns n-block, hidden rows K_s. da (M, HID), x, dy, dx, zb, dz
+    (M, D), w1 and dw1 (HID, D), all contiguous; part (S, M, D) fp32. Programs (n, S) compute
+    column block n of dln_weight, dln_bias and db2. Grid ``(blocks, S + 1)``."""
     n_splits = tl.num_programs(1) - 1
     if tl.program_id(1) == n_splits:
-        _column_sums(ln_part_w_ptr, dlnw_ptr, P, D, tl.program_id(0), BLOCK_P, BLOCK_N)
-        _column_sums(ln_part_b_ptr, dlnb_ptr, P, D, tl.program_id(0), BLOCK_P, BLOCK_N)
-        _column_sums(ln_part_dz_ptr, db2_ptr, P, D, tl.program_id(0), BLOCK_P, BLOCK_N)
+        _layer_norm_param_grads(dy_ptr, zb_ptr, b2_ptr, dz_ptr, mean_ptr, rstd_ptr,
+                                dlnw_ptr, dlnb_ptr, db2_ptr, M, D, BLOCK_M, BLOCK_N)
     else:
         rm = tl.arange(0, BLOCK_M)
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
