@@ -85,13 +85,21 @@ SMALL_M = 128
 # Programs each weight-reading launch aims for: one per SM of an H100/H200 (132 SMs).
 TARGET_PROGRAMS = 132
 SPLITK_CONFIGS = {
-    torch.float32: SplitKConfig((32, 16), 32, 4, 3),
+    torch.float32: SplitKConfig((32, 16), 32, 8, 3),
     torch.float16: SplitKConfig((32, 16), 64, 4, 3),
     torch.bfloat16: SplitKConfig((32, 16), 64, 4, 3),
 }
 # Many rows: F1, F2 and B2 (M output rows), and B3 (dW1, dW2 reduce over M; dx has M rows).
-ROW_MATMUL_CONFIG = MatmulConfig(128, 64, 32, 8, 8, 3)
-GRAD_MATMUL_CONFIG = MatmulConfig(64, 128, 32, 8, 8, 3)
+ROW_MATMUL_CONFIGS = {
+    torch.float32: MatmulConfig(128, 64, 32, 8, 8, 3),
+    torch.float16: MatmulConfig(128, 64, 32, 8, 8, 3),
+    torch.bfloat16: MatmulConfig(128, 64, 32, 8, 8, 3),
+}
+GRAD_MATMUL_CONFIGS = {
+    torch.float32: MatmulConfig(64, 64, 32, 8, 8, 3),
+    torch.float16: MatmulConfig(64, 128, 32, 8, 8, 3),
+    torch.bfloat16: MatmulConfig(64, 128, 32, 8, 8, 3),
+}
 # The LayerNorm partials' column sums inside B3 (large M): BLOCK_P rows x BLOCK_C columns.
 REDUCE_BLOCK_P = 16
 REDUCE_BLOCK_C = 128
@@ -169,7 +177,7 @@ def _tiles(rows: int, cols: int, cfg: MatmulConfig) -> int:
 
 def _matmul_launch(name, a, b, b_strides, c, bias, aux, K, epilogue, precision, nbytes, flops):
     """``c = epilogue(a @ b)`` with a, c (and aux, when used) contiguous (rows, cols)."""
-    cfg = ROW_MATMUL_CONFIG
+    cfg = ROW_MATMUL_CONFIGS[a.dtype]
     rows, cols = c.shape
     return Launch(
         name, matmul_kernel, (_tiles(rows, cols, cfg),),
@@ -332,7 +340,7 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
     launches.append(_matmul_launch(
         "B2 da=(dz@w2)*(h>0)", dz, w2, (m, 1), da, da, h, d, EPI_RELU_MASK, precision,
         tensor_bytes(dz, w2, h, da), 2 * M * d * m))
-    cfg = GRAD_MATMUL_CONFIG
+    cfg = GRAD_MATMUL_CONFIGS[x.dtype]
     b3_programs = (triton.cdiv(d, REDUCE_BLOCK_C) + _tiles(m, d, cfg) + _tiles(d, m, cfg)
                    + _tiles(M, d, cfg))
     launches.append(Launch(
