@@ -5,7 +5,8 @@
 
 For each launch of the forward and the backward: grid (programs), bytes, FLOPs, the bandwidth
 the model grants it and its estimated time; then totals (CUDA-graph replay and eager launch
-overheads) against the op's floor. The shared op's plan is the one its launchers run
+overheads) against the op's floor, and for the shared op the speedup over eager PyTorch's
+kernels priced by the same model (``--op eager`` lists them). The shared op's plan is the one its launchers run
 (``triton_residual_mlp.plans``, built on meta tensors: no GPU, no Triton interpreter needed);
 the grouped op's comes from ``triton_grouped.launch_plan`` where that module provides it.
 See ``rpt_fast.ops.cost_model`` for the model, its constants and its limits.
@@ -50,6 +51,34 @@ def _grouped_launches(M, d, m, dtype) -> dict:
     }
 
 
+def eager_launches(M: int, d: int, m: int, e: int) -> dict:
+    """The kernels eager PyTorch runs for the shared op (cuBLAS GEMMs with fused bias, ATen
+    elementwise and LayerNorm kernels), each reading its inputs and writing its outputs once
+    and filling the GPU (cuBLAS picks split-K for few rows): the baseline of the targets."""
+    x, w, h, s = M * d * e, m * d * e, M * m * e, 8 * M
+    full = 10**6  # programs: enough to fill any GPU
+    forward = [
+        ("addmm x@w1.T+b1", full, x + w + m * e + h, 2 * M * d * m),
+        ("relu", full, 2 * h, 0),
+        ("addmm h@w2.T+b2", full, h + w + d * e + x, 2 * M * d * m),
+        ("layer_norm", full, 2 * x + 2 * d * e + s, 0),
+        ("add +x", full, 3 * x, 0),
+    ]
+    backward = [
+        ("layer_norm_backward", full, 3 * x + s + d * e + 2 * d * e, 0),
+        ("mm dz@w2", full, x + w + h, 2 * M * d * m),
+        ("mm dz.T@h (dw2)", full, x + h + w, 2 * M * d * m),
+        ("sum dz (db2)", full, x + d * e, 0),
+        ("threshold_backward", full, 3 * h, 0),
+        ("mm da.T@x (dw1)", full, h + x + w, 2 * M * d * m),
+        ("sum da (db1)", full, h + m * e, 0),
+        ("mm da@w1", full, h + w + x, 2 * M * d * m),
+        ("add dx+dy", full, 3 * x, 0),
+    ]
+    return {"forward": [(n, (p,), p, b, f, None) for n, p, b, f in forward],
+            "backward": [(n, (p,), p, b, f, None) for n, p, b, f in backward]}
+
+
 def _dot_type(dtype_name: str, precision: str | None) -> str:
     if dtype_name != "fp32":
         return dtype_name
@@ -60,8 +89,11 @@ def estimate(op: str, M: int, d: int, m: int, dtype_name: str, gpu_name: str) ->
     """The priced plan: per pass, the launches (dicts) and the totals, and the floors."""
     gpu = cost_model.GPUS[gpu_name]
     dtype = DTYPES[dtype_name]
-    launches = (_shared_launches if op == "shared" else _grouped_launches)(M, d, m, dtype)
     e = torch.finfo(dtype).bits // 8
+    if op == "eager":
+        launches = eager_launches(M, d, m, e)
+    else:
+        launches = (_shared_launches if op == "shared" else _grouped_launches)(M, d, m, dtype)
     report = {"op": op, "shape": [M, d, m], "dtype": dtype_name, "gpu": gpu.name}
     all_costs = []
     for name in PASSES:
@@ -79,14 +111,20 @@ def estimate(op: str, M: int, d: int, m: int, dtype_name: str, gpu_name: str) ->
             "launches": rows,
             "graph_seconds": cost_model.total_seconds(costs, graph=True),
             "eager_seconds": cost_model.total_seconds(costs, graph=False),
-            "floor_seconds": cost_model.op_floor(gpu, op, mode, M, d, m, e, _dot_type(dtype_name, None)),
+            "floor_seconds": cost_model.op_floor(gpu, _floor_op(op), mode, M, d, m, e,
+                                                 _dot_type(dtype_name, None)),
         }
     report["full"] = {
         "graph_seconds": cost_model.total_seconds(all_costs, graph=True),
         "eager_seconds": cost_model.total_seconds(all_costs, graph=False),
-        "floor_seconds": cost_model.op_floor(gpu, op, "full", M, d, m, e, _dot_type(dtype_name, None)),
+        "floor_seconds": cost_model.op_floor(gpu, _floor_op(op), "full", M, d, m, e,
+                                             _dot_type(dtype_name, None)),
     }
     return report
+
+
+def _floor_op(op: str) -> str:
+    return "grouped" if op == "grouped" else "shared"
 
 
 def table(report: dict) -> str:
@@ -106,12 +144,16 @@ def table(report: dict) -> str:
         lines.append(f"{name:8} total {t['graph_seconds'] * 1e6:7.2f} us replayed from a CUDA graph "
                      f"({t['graph_seconds'] / floor:4.1f}x the floor), {t['eager_seconds'] * 1e6:7.2f} us "
                      f"eager ({t['eager_seconds'] / floor:4.1f}x); floor {floor * 1e6:6.2f} us")
+    for name, speedup in report.get("eager_speedup", {}).items():
+        lines.append(f"{name:8} vs eager PyTorch (same model): {speedup['graph']:4.2f}x faster "
+                     f"replayed from CUDA graphs, {speedup['eager']:4.2f}x launched eagerly")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--op", choices=("shared", "grouped"), default="shared")
+    parser.add_argument("--op", choices=("shared", "grouped", "eager"), default="shared",
+                        help="shared, grouped, or eager (PyTorch's kernels for the shared op)")
     parser.add_argument("--shape", default="100,2048,800", help="M,d,m (grouped: n,d,m)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="bf16")
     parser.add_argument("--gpu", choices=tuple(cost_model.GPUS), default="h200")
@@ -123,6 +165,13 @@ def main(argv=None) -> int:
     except (ValueError, AssertionError):
         parser.error(f"--shape: expected three positive ints M,d,m, got {args.shape!r}")
     report = estimate(args.op, M, d, m, args.dtype, args.gpu)
+    if args.op == "shared":
+        eager = estimate("eager", M, d, m, args.dtype, args.gpu)
+        report["eager_speedup"] = {
+            name: {"graph": eager[name]["graph_seconds"] / report[name]["graph_seconds"],
+                   "eager": eager[name]["eager_seconds"] / report[name]["eager_seconds"]}
+            for name in (*PASSES, "full")
+        }
     print(json.dumps(report, indent=1) if args.json else table(report))
     return 0
 

@@ -2,8 +2,8 @@
 
 Both hold whole rows (BLOCK_N >= d columns, BLOCK_R rows at a time) in registers and compute
 the statistics in fp32, as flash-attention's fused layer norm does. The forward sums the S fp32
-split-K partials of ``h W2^T`` in a fixed order, adds b2, and saves ``zb = h W2^T`` (x's dtype)
-for the backward, which rebuilds ``z = zb + b2`` in fp32 instead of recomputing the GEMM. The
+split-K partials of ``h W2^T`` in a fixed order (or reads ``zb = h W2^T`` a GEMM wrote), adds
+b2, and saves zb (x's dtype) for the backward, which rebuilds ``z = zb + b2`` in fp32 instead of recomputing the GEMM. The
 backward writes the gradients of ln_weight, ln_bias and b2 as per-program fp32 partials (each
 program owns a fixed range of rows), which a later fixed-order column sum reduces:
 deterministic, no atomics.
@@ -19,12 +19,13 @@ import triton.language as tl
 def layer_norm_forward_kernel(
     part_ptr, b2_ptr, x_ptr, w_ptr, b_ptr, y_ptr, zb_ptr, mean_ptr, rstd_ptr,
     M, N, S, eps,
-    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, STORE_ZB: tl.constexpr,
 ):
     """Rows ``[pid * BLOCK_R, ...)``: ``zb = sum_s part[s]``, ``z = zb + b2``,
     ``y = (z - mean) * rstd * w + b + x``.
 
-    part is (S, M, N) fp32; x, y and zb are contiguous (M, N); mean and rstd are fp32 (M,).
+    part is (S, M, N) fp32, or zb itself (S = 1, x's dtype, ``STORE_ZB`` off: many rows, where
+    one GEMM wrote it); x, y and zb are contiguous (M, N); mean and rstd are fp32 (M,).
     """
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.arange(0, BLOCK_N)
@@ -34,8 +35,9 @@ def layer_norm_forward_kernel(
     offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
     zb = tl.zeros((BLOCK_R, BLOCK_N), dtype=tl.float32)
     for p in range(0, S):
-        zb += tl.load(part_ptr + p * M * N + offs, mask=ok, other=0.0)
-    tl.store(zb_ptr + offs, zb.to(zb_ptr.dtype.element_ty), mask=ok)
+        zb += tl.load(part_ptr + p * M * N + offs, mask=ok, other=0.0).to(tl.float32)
+    if STORE_ZB:
+        tl.store(zb_ptr + offs, zb.to(zb_ptr.dtype.element_ty), mask=ok)
     z = zb + tl.load(b2_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :]
     mean = tl.sum(z, axis=1) / N
     centered = tl.where(c_ok[None, :], z - mean[:, None], 0.0)

@@ -1,8 +1,9 @@
 """Launch plans of the shared residual encoder's Triton kernels, and their fixed config tables.
 
-Forward, 3 launches: F1 ``h = relu(x W1^T + b1)``; F2 ``h W2^T`` into fp32 (split-K partials
-for prompt-sized inputs); F3 sums them, adds b2, LayerNorm + affine + residual (writes y,
-mean, rstd and saves ``zb = h W2^T`` in x's dtype, so the backward needs no GEMM to rebuild z).
+Forward, 3 launches: F1 ``h = relu(x W1^T + b1)``; F2 ``zb = h W2^T`` (fp32 split-K partials
+for prompt-sized inputs, which F3 sums and saves as zb; zb itself in x's dtype for many rows);
+F3 adds b2, LayerNorm + affine + residual (writes y, mean, rstd). zb is saved for the
+backward, which so needs no GEMM to rebuild z = zb + b2.
 Backward, 3 launches: B1 LayerNorm backward (dz and fp32 partials of dln_weight, dln_bias,
 db2); B2 ``da = (dz W2) * (h > 0)`` (+ db1, and dW2 = dz^T h from the same dz tiles for small
 M); B3 dW1 (+ db1 for large M), dW2 (large M), ``dx = da W1 + dy`` and the fixed-order sums of
@@ -82,8 +83,9 @@ class SplitK(NamedTuple):
 
 # Prompt-sized inputs: all rows in one tile (BLOCK_M = next power of 2, >= 16).
 SMALL_M = 128
-# Programs each weight-reading launch aims for: one per SM of an H100/H200 (132 SMs).
-TARGET_PROGRAMS = 132
+# Programs each weight-reading launch aims for: about one per SM of an H100/H200 (132 SMs);
+# every extra split adds an (M, cols) fp32 partial to write and read back.
+TARGET_PROGRAMS = 128
 SPLITK_CONFIGS = {
     torch.float32: SplitKConfig((32, 16), 32, 8, 3),
     torch.float16: SplitKConfig((32, 16), 64, 4, 3),
@@ -204,6 +206,7 @@ def forward_plan(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
     precision = dot_precision(x.dtype)
     f32 = dict(device=x.device, dtype=torch.float32)
     h = torch.empty((M, m), device=x.device, dtype=x.dtype)
+    zb = torch.empty_like(x)
     launches = []
     block_m = small_m_block(M)
     if block_m is not None:
@@ -231,26 +234,28 @@ def forward_plan(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
             flops=2 * M * d * m, weight_reading=True,
         ))
     else:
-        part2 = torch.empty((1, M, d), **f32)
+        part2 = zb[None]  # one "partial": zb itself, in x's dtype
         launches.append(_matmul_launch(
             "F1 h=relu(x@w1.T+b1)", x, w1, (1, d), h, b1, h, d, EPI_BIAS_RELU, precision,
             tensor_bytes(x, w1, b1, h), 2 * M * d * m))
         launches.append(_matmul_launch(
-            "F2 h@w2.T", h, w2, (1, m), part2[0], b2, part2[0], m, EPI_NONE, precision,
-            tensor_bytes(h, w2, part2), 2 * M * d * m))
+            "F2 zb=h@w2.T", h, w2, (1, m), zb, b2, zb, m, EPI_NONE, precision,
+            tensor_bytes(h, w2, zb), 2 * M * d * m))
 
     y = torch.empty_like(x)
-    zb = torch.empty_like(x)
+    store_zb = block_m is not None
     mean = torch.empty((M,), **f32)
     rstd = torch.empty((M,), **f32)
     launches.append(Launch(
-        f"F3 sum partials+b2, layer norm, +x ({rows.block_r}x{rows.block_n})",
+        f"F3 zb(+partials)+b2, layer norm, +x ({rows.block_r}x{rows.block_n})",
         layer_norm_forward_kernel, (triton.cdiv(M, rows.block_r),),
         dict(part_ptr=part2, b2_ptr=b2, x_ptr=x, w_ptr=ln_weight, b_ptr=ln_bias, y_ptr=y,
              zb_ptr=zb, mean_ptr=mean, rstd_ptr=rstd, M=M, N=d, S=part2.shape[0], eps=eps),
-        dict(BLOCK_R=rows.block_r, BLOCK_N=rows.block_n), rows.num_warps, ROW_KERNEL_STAGES,
-        nbytes=tensor_bytes(part2, b2, x, ln_weight, ln_bias, y, zb, mean, rstd),
-        workspace_bytes=tensor_bytes(part2) if block_m is not None else 0,
+        dict(BLOCK_R=rows.block_r, BLOCK_N=rows.block_n, STORE_ZB=store_zb), rows.num_warps,
+        ROW_KERNEL_STAGES,
+        nbytes=(tensor_bytes(part2, b2, x, ln_weight, ln_bias, y, mean, rstd)
+                + (tensor_bytes(zb) if store_zb else 0)),
+        workspace_bytes=tensor_bytes(part2) if store_zb else 0,
     ))
     return launches, (y, h, zb, mean, rstd)
 
