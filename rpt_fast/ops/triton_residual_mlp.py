@@ -4,10 +4,10 @@ Forward, 3 launches: F1 ``h = relu(x W1^T + b1)``; F2 ``zb = h W2^T`` (fp32 spli
 for prompt-sized inputs, which F3 sums and saves as zb; zb itself in x's dtype for many rows);
 F3 adds b2, LayerNorm + affine + residual (writes y, mean, rstd). zb is saved for the
 backward, which so needs no GEMM to rebuild z = zb + b2.
-Backward, 3 launches: B1 LayerNorm backward (dz and fp32 partials of dln_weight, dln_bias,
-db2); B2 ``da = (dz W2) * (h > 0)`` (+ db1, and dW2 = dz^T h from the same dz tiles for small
-M); B3 dW1 (+ db1 for large M), dW2 (large M), ``dx = da W1 + dy`` and the fixed-order sums of
-the LayerNorm partials.
+Backward, 3 launches: B1 LayerNorm backward (dz; for many rows also fp32 partials of
+dln_weight, dln_bias, db2); B2 ``da = (dz W2) * (h > 0)`` (for few rows also db1, and
+dW2 = dz^T h from the same dz tiles); B3 ``dx = da W1 + dy``, dW1 (from the same da tiles for
+few rows; with db1 and dW2 split over the rows for many), dln_weight, dln_bias and db2.
 
 Two paths, chosen from M alone: up to ``SMALL_M`` rows (the prompt) the split-K kernels of
 ``triton_splitk`` (every weight-reading launch gets >= ``TARGET_PROGRAMS`` programs where the
@@ -94,14 +94,16 @@ SPLITK_CONFIGS = {
 # Many rows: F1, F2 and B2 (M output rows), and B3 (dW1, dW2 reduce over M; dx has M rows).
 ROW_MATMUL_CONFIGS = {
     torch.float32: MatmulConfig(128, 64, 32, 8, 8, 3),
-    torch.float16: MatmulConfig(128, 64, 32, 8, 8, 3),
-    torch.bfloat16: MatmulConfig(128, 64, 32, 8, 8, 3),
+    torch.float16: MatmulConfig(128, 128, 64, 8, 8, 3),
+    torch.bfloat16: MatmulConfig(128, 128, 64, 8, 8, 3),
 }
 GRAD_MATMUL_CONFIGS = {
     torch.float32: MatmulConfig(64, 64, 32, 8, 8, 3),
-    torch.float16: MatmulConfig(64, 128, 32, 8, 8, 3),
-    torch.bfloat16: MatmulConfig(64, 128, 32, 8, 8, 3),
+    torch.float16: MatmulConfig(128, 128, 64, 8, 8, 3),
+    torch.bfloat16: MatmulConfig(128, 128, 64, 8, 8, 3),
 }
+# dW1/dW2 (large M) reduce over at least this many BLOCK_K steps of rows per split.
+MIN_GRAD_CHUNK_STEPS = 8
 # The LayerNorm partials' column sums inside B3 (large M): BLOCK_P rows x BLOCK_C columns.
 REDUCE_BLOCK_P = 16
 REDUCE_BLOCK_C = 128
@@ -159,6 +161,16 @@ def split_k(cols: int, K: int, cfg: SplitKConfig, target: int | None = None) -> 
         if best is None or plan.blocks * plan.splits > best.blocks * best.splits:
             best = plan
     return best
+
+
+def grad_split(rows: int, dw_tiles: int, cfg: MatmulConfig) -> tuple[int, int]:
+    """(k_chunk, splits) of the M-row reduction of dW1/dW2 (many rows): enough splits that
+    their ``dw_tiles`` tiles give TARGET_PROGRAMS programs, chunks of at least
+    ``MIN_GRAD_CHUNK_STEPS`` BLOCK_K steps, each a whole number of steps."""
+    steps = triton.cdiv(rows, cfg.block_k)
+    splits = max(1, min(triton.cdiv(TARGET_PROGRAMS, dw_tiles), steps // MIN_GRAD_CHUNK_STEPS))
+    k_chunk = triton.cdiv(steps, splits) * cfg.block_k
+    return k_chunk, triton.cdiv(rows, k_chunk)
 
 
 def _counters(device: torch.device, n: int) -> torch.Tensor:
@@ -346,20 +358,28 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
         "B2 da=(dz@w2)*(h>0)", dz, w2, (m, 1), da, da, h, d, EPI_RELU_MASK, precision,
         tensor_bytes(dz, w2, h, da), 2 * M * d * m))
     cfg = GRAD_MATMUL_CONFIGS[x.dtype]
-    b3_programs = (triton.cdiv(d, REDUCE_BLOCK_C) + _tiles(m, d, cfg) + _tiles(d, m, cfg)
-                   + _tiles(M, d, cfg))
+    dw_tiles = _tiles(m, d, cfg) + _tiles(d, m, cfg)
+    k_chunk, splits = grad_split(M, dw_tiles, cfg)
+    part_dw1 = torch.empty((splits, m, d), **f32)
+    part_db1 = torch.empty((splits, m), **f32)
+    part_dw2 = torch.empty((splits, d, m), **f32)
+    b3_programs = triton.cdiv(d, REDUCE_BLOCK_C) + dw_tiles * splits + _tiles(M, d, cfg)
     launches.append(Launch(
         "B3 dw1=da.T@x (+db1), dw2=dz.T@h, dx=da@w1+dy, LN sums", backward_grads_kernel,
         (b3_programs,),
         dict(da_ptr=da, dz_ptr=dz, x_ptr=x, h_ptr=h, w1_ptr=w1, dy_ptr=dy, dw1_ptr=dw1,
              db1_ptr=db1, dw2_ptr=dw2, db2_ptr=db2, dx_ptr=dx, part_w_ptr=ln_parts[0],
              part_b_ptr=ln_parts[1], part_dz_ptr=ln_parts[2], dlnw_ptr=dln_weight,
-             dlnb_ptr=dln_bias, M=M, D=d, HID=m, P=n_programs, stride_w1h=d, stride_w1d=1),
+             dlnb_ptr=dln_bias, part_dw1_ptr=part_dw1, part_db1_ptr=part_db1,
+             part_dw2_ptr=part_dw2, count_ptr=_counters(x.device, dw_tiles), M=M, D=d, HID=m,
+             P=n_programs, k_chunk=k_chunk, splits=splits, stride_w1h=d, stride_w1d=1),
         dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
              BLOCK_P=REDUCE_BLOCK_P, BLOCK_C=REDUCE_BLOCK_C, PRECISION=precision),
         cfg.num_warps, cfg.num_stages,
-        nbytes=tensor_bytes(da, dz, x, h, w1, dy, dw1, db1, dw2, dx) + ln_sums_bytes,
-        workspace_bytes=tensor_bytes(*ln_parts), flops=6 * M * d * m, weight_reading=True,
+        nbytes=(tensor_bytes(da, dz, x, h, w1, dy, dw1, db1, dw2, dx) + ln_sums_bytes
+                + 2 * tensor_bytes(part_dw1, part_db1, part_dw2)),
+        workspace_bytes=tensor_bytes(*ln_parts) + 2 * tensor_bytes(part_dw1, part_db1, part_dw2),
+        flops=6 * M * d * m, weight_reading=True,
     ))
     return launches, grads
 
