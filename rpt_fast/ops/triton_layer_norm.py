@@ -33,8 +33,8 @@ def layer_norm_forward_kernel(
     c_ok = cols < N
     ok = r_ok[:, None] & c_ok[None, :]
     offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
-    zb = tl.zeros((BLOCK_R, BLOCK_N), dtype=tl.float32)
-    for p in range(0, S):
+    zb = tl.load(part_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    for p in range(1, S):
         zb += tl.load(part_ptr + p * M * N + offs, mask=ok, other=0.0).to(tl.float32)
     if STORE_ZB:
         tl.store(zb_ptr + offs, zb.to(zb_ptr.dtype.element_ty), mask=ok)

@@ -87,7 +87,7 @@ SMALL_M = 128
 # every extra split adds an (M, cols) fp32 partial to write and read back.
 TARGET_PROGRAMS = 128
 SPLITK_CONFIGS = {
-    torch.float32: SplitKConfig((32, 16), 32, 8, 3),
+    torch.float32: SplitKConfig((32, 16), 32, 8, 2),
     torch.float16: SplitKConfig((32, 16), 64, 4, 3),
     torch.bfloat16: SplitKConfig((32, 16), 64, 4, 3),
 }
@@ -109,7 +109,7 @@ REDUCE_BLOCK_P = 16
 REDUCE_BLOCK_C = 128
 # Row kernels (F3, B1): the first config whose block_n holds a whole row.
 ROW_KERNEL_CONFIGS = (
-    RowKernelConfig(256, 8, 4, False),
+    RowKernelConfig(256, 8, 8, False),
     RowKernelConfig(1024, 2, 4, False),
     RowKernelConfig(4096, 1, 16, False),
     RowKernelConfig(8192, 1, 16, True),
