@@ -33,9 +33,12 @@ def layer_norm_forward_kernel(
     c_ok = cols < N
     ok = r_ok[:, None] & c_ok[None, :]
     offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
-    zb = tl.load(part_ptr + offs, mask=ok, other=0.0).to(tl.float32)
-    for p in range(1, S):
-        zb += tl.load(part_ptr + p * M * N + offs, mask=ok, other=0.0).to(tl.float32)
+    zb = tl.zeros((BLOCK_R, BLOCK_N), dtype=tl.float32)
+    part = part_ptr + tl.program_id(0).to(tl.int64) * BLOCK_R * N
+    part_offs = tl.arange(0, BLOCK_R)[:, None] * N + cols[None, :]
+    for _ in range(0, S):
+        zb += tl.load(part + part_offs, mask=ok, other=0.0).to(tl.float32)
+        part += M * N
     if STORE_ZB:
         tl.store(zb_ptr + offs, zb.to(zb_ptr.dtype.element_ty), mask=ok)
     z = zb + tl.load(b2_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :]
