@@ -197,7 +197,8 @@ SPLIT_CASES = [
 @pytest.mark.parametrize("M, d, m, dtype, target", SPLIT_CASES, ids=str)
 def test_split_k_matches_reference(M, d, m, dtype, target, monkeypatch, poisoned):
     monkeypatch.setattr(trm, "TARGET_PROGRAMS", target)
-    monkeypatch.setitem(trm.SPLITK_CONFIGS, dtype, trm.SplitKConfig((16,), 16, 4, 1))
+    for table in (trm.SPLITK_CONFIGS, trm.SPLITK_GRAD_CONFIGS):
+        monkeypatch.setitem(table, dtype, trm.SplitKConfig((16,), 16, 4, 1))
     inputs = _inputs(M, d, m, dtype)
     dy = torch.randn(M, d, device=DEVICE).to(dtype)
     splits = [trm.split_k(m, d, trm.SPLITK_CONFIGS[dtype]).splits,

@@ -86,8 +86,15 @@ SMALL_M = 128
 # Programs each weight-reading launch aims for: about one per SM of an H100/H200 (132 SMs);
 # every extra split adds an (M, cols) fp32 partial to write and read back.
 TARGET_PROGRAMS = 128
+# Forward (F1, F2) and backward (B2, B3) split-K kernels: (block_ns, block_k, warps, stages),
+# each spill-free as compiled by triton 3.6 and 3.9 (fp32: 2 stages forward, 3 backward).
 SPLITK_CONFIGS = {
     torch.float32: SplitKConfig((32, 16), 32, 8, 2),
+    torch.float16: SplitKConfig((32, 16), 64, 4, 3),
+    torch.bfloat16: SplitKConfig((32, 16), 64, 4, 3),
+}
+SPLITK_GRAD_CONFIGS = {
+    torch.float32: SplitKConfig((32, 16), 32, 8, 3),
     torch.float16: SplitKConfig((32, 16), 64, 4, 3),
     torch.bfloat16: SplitKConfig((32, 16), 64, 4, 3),
 }
@@ -324,7 +331,7 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
     ln_sums_bytes = tensor_bytes(*ln_parts, db2, dln_weight, dln_bias)
 
     if not partials:
-        cfg = SPLITK_CONFIGS[x.dtype]
+        cfg = SPLITK_GRAD_CONFIGS[x.dtype]
         p2 = split_k(m, d, cfg)
         part_a = torch.empty((p2.splits, M, m), **f32)
         launches.append(Launch(
