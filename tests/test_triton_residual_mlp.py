@@ -235,3 +235,13 @@ def test_launch_counts(M, monkeypatch):
     launched.clear()
     trm.residual_mlp_backward(torch.randn_like(x), x, w1, w2, b2, ln_weight, h, z, mean, rstd)
     assert len(launched) == 3, launched
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_zero_rows_give_zero_gradients(dtype, poisoned):
+    x, w1, b1, w2, b2, ln_weight, ln_bias = _inputs(0, 32, 8, dtype)
+    y, h, z, mean, rstd = trm.residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, 1e-5)
+    assert y.shape == (0, 32) and h.shape == (0, 8)
+    grads = trm.residual_mlp_backward(x.clone(), x, w1, w2, b2, ln_weight, h, z, mean, rstd)
+    for name, grad, param in zip(GRAD_NAMES, grads, (x, w1, b1, w2, b2, ln_weight, ln_bias)):
+        assert grad.shape == param.shape and not grad.any(), f"d{name}"

@@ -35,6 +35,8 @@ class Launch:
         return math.prod(self.grid)
 
     def __call__(self) -> None:
+        if self.programs == 0:  # no rows: nothing to launch (CUDA rejects empty grids)
+            return
         self.kernel[self.grid](
             **self.args, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages
         )
