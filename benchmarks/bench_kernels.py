@@ -3,8 +3,11 @@ backend, forward / backward / full, plain launches and (CUDA) CUDA-graph replay.
 
 Reports the median time, speedups over eager and over compile, and the distance to the floor
 (bytes over the measured copy bandwidth, FLOPs over the measured matmul rate, launches x the
-measured empty-launch time), plus peak memory on CUDA. Writes a table to stdout and
-kernels.json + kernels.csv under benchmarks/results/<device>/ (or --out).
+measured empty-launch time), plus peak memory on CUDA. On an H200, H100 or A100 the triton and
+eager rows also carry the cost model's estimate (``rpt_fast.ops.plan``: ``model_ms`` for plain
+launches, ``model_graph_ms`` for CUDA-graph replay) beside the measurement. Writes a table to
+stdout, kernels.json + kernels.csv and the plots (``plot.py``, into ``plots/``) under
+benchmarks/results/<device>/ (or --out).
 
   python benchmarks/bench_kernels.py                   # CPU: the quick set (native targets)
   python benchmarks/bench_kernels.py --regime all      # GPU: the full grid
@@ -38,6 +41,8 @@ from _providers import PROVIDERS, inputs, make, mode_fn  # noqa: E402
 from _timing import count_cuda_launches, cuda_graph_ms, median_ms  # noqa: E402
 
 import rpt_fast  # noqa: E402
+from rpt_fast.ops import cost_model  # noqa: E402
+from rpt_fast.ops import plan as launch_plan  # noqa: E402
 
 SCHEMA = "rpt-fast-bench-kernels/1"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -191,6 +196,31 @@ def free_memory_bytes(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
+def model_gpu(device: torch.device) -> str | None:
+    """The cost model's key ("h200", "h100", "a100") for this CUDA device, else None."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device).lower()
+    return next((key for key in cost_model.GPUS if key in name), None)
+
+
+def model_estimate(op: str, provider: str, M: int, d: int, m: int, dt: str, mode: str,
+                   gpu: str | None) -> dict:
+    """The cost model's times for a triton or eager row (empty where it has no plan)."""
+    if gpu is None or provider not in ("triton", "eager"):
+        return {}
+    which = "eager" if provider == "eager" else op
+    if which == "eager" and op != "shared":
+        return {}
+    try:
+        report = launch_plan.estimate(which, M, d, m, dt, gpu)
+    except SystemExit:  # the grouped op without a launch plan
+        return {}
+    passes = {"fwd": ("forward",), "bwd": ("backward",), "full": ("full",)}[mode]
+    return {"model_ms": sum(report[p]["eager_seconds"] for p in passes) * 1e3,
+            "model_graph_ms": sum(report[p]["graph_seconds"] for p in passes) * 1e3}
+
+
 def working_set_bytes(op: str, M: int, d: int, m: int, e: int) -> int:
     """Inputs, their gradients and the saved activations, with room for eager temporaries:
     what one full step holds at once (the grouped op's weights grow with M)."""
@@ -239,6 +269,9 @@ def run(args, out: Path | None = None) -> dict:
     gen = torch.Generator().manual_seed(0)
     compiled = {}
     provider_lists = {op: providers_for(op, args, device, notes) for op in {r[0] for r in runs}}
+    gpu = model_gpu(device)
+    if device.type == "cuda" and gpu is None:
+        notes.append("no cost-model constants for this GPU: model_ms not reported")
     for op, regime, (M, d, m), dt, mode in runs:
         dtype = DTYPES[dt]
         e = torch.finfo(dtype).bits // 8
@@ -251,7 +284,8 @@ def run(args, out: Path | None = None) -> dict:
                        flops / (ceilings["matmul_TFLOPs"][dt] * 1e12)) * 1e3
         for name in provider_lists[op]:
             row = {"op": op, "regime": regime, "M": M, "d": d, "m": m, "dtype": dt, "mode": mode,
-                   "provider": name, "bytes": nbytes, "flops": flops, "floor_ms": floor_ms}
+                   "provider": name, "bytes": nbytes, "flops": flops, "floor_ms": floor_ms,
+                   **model_estimate(op, name, M, d, m, dt, mode, gpu)}
             if need > free // 2:
                 row.update(status="skipped", note=f"needs about {need / 2**30:.1f} GiB, more than "
                            f"half the free memory ({free / 2**30:.1f} GiB)")
@@ -302,7 +336,8 @@ def _derive(results, ceilings):
 
 
 CSV_FIELDS = ["op", "regime", "M", "d", "m", "dtype", "mode", "provider", "status", "median_ms",
-              "graph_ms", "speedup_vs_eager", "speedup_vs_compile", "floor_ms", "floor_fraction",
+              "graph_ms", "model_ms", "model_graph_ms", "speedup_vs_eager", "speedup_vs_compile",
+              "floor_ms", "floor_fraction",
               "launches", "launch_floor_ms", "peak_mem_bytes", "bytes", "flops", "note"]
 
 
@@ -319,13 +354,24 @@ def write(report: dict, out: Path) -> None:
     os.replace(out / "kernels.csv.tmp", out / "kernels.csv")
 
 
+def write_plots(out: Path) -> list | None:
+    """plot.py's PNGs of the results in ``out`` into ``out/plots``; None without matplotlib."""
+    try:
+        import plot
+    except ImportError:
+        return None
+    plot.main([str(out)])
+    return sorted((out / "plots").glob("*.png"))
+
+
 def _f(v, fmt):
     return format(v, fmt) if isinstance(v, (int, float)) else "-"
 
 
 def table(report: dict) -> str:
     head = (f"{'op':7s} {'dtype':5s} {'M':>6s} {'d':>5s} {'m':>5s} {'mode':4s} {'provider':11s} "
-            f"{'ms':>9s} {'graph':>9s} {'x eager':>7s} {'x comp':>7s} {'floor%':>6s} {'peakMB':>7s}")
+            f"{'ms':>9s} {'graph':>9s} {'model':>9s} {'x eager':>7s} {'x comp':>7s} {'floor%':>6s} "
+            f"{'peakMB':>7s}")
     lines = [head, "-" * len(head)]
     for r in report["results"]:
         if r["status"] != "ok":
@@ -336,6 +382,7 @@ def table(report: dict) -> str:
         lines.append(
             f"{r['op']:7s} {r['dtype']:5s} {r['M']:6d} {r['d']:5d} {r['m']:5d} {r['mode']:4s} "
             f"{r['provider']:11s} {r['median_ms']:9.3f} {_f(r.get('graph_ms'), '9.3f'):>9s} "
+            f"{_f(r.get('model_ms'), '9.3f'):>9s} "
             f"{_f(r.get('speedup_vs_eager'), '7.2f'):>7s} {_f(r.get('speedup_vs_compile'), '7.2f'):>7s} "
             f"{100 * r['floor_fraction']:6.1f} {_f(peak / 2**20 if peak is not None else None, '7.1f'):>7s}")
     c = report["ceilings"]
@@ -355,6 +402,9 @@ def main(argv=None) -> int:
     write(report, out)
     print(table(report))
     print(f"wrote {out / 'kernels.json'} and {out / 'kernels.csv'}")
+    plots = write_plots(out)
+    print(f"wrote {len(plots)} plots under {out / 'plots'}" if plots is not None
+          else "plots not written: matplotlib is not installed (pip install matplotlib)")
     return 0 if all(r["status"] != "error" for r in report["results"]) else 1
 
 

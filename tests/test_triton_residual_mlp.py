@@ -8,6 +8,7 @@ launchers allocate is prefilled with NaN, so an element a kernel fails to write 
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
 
 import rpt_fast
 from rpt_fast.ops import triton_residual_mlp as trm
@@ -72,7 +73,7 @@ def nan_buffers(monkeypatch):
 def _run_kernels(inputs, dy, eps=1e-5):
     x, w1, b1, w2, b2, ln_weight, ln_bias = inputs
     y, h, z, mean, rstd = trm.residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps)
-    assert z.shape == (0,)  # not kept: the backward recomputes z from h
+    assert z.shape == x.shape and z.dtype == x.dtype  # zb = h W2^T, kept for the backward
     grads = trm.residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd)
     return (y, h, mean, rstd), grads
 
@@ -131,14 +132,15 @@ def test_public_op_with_3d_noncontiguous_x_and_strided_weights(dtype):
         assert _rel(grad, r) < grad_tol, f"d{name}"
 
 
-def test_chunked_backward_of_wide_rows(monkeypatch, nan_buffers):
+@pytest.mark.parametrize("M", [20, 150])  # split-K path (no partials), tiled path (partials)
+def test_chunked_backward_of_wide_rows(M, monkeypatch, nan_buffers):
     # Rows wider than 4096 take the chunked LayerNorm backward; shrink its chunk so a small d
     # walks several chunks (and a ragged last one) in the interpreter.
     monkeypatch.setattr(trm, "ROW_KERNEL_CONFIGS", (trm.RowKernelConfig(128, 1, 4, True),))
     monkeypatch.setattr(trm, "WIDE_BACKWARD_BLOCK_N", 32)
     monkeypatch.setattr(trm, "MAX_PARTIALS", 8)  # several rows per program
-    inputs = _inputs(20, 100, 8, torch.float32)
-    dy = torch.randn(20, 100, device=DEVICE)
+    inputs = _inputs(M, 100, 8, torch.float32)
+    dy = torch.randn(M, 100, device=DEVICE)
     ref_grads = _reference(inputs, dy)[4]
     _, grads = _run_kernels(inputs, dy)
     for name, grad, ref in zip(GRAD_NAMES, grads, ref_grads):
@@ -170,8 +172,77 @@ def test_nan_propagates_like_the_reference():
 
 
 def test_configs_are_chosen_from_shapes():
-    assert [trm.m_bucket(r) for r in (1, 32, 33, 128, 129, 10**6)] == [32, 32, 128, 128, 256, 256]
+    assert [trm.small_m_block(r) for r in (1, 16, 17, 100, 128, 129)] == [16, 16, 32, 128, 128, None]
+    cfg = trm.SPLITK_CONFIGS[torch.bfloat16]
+    for cols, K in [(800, 2048), (2048, 800), (400, 768), (768, 400), (5, 8), (3000, 16)]:
+        plan = trm.split_k(cols, K, cfg)
+        assert plan.k_chunk % cfg.block_k == 0
+        assert (plan.splits - 1) * plan.k_chunk < K <= plan.splits * plan.k_chunk  # no empty split
+        assert plan.blocks == triton.cdiv(cols, plan.block_n)
     assert trm.row_kernel_config(8) == trm.ROW_KERNEL_CONFIGS[0]
     assert trm.row_kernel_config(trm.MAX_D).block_n == trm.MAX_D
     with pytest.raises(ValueError, match=rf"x: .*d <= {trm.MAX_D}, got d={trm.MAX_D + 1}"):
         trm.row_kernel_config(trm.MAX_D + 1)
+
+
+# (M, d, m, dtype, target programs): split-K with 1, a few and many splits, ragged K (d and m
+# not multiples of BLOCK_K = 16), M of 1, odd, and a full 128-row tile.
+SPLIT_CASES = [
+    (1, 72, 40, torch.float32, 1),
+    (17, 72, 40, torch.float16, 8),
+    (128, 40, 72, torch.float32, 64),
+    (33, 100, 24, torch.float16, 200),
+]
+
+
+@pytest.mark.parametrize("M, d, m, dtype, target", SPLIT_CASES, ids=str)
+def test_split_k_matches_reference(M, d, m, dtype, target, monkeypatch, poisoned):
+    monkeypatch.setattr(trm, "TARGET_PROGRAMS", target)
+    for table in (trm.SPLITK_CONFIGS, trm.SPLITK_GRAD_CONFIGS):
+        monkeypatch.setitem(table, dtype, trm.SplitKConfig((16,), 16, 4, 1))
+    inputs = _inputs(M, d, m, dtype)
+    dy = torch.randn(M, d, device=DEVICE).to(dtype)
+    splits = [trm.split_k(m, d, trm.SPLITK_CONFIGS[dtype]).splits,
+              trm.split_k(d, m, trm.SPLITK_CONFIGS[dtype]).splits]
+    assert (max(splits) == 1) == (target == 1), splits
+    *ref_out, ref_grads = _reference(inputs, dy)
+    outs, grads = _run_kernels(inputs, dy)
+    out_tol, grad_tol = TOLERANCE[dtype]
+    for name, out, ref in zip(("y", "h", "mean", "rstd"), outs, ref_out):
+        assert torch.isfinite(out).all(), f"{name} has unwritten (NaN) elements"
+        assert _rel(out, ref) < out_tol, name
+    for name, grad, ref in zip(GRAD_NAMES, grads, ref_grads):
+        assert torch.isfinite(grad).all(), f"d{name} has unwritten (NaN) elements"
+        assert _rel(grad, ref) < grad_tol, f"d{name}"
+    for counters in trm._COUNTERS.values():  # every launch left its arrival counters at 0
+        assert not counters.any()
+
+
+@pytest.mark.parametrize("M", [5, 300])
+def test_launch_counts(M, monkeypatch):
+    """At most 3 launches forward and 5 backward (here 3 and 3), on both paths."""
+    launched = []
+    kind = type(trm.matmul_kernel)  # JITFunction, or InterpretedFunction in the interpreter
+    getitem = kind.__getitem__
+
+    def counting(self, grid):
+        launched.append(grid)
+        return getitem(self, grid)
+
+    monkeypatch.setattr(kind, "__getitem__", counting)
+    x, w1, b1, w2, b2, ln_weight, ln_bias = _inputs(M, 16, 8, torch.float32)
+    y, h, z, mean, rstd = trm.residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, 1e-5)
+    assert len(launched) == 3, launched
+    launched.clear()
+    trm.residual_mlp_backward(torch.randn_like(x), x, w1, w2, b2, ln_weight, h, z, mean, rstd)
+    assert len(launched) == 3, launched
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_zero_rows_give_zero_gradients(dtype, poisoned):
+    x, w1, b1, w2, b2, ln_weight, ln_bias = _inputs(0, 32, 8, dtype)
+    y, h, z, mean, rstd = trm.residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, 1e-5)
+    assert y.shape == (0, 32) and h.shape == (0, 8)
+    grads = trm.residual_mlp_backward(x.clone(), x, w1, w2, b2, ln_weight, h, z, mean, rstd)
+    for name, grad, param in zip(GRAD_NAMES, grads, (x, w1, b1, w2, b2, ln_weight, ln_bias)):
+        assert grad.shape == param.shape and not grad.any(), f"d{name}"

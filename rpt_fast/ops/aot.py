@@ -3,18 +3,27 @@
 ``python -m rpt_fast.ops.aot`` compiles each kernel spec of the modules in ``KERNEL_MODULES``
 for sm_80 and sm_90 in fp32, fp16 and bf16 and prints a table (``--json``: one JSON list) of
 registers, LOCAL and STACK bytes (the Triton wheel's ``cuobjdump --dump-resource-usage``),
-spill stores + loads (its ``ptxas -v``, run when there is a stack frame: ptxas may spill into
-one while LOCAL stays 0) and dynamic shared memory (the compiled metadata) against the
-target's limit. It exits 1
-when a config fails to compile, spills, or needs more shared memory than the target allows.
+spill stores + loads (``ptxas -v``, run when there is a stack frame: ptxas may spill into
+one while LOCAL stays 0), dynamic shared memory (the compiled metadata) against the target's
+limit, and CTAs per SM (from registers, warps and shared memory). It exits 1 when a config
+fails to compile, spills, or needs more shared memory than the target allows.
+
+It compiles what runs: a spec made by :func:`spec_from_launch` from a real launch plan
+(``rpt_fast.ops.launches.Launch``, built on meta tensors at the shapes that matter) carries
+the specialisation Triton's launcher applies at run time: integer arguments equal to 1
+become constants, integers divisible by 16 and 16-byte-aligned pointers (every tensor the
+caching allocator hands out) get ``tt.divisibility = 16``. The ``ptxas`` is the one the
+installed Triton itself uses for the target (``triton.backends.nvidia.compiler.get_ptxas``:
+triton 3.9 compiles sm_90 with its CUDA 13 ``ptxas-blackwell``, 3.6 with ``ptxas``; both
+honour ``TRITON_PTXAS_PATH``/``TRITON_PTXAS_BLACKWELL_PATH``).
 
 Convention for a kernel module: it exposes ``aot_specs(dtype: torch.dtype) -> list[KernelSpec]``
 listing every (kernel, constexpr values, num_warps, num_stages) its launchers can pick for
 inputs of that dtype. ``signature`` maps every parameter of the kernel to its Triton type
 ("*fp16", "i32", "fp32", ...), or "constexpr" for the parameters given in ``constexprs``;
-``make_signature`` builds it. Give integer parameters that real launches pass as 1 (the
-unit stride of a contiguous tensor) in ``constexprs`` too, as Triton's launcher specialises
-them, so the compiled code matches what runs. Pointers are compiled as 16-byte aligned.
+``make_signature`` builds it, ``spec_from_launch`` derives all of it from a launch. Pointers
+are always compiled as 16-byte aligned; ``divisible`` names the integer parameters compiled
+as multiples of 16.
 
 The compile needs real ``@triton.jit`` functions: run it with ``TRITON_INTERPRET`` unset.
 """
@@ -36,8 +45,17 @@ from typing import Any, NamedTuple
 KERNEL_MODULES = ("rpt_fast.ops.triton_residual_mlp", "rpt_fast.ops.triton_grouped")
 TARGETS = (80, 90)
 DTYPES = ("float32", "float16", "bfloat16")
-# Dynamic shared memory one block may opt in to, in bytes.
+# Dynamic shared memory one block may opt in to, in bytes (CUDA C Programming Guide, "Compute
+# Capabilities" table: 163 KB on sm_80, 227 KB on sm_90), and per SM (164 KB, 228 KB).
 SHARED_LIMIT = {80: 166912, 90: 232448}
+SHARED_PER_SM = {80: 167936, 90: 233472}
+# Per SM on both targets (same table): 64 K 32-bit registers, allocated per warp in units of
+# 256; 2048 threads; 32 resident blocks; 1 KB of shared memory reserved per block.
+REGISTERS_PER_SM = 65536
+REGISTER_UNIT = 256
+THREADS_PER_SM = 2048
+BLOCKS_PER_SM = 32
+SHARED_RESERVED_PER_BLOCK = 1024
 
 
 class KernelSpec(NamedTuple):
@@ -49,13 +67,14 @@ class KernelSpec(NamedTuple):
     constexprs: dict  # parameter name -> value
     num_warps: int
     num_stages: int
+    divisible: tuple = ()  # integer parameters compiled as multiples of 16
 
 
-TRITON_TYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+TRITON_TYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int32": "i32"}
 
 
 def triton_type(dtype) -> str:
-    """"fp32", "fp16" or "bf16" for a torch dtype."""
+    """"fp32", "fp16", "bf16" (or "i32") for a torch dtype."""
     return TRITON_TYPES[str(dtype).removeprefix("torch.")]
 
 
@@ -77,10 +96,49 @@ def make_signature(kernel, pointers: dict, constexprs: dict, scalars: dict | Non
     return signature
 
 
+def spec_from_launch(launch, name: str | None = None) -> KernelSpec:
+    """The spec Triton's launcher compiles for ``launch`` (see the module docstring)."""
+    import torch
+
+    signature, constexprs, divisible = {}, dict(launch.constexprs), []
+    for param in launch.kernel.arg_names:
+        if param in constexprs:
+            signature[param] = "constexpr"
+            continue
+        value = launch.args[param]
+        if isinstance(value, torch.Tensor):
+            signature[param] = "*" + triton_type(value.dtype)
+        elif isinstance(value, bool):
+            signature[param] = "i1"
+        elif isinstance(value, int):
+            if value == 1:
+                signature[param] = "constexpr"
+                constexprs[param] = 1
+                continue
+            signature[param] = "i32" if -2**31 <= value < 2**31 else "i64"
+            if value % 16 == 0:
+                divisible.append(param)
+        elif isinstance(value, float):
+            signature[param] = "fp32"
+        else:
+            raise TypeError(f"{launch.kernel.__name__}: argument {param}={value!r} has no Triton type")
+    return KernelSpec(name or launch.name, launch.kernel, signature, constexprs,
+                      launch.num_warps, launch.num_stages, tuple(divisible))
+
+
 def _nvidia_tool(name: str) -> str:
     import triton
 
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def _ptxas(cc: int) -> str:
+    """The ptxas the installed Triton compiles sm_``cc`` with."""
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+    except ImportError:  # older triton: one bundled ptxas
+        return _nvidia_tool("ptxas")
+    return get_ptxas(cc).path
 
 
 def _ast_source(spec: KernelSpec):
@@ -89,7 +147,7 @@ def _ast_source(spec: KernelSpec):
     aligned = {
         (i,): [["tt.divisibility", 16]]
         for i, (name, ty) in enumerate(spec.signature.items())
-        if ty.startswith("*")
+        if ty.startswith("*") or name in spec.divisible
     }
     params = inspect.signature(ASTSource.__init__).parameters
     if "constexprs" in params:  # triton >= 3.3
@@ -120,7 +178,7 @@ def _resource_usage(cubin: bytes, ptx: str, cc: int) -> dict:
             with open(ptx_path, "w") as f:
                 f.write(ptx)
             log = subprocess.run(
-                [_nvidia_tool("ptxas"), "-v", f"--gpu-name={sm_arch_from_capability(cc)}",
+                [_ptxas(cc), "-v", f"--gpu-name={sm_arch_from_capability(cc)}",
                  ptx_path, "-o", os.path.join(tmp, "v.o")],
                 capture_output=True, text=True, check=True,
             ).stderr
@@ -156,8 +214,22 @@ def compile_one(module_name: str, dtype_name: str, index: int, cc: int) -> dict:
     spill = usage["SPILL"] + usage.get("LOCAL", 0)
     return {
         **row, "registers": usage["REG"], "spill_bytes": spill,
-        "stack_bytes": usage.get("STACK", 0), "shared_bytes": shared, "ok": spill == 0 and shared <= SHARED_LIMIT[cc], "error": None,
+        "stack_bytes": usage.get("STACK", 0), "shared_bytes": shared,
+        "ctas_per_sm": ctas_per_sm(usage["REG"], spec.num_warps, shared, cc),
+        "ok": spill == 0 and shared <= SHARED_LIMIT[cc], "error": None,
     }
+
+
+def ctas_per_sm(registers: int, num_warps: int, shared: int, cc: int) -> int:
+    """Blocks of this kernel one SM holds at once: the tightest of registers, threads,
+    shared memory and the block limit (CUDA occupancy rules, without the register-file
+    bank details)."""
+    per_warp = -(-registers * 32 // REGISTER_UNIT) * REGISTER_UNIT
+    limits = [BLOCKS_PER_SM, THREADS_PER_SM // (32 * num_warps)]
+    if per_warp:
+        limits.append(REGISTERS_PER_SM // (per_warp * num_warps))
+    limits.append(SHARED_PER_SM[cc] // (shared + SHARED_RESERVED_PER_BLOCK))
+    return min(limits)
 
 
 def _count_specs(module_name: str, dtype_name: str) -> int:
@@ -181,7 +253,7 @@ def run(modules=KERNEL_MODULES, dtypes=DTYPES, targets=TARGETS, workers: int = 2
 
 def _table(rows: list[dict]) -> str:
     lines = [f"{'ok':4} {'cc':>3} {'dtype':9} {'warps':>5} {'stages':>6} {'regs':>5} "
-             f"{'spill':>6} {'stack':>6} {'shared':>7} / limit   name"]
+             f"{'spill':>6} {'stack':>6} {'shared':>7} / limit  {'CTA/SM':>6}  name"]
     for r in rows:
         if r["error"]:
             lines.append(f"FAIL {r['cc']:>3} {r['dtype']:9} {r['name']}: {r['error']}")
@@ -189,7 +261,7 @@ def _table(rows: list[dict]) -> str:
         lines.append(
             f"{'ok' if r['ok'] else 'FAIL':4} {r['cc']:>3} {r['dtype']:9} {r['num_warps']:>5} "
             f"{r['num_stages']:>6} {r['registers']:>5} {r['spill_bytes']:>6} {r['stack_bytes']:>6} "
-            f"{r['shared_bytes']:>7} / {r['shared_limit']}  "
+            f"{r['shared_bytes']:>7} / {r['shared_limit']} {r['ctas_per_sm']:>6}  "
             f"{r['module'].rsplit('.', 1)[-1]}: {r['name']}"
         )
     return "\n".join(lines)

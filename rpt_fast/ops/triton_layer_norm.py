@@ -1,9 +1,12 @@
 """Row kernels of the residual encoder: LayerNorm + affine + residual forward, and its backward.
 
 Both hold whole rows (BLOCK_N >= d columns, BLOCK_R rows at a time) in registers and compute
-the statistics in fp32, as flash-attention's fused layer norm does. The backward writes the
-weight/bias gradients as per-program fp32 partials (each program owns a fixed range of rows),
-which a later fixed-order column sum reduces: deterministic, no atomics.
+the statistics in fp32, as flash-attention's fused layer norm does. The forward sums the S fp32
+split-K partials of ``h W2^T`` in a fixed order (or reads ``zb = h W2^T`` a GEMM wrote), adds
+b2, and saves zb (x's dtype) for the backward, which rebuilds ``z = zb + b2`` in fp32 instead of recomputing the GEMM. The
+backward writes the gradients of ln_weight, ln_bias and b2 as per-program fp32 partials (each
+program owns a fixed range of rows), which a later fixed-order column sum reduces:
+deterministic, no atomics.
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ import triton.language as tl
 
 @triton.jit
 def layer_norm_forward_kernel(
-    z_ptr, x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr,
-    M, N, eps,
-    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    part_ptr, b2_ptr, x_ptr, w_ptr, b_ptr, y_ptr, zb_ptr, mean_ptr, rstd_ptr,
+    M, N, S, eps,
+    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, STORE_ZB: tl.constexpr,
 ):
-    """Rows ``[pid * BLOCK_R, ...)``: ``y = (z - mean) * rstd * w + b + x`` with fp32 z.
+    """Rows ``[pid * BLOCK_R, ...)``: ``zb = sum_s part[s]``, ``z = zb + b2``,
+    ``y = (z - mean) * rstd * w + b + x``.
 
-    z, x and y are contiguous (M, N); mean and rstd are fp32 (M,).
+    part is (S, M, N) fp32, or zb itself (S = 1, x's dtype, ``STORE_ZB`` off: many rows, where
+    one GEMM wrote it); x, y and zb are contiguous (M, N); mean and rstd are fp32 (M,).
     """
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.arange(0, BLOCK_N)
@@ -28,7 +33,15 @@ def layer_norm_forward_kernel(
     c_ok = cols < N
     ok = r_ok[:, None] & c_ok[None, :]
     offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
-    z = tl.load(z_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    zb = tl.zeros((BLOCK_R, BLOCK_N), dtype=tl.float32)
+    part = part_ptr + tl.program_id(0).to(tl.int64) * BLOCK_R * N
+    part_offs = tl.arange(0, BLOCK_R)[:, None] * N + cols[None, :]
+    for _ in range(0, S):
+        zb += tl.load(part + part_offs, mask=ok, other=0.0).to(tl.float32)
+        part += M * N
+    if STORE_ZB:
+        tl.store(zb_ptr + offs, zb.to(zb_ptr.dtype.element_ty), mask=ok)
+    z = zb + tl.load(b2_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)[None, :]
     mean = tl.sum(z, axis=1) / N
     centered = tl.where(c_ok[None, :], z - mean[:, None], 0.0)
     var = tl.sum(centered * centered, axis=1) / N
@@ -44,22 +57,25 @@ def layer_norm_forward_kernel(
 
 @triton.jit
 def layer_norm_backward_kernel(
-    dy_ptr, z_ptr, w_ptr, mean_ptr, rstd_ptr, dz_ptr, part_w_ptr, part_b_ptr,
+    dy_ptr, zb_ptr, b2_ptr, w_ptr, mean_ptr, rstd_ptr, dz_ptr, part_w_ptr, part_b_ptr, part_dz_ptr,
     M, N, rows_per_program,
-    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, PARTIALS: tl.constexpr,
 ):
     """Program ``p`` handles rows ``[p * rows_per_program, ...)`` (a multiple of BLOCK_R):
-    writes dz (dz's dtype) and row ``p`` of the fp32 partials ``part_w = sum dy * zhat`` and
-    ``part_b = sum dy``.
+    writes dz (dz's dtype) and row ``p`` of the fp32 partials ``part_w = sum dy * zhat``,
+    ``part_b = sum dy`` and ``part_dz = sum dz`` (for db2); without ``PARTIALS`` only dz (a
+    later kernel sums the few rows of a prompt itself).
 
-    dy, z (fp32) and dz are contiguous (M, N); part_* are (P, N) fp32.
+    dy, zb and dz are contiguous (M, N), z = zb + b2; part_* are (P, N) fp32.
     """
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     c_ok = cols < N
     w = tl.load(w_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)
+    b2 = tl.load(b2_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)
     acc_w = tl.zeros((BLOCK_R, BLOCK_N), dtype=tl.float32)
     acc_b = tl.zeros((BLOCK_R, BLOCK_N), dtype=tl.float32)
+    acc_dz = tl.zeros((BLOCK_R, BLOCK_N), dtype=tl.float32)
     first = pid * rows_per_program
     last = min(first + rows_per_program, M)
     for r0 in range(first, last, BLOCK_R):
@@ -67,7 +83,7 @@ def layer_norm_backward_kernel(
         r_ok = rows < last
         ok = r_ok[:, None] & c_ok[None, :]
         offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
-        z = tl.load(z_ptr + offs, mask=ok, other=0.0)
+        z = tl.load(zb_ptr + offs, mask=ok, other=0.0).to(tl.float32) + b2[None, :]
         dy = tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32)
         mean = tl.load(mean_ptr + rows, mask=r_ok, other=0.0)
         rstd = tl.load(rstd_ptr + rows, mask=r_ok, other=0.0)
@@ -77,17 +93,21 @@ def layer_norm_backward_kernel(
         c2 = tl.sum(g, axis=1) / N
         dz = (g - (zhat * c1[:, None] + c2[:, None])) * rstd[:, None]
         tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=ok)
-        acc_w += dy * zhat
-        acc_b += dy
-    tl.store(part_w_ptr + pid * N + cols, tl.sum(acc_w, axis=0), mask=c_ok)
-    tl.store(part_b_ptr + pid * N + cols, tl.sum(acc_b, axis=0), mask=c_ok)
+        if PARTIALS:
+            acc_w += dy * zhat
+            acc_b += dy
+            acc_dz += tl.where(ok, dz, 0.0)
+    if PARTIALS:
+        tl.store(part_w_ptr + pid * N + cols, tl.sum(acc_w, axis=0), mask=c_ok)
+        tl.store(part_b_ptr + pid * N + cols, tl.sum(acc_b, axis=0), mask=c_ok)
+        tl.store(part_dz_ptr + pid * N + cols, tl.sum(acc_dz, axis=0), mask=c_ok)
 
 
 @triton.jit
 def layer_norm_backward_wide_kernel(
-    dy_ptr, z_ptr, w_ptr, mean_ptr, rstd_ptr, dz_ptr, part_w_ptr, part_b_ptr,
+    dy_ptr, zb_ptr, b2_ptr, w_ptr, mean_ptr, rstd_ptr, dz_ptr, part_w_ptr, part_b_ptr, part_dz_ptr,
     M, N, rows_per_program,
-    BLOCK_N: tl.constexpr,
+    BLOCK_N: tl.constexpr, PARTIALS: tl.constexpr,
 ):
     """:func:`layer_norm_backward_kernel` for rows too wide for registers: each row is walked
     in BLOCK_N-column chunks twice (the two row sums, then dz), and the program accumulates
@@ -96,10 +116,13 @@ def layer_norm_backward_wide_kernel(
     cols = tl.arange(0, BLOCK_N)
     part_w_row = part_w_ptr + pid.to(tl.int64) * N
     part_b_row = part_b_ptr + pid.to(tl.int64) * N
-    for c0 in range(0, N, BLOCK_N):
-        c_ok = c0 + cols < N
-        tl.store(part_w_row + c0 + cols, tl.zeros((BLOCK_N,), dtype=tl.float32), mask=c_ok)
-        tl.store(part_b_row + c0 + cols, tl.zeros((BLOCK_N,), dtype=tl.float32), mask=c_ok)
+    part_dz_row = part_dz_ptr + pid.to(tl.int64) * N
+    if PARTIALS:
+        for c0 in range(0, N, BLOCK_N):
+            c_ok = c0 + cols < N
+            tl.store(part_w_row + c0 + cols, tl.zeros((BLOCK_N,), dtype=tl.float32), mask=c_ok)
+            tl.store(part_b_row + c0 + cols, tl.zeros((BLOCK_N,), dtype=tl.float32), mask=c_ok)
+            tl.store(part_dz_row + c0 + cols, tl.zeros((BLOCK_N,), dtype=tl.float32), mask=c_ok)
     first = pid * rows_per_program
     last = min(first + rows_per_program, M)
     offset = first.to(tl.int64) * N  # of row r, advanced one row per step
@@ -110,7 +133,8 @@ def layer_norm_backward_wide_kernel(
         sum_g = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for c0 in range(0, N, BLOCK_N):
             c_ok = c0 + cols < N
-            z = tl.load(z_ptr + offset + c0 + cols, mask=c_ok, other=0.0)
+            z = tl.load(zb_ptr + offset + c0 + cols, mask=c_ok, other=0.0).to(tl.float32)
+            z += tl.load(b2_ptr + c0 + cols, mask=c_ok, other=0.0).to(tl.float32)
             dy = tl.load(dy_ptr + offset + c0 + cols, mask=c_ok, other=0.0).to(tl.float32)
             w = tl.load(w_ptr + c0 + cols, mask=c_ok, other=0.0).to(tl.float32)
             zhat = tl.where(c_ok, (z - mean) * rstd, 0.0)
@@ -120,14 +144,18 @@ def layer_norm_backward_wide_kernel(
         c2 = tl.sum(sum_g, axis=0) / N
         for c0 in range(0, N, BLOCK_N):
             c_ok = c0 + cols < N
-            z = tl.load(z_ptr + offset + c0 + cols, mask=c_ok, other=0.0)
+            z = tl.load(zb_ptr + offset + c0 + cols, mask=c_ok, other=0.0).to(tl.float32)
+            z += tl.load(b2_ptr + c0 + cols, mask=c_ok, other=0.0).to(tl.float32)
             dy = tl.load(dy_ptr + offset + c0 + cols, mask=c_ok, other=0.0).to(tl.float32)
             w = tl.load(w_ptr + c0 + cols, mask=c_ok, other=0.0).to(tl.float32)
             zhat = tl.where(c_ok, (z - mean) * rstd, 0.0)
             dz = (dy * w - (zhat * c1 + c2)) * rstd
             tl.store(dz_ptr + offset + c0 + cols, dz.to(dz_ptr.dtype.element_ty), mask=c_ok)
-            part_w = tl.load(part_w_row + c0 + cols, mask=c_ok, other=0.0)
-            part_b = tl.load(part_b_row + c0 + cols, mask=c_ok, other=0.0)
-            tl.store(part_w_row + c0 + cols, part_w + dy * zhat, mask=c_ok)
-            tl.store(part_b_row + c0 + cols, part_b + dy, mask=c_ok)
+            if PARTIALS:
+                part_w = tl.load(part_w_row + c0 + cols, mask=c_ok, other=0.0)
+                part_b = tl.load(part_b_row + c0 + cols, mask=c_ok, other=0.0)
+                part_dz = tl.load(part_dz_row + c0 + cols, mask=c_ok, other=0.0)
+                tl.store(part_w_row + c0 + cols, part_w + dy * zhat, mask=c_ok)
+                tl.store(part_b_row + c0 + cols, part_b + dy, mask=c_ok)
+                tl.store(part_dz_row + c0 + cols, part_dz + tl.where(c_ok, dz, 0.0), mask=c_ok)
         offset += N

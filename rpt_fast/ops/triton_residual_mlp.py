@@ -1,13 +1,23 @@
-"""Launchers of the shared residual encoder's Triton kernels, and their fixed config tables.
+"""Launch plans of the shared residual encoder's Triton kernels, and their fixed config tables.
 
-Forward, 3 launches: F1 ``h = relu(x W1^T + b1)``; F2 ``z = h W2^T + b2`` into fp32 scratch;
-F3 LayerNorm + affine + residual (writes y, mean, rstd).
-Backward, 4 launches: B1 recompute z (F2's kernel); B2 LayerNorm backward (dz and fp32
-partials of dln_weight/dln_bias); B3 ``da = (dz W2) * (h > 0)``; B4 one grouped launch for
-dW1 + db1, dW2 + db2, dx = da W1 + dy and the fixed-order sum of the partials.
+Forward, 3 launches: F1 ``h = relu(x W1^T + b1)``; F2 ``zb = h W2^T`` (fp32 split-K partials
+for prompt-sized inputs, which F3 sums and saves as zb; zb itself in x's dtype for many rows);
+F3 adds b2, LayerNorm + affine + residual (writes y, mean, rstd). zb is saved for the
+backward, which so needs no GEMM to rebuild z = zb + b2.
+Backward, 3 launches: B1 LayerNorm backward (dz; for many rows also fp32 partials of
+dln_weight, dln_bias, db2); B2 ``da = (dz W2) * (h > 0)`` (for few rows also db1, and
+dW2 = dz^T h from the same dz tiles); B3 ``dx = da W1 + dy``, dW1 (from the same da tiles for
+few rows; with db1 and dW2 split over the rows for many), dln_weight, dln_bias and db2.
 
-Configs are chosen in Python from shapes only (no autotuning, no host-device sync), from the
-tables below, which ``aot_specs`` enumerates for ahead-of-time compile checks.
+Two paths, chosen from M alone: up to ``SMALL_M`` rows (the prompt) the split-K kernels of
+``triton_splitk`` (every weight-reading launch gets >= ``TARGET_PROGRAMS`` programs where the
+reduction is long enough); above it the tiled kernels of ``triton_matmul``.
+
+Everything is decided in Python from shapes only (no autotuning, no host-device sync): the
+``forward_plan`` / ``backward_plan`` functions return the list of :class:`Launch` records that
+the launchers run, ``rpt_fast.ops.plan`` prices (cost model) and ``rpt_fast.ops.aot`` compiles.
+Inputs are contiguous (the functional layer guarantees it; ``.contiguous()`` here is a no-op
+then), so the compiled specialisation is exact.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from typing import NamedTuple
 import torch
 import triton
 
+from .launches import Launch, tensor_bytes
 from .precision import dot_precision
 from .triton_layer_norm import (
     layer_norm_backward_kernel,
@@ -24,11 +35,17 @@ from .triton_layer_norm import (
     layer_norm_forward_kernel,
 )
 from .triton_matmul import (
-    EPI_BIAS,
     EPI_BIAS_RELU,
+    EPI_NONE,
     EPI_RELU_MASK,
     backward_grads_kernel,
     matmul_kernel,
+)
+from .triton_splitk import (
+    da_dw2_kernel,
+    dx_dw1_kernel,
+    splitk_bias_relu_kernel,
+    splitk_partials_kernel,
 )
 
 
@@ -36,7 +53,7 @@ class RowKernelConfig(NamedTuple):
     block_n: int  # holds a whole row: d <= block_n
     block_r: int  # rows per step
     num_warps: int
-    wide_backward: bool  # B2 walks rows in column chunks (rows too wide for its registers)
+    wide_backward: bool  # B1 walks rows in column chunks (rows too wide for its registers)
 
 
 class MatmulConfig(NamedTuple):
@@ -48,49 +65,71 @@ class MatmulConfig(NamedTuple):
     num_stages: int
 
 
-# M buckets: prompt-sized inputs (up to 32 rows, up to 128 rows), where reading the weights
-# dominates, and LARGE_M for everything bigger (thousands of rows).
-SMALL_M_BUCKETS = (32, 128)
-LARGE_M = 256
+class SplitKConfig(NamedTuple):
+    block_ns: tuple  # column block widths tried in order (the first reaching TARGET_PROGRAMS)
+    block_k: int
+    num_warps: int
+    num_stages: int
 
-# F1, F2, B1, B3: problems with M output rows. Every entry is checked spill-free for
-# sm_80/sm_90 in all dtypes by ``python -m rpt_fast.ops.aot``.
+
+class SplitK(NamedTuple):
+    """One split-K problem: ``blocks`` column blocks x ``splits`` chunks of ``k_chunk``."""
+
+    block_n: int
+    k_chunk: int
+    splits: int
+    blocks: int
+
+
+# Prompt-sized inputs: all rows in one tile (BLOCK_M = next power of 2, >= 16).
+SMALL_M = 128
+# Programs each weight-reading launch aims for: about one per SM of an H100/H200 (132 SMs);
+# every extra split adds an (M, cols) fp32 partial to write and read back.
+TARGET_PROGRAMS = 128
+# Forward (F1, F2) and backward (B2, B3) split-K kernels: (block_ns, block_k, warps, stages),
+# each spill-free as compiled by triton 3.6 and 3.9 (fp32: 2 stages forward, 3 backward).
+SPLITK_CONFIGS = {
+    torch.float32: SplitKConfig((32, 16), 32, 8, 2),
+    torch.float16: SplitKConfig((32, 16), 64, 4, 3),
+    torch.bfloat16: SplitKConfig((32, 16), 64, 4, 3),
+}
+SPLITK_GRAD_CONFIGS = {
+    torch.float32: SplitKConfig((32, 16), 32, 8, 3),
+    torch.float16: SplitKConfig((32, 16), 64, 4, 3),
+    torch.bfloat16: SplitKConfig((32, 16), 64, 4, 3),
+}
+# Many rows: F1, F2 and B2 (M output rows), and B3 (dW1, dW2 reduce over M; dx has M rows).
 ROW_MATMUL_CONFIGS = {
-    32: MatmulConfig(32, 64, 32, 8, 4, 3),
-    128: MatmulConfig(64, 128, 32, 8, 8, 3),
-    LARGE_M: MatmulConfig(128, 64, 32, 8, 8, 3),  # 128x128 spills in fp32 on sm_90
+    torch.float32: MatmulConfig(128, 64, 32, 8, 8, 3),
+    torch.float16: MatmulConfig(128, 128, 64, 8, 8, 3),
+    torch.bfloat16: MatmulConfig(128, 128, 64, 8, 8, 3),
 }
-# B4: dW1 and dW2 reduce over the M rows (K = M); dx has M output rows.
 GRAD_MATMUL_CONFIGS = {
-    32: MatmulConfig(64, 64, 32, 8, 4, 3),
-    128: MatmulConfig(64, 128, 32, 8, 8, 3),
-    LARGE_M: MatmulConfig(64, 128, 32, 8, 8, 3),  # 128x128 spills in fp32 on sm_80
+    torch.float32: MatmulConfig(64, 64, 32, 8, 8, 3),
+    torch.float16: MatmulConfig(128, 128, 64, 8, 8, 3),
+    torch.bfloat16: MatmulConfig(128, 128, 64, 8, 8, 3),
 }
-# The partials' column sums inside B4: BLOCK_P rows x BLOCK_C columns per step.
+# dW1/dW2 (large M) reduce over at least this many BLOCK_K steps of rows per split.
+MIN_GRAD_CHUNK_STEPS = 8
+# The LayerNorm partials' column sums inside B3 (large M): BLOCK_P rows x BLOCK_C columns.
 REDUCE_BLOCK_P = 16
 REDUCE_BLOCK_C = 128
-# Row kernels (F3, B2): the first config whose block_n holds a whole row.
+# Row kernels (F3, B1): the first config whose block_n holds a whole row.
 ROW_KERNEL_CONFIGS = (
-    RowKernelConfig(256, 8, 4, False),
+    RowKernelConfig(256, 8, 8, False),
     RowKernelConfig(1024, 2, 4, False),
     RowKernelConfig(4096, 1, 16, False),
     RowKernelConfig(8192, 1, 16, True),
 )
-# The chunked B2 for wide rows: columns per chunk, warps.
+# The chunked B1 for wide rows: columns per chunk, warps.
 WIDE_BACKWARD_BLOCK_N = 2048
 WIDE_BACKWARD_WARPS = 8
 ROW_KERNEL_STAGES = 1
 MAX_D = ROW_KERNEL_CONFIGS[-1].block_n
-# B2 writes at most this many rows of partials (each program owns a contiguous row range).
+# B1 writes at most this many rows of partials (each program owns a contiguous row range).
 MAX_PARTIALS = 256
 
-
-def m_bucket(rows: int) -> int:
-    """The config key for ``rows`` rows: the first SMALL_M_BUCKETS entry >= rows, or LARGE_M."""
-    for bucket in SMALL_M_BUCKETS:
-        if rows <= bucket:
-            return bucket
-    return LARGE_M
+_COUNTERS: dict = {}
 
 
 def row_kernel_config(d: int) -> RowKernelConfig:
@@ -102,94 +141,185 @@ def row_kernel_config(d: int) -> RowKernelConfig:
     )
 
 
-def _shape(cfg: MatmulConfig) -> str:
-    return f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages}"
+def small_m_block(rows: int) -> int | None:
+    """BLOCK_M of the split-K path for ``rows`` rows, or None when the tiled path serves them."""
+    if rows > SMALL_M:
+        return None
+    return max(16, triton.next_power_of_2(rows))
+
+
+def split_k(cols: int, K: int, cfg: SplitKConfig, target: int | None = None) -> SplitK:
+    """Column block and K chunking so that ``blocks x splits >= target`` programs where K is
+    long enough (chunks are whole BLOCK_K steps); the fewest splits that reach the target."""
+    target = TARGET_PROGRAMS if target is None else target
+    k_steps = triton.cdiv(K, cfg.block_k)
+    best = None
+    for block_n in cfg.block_ns:
+        blocks = triton.cdiv(cols, block_n)
+        wanted = min(triton.cdiv(target, blocks), k_steps)
+        # The longest chunk (fewest partials) that still gives `wanted` splits.
+        chunk_steps = triton.cdiv(k_steps, wanted)
+        while chunk_steps > 1 and triton.cdiv(k_steps, chunk_steps) < wanted:
+            chunk_steps -= 1
+        k_chunk = chunk_steps * cfg.block_k
+        plan = SplitK(block_n, k_chunk, triton.cdiv(K, k_chunk), blocks)
+        if plan.blocks * plan.splits >= target:
+            return plan
+        if best is None or plan.blocks * plan.splits > best.blocks * best.splits:
+            best = plan
+    return best
+
+
+def grad_split(rows: int, dw_tiles: int, cfg: MatmulConfig) -> tuple[int, int]:
+    """(k_chunk, splits) of the M-row reduction of dW1/dW2 (many rows): enough splits that
+    their ``dw_tiles`` tiles give TARGET_PROGRAMS programs, chunks of at least
+    ``MIN_GRAD_CHUNK_STEPS`` BLOCK_K steps, each a whole number of steps."""
+    steps = triton.cdiv(rows, cfg.block_k)
+    splits = max(1, min(triton.cdiv(TARGET_PROGRAMS, dw_tiles), steps // MIN_GRAD_CHUNK_STEPS))
+    k_chunk = triton.cdiv(steps, splits) * cfg.block_k
+    return k_chunk, triton.cdiv(rows, k_chunk)
+
+
+def _counters(device: torch.device, n: int) -> torch.Tensor:
+    """Zeroed int32 arrival counters, one buffer per device and stream: each split-K launch
+    leaves them at 0 again, and launches on one stream never overlap."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (str(device), stream)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < n:
+        buf = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
+        _COUNTERS[key] = buf
+    return buf
 
 
 def _tiles(rows: int, cols: int, cfg: MatmulConfig) -> int:
     return triton.cdiv(rows, cfg.block_m) * triton.cdiv(cols, cfg.block_n)
 
 
-def _matmul(a, a_strides, b, b_strides, c, bias, aux, K, epilogue, cfg, precision):
-    """Launches ``c = epilogue(a @ b)`` with c (and aux, when used) contiguous (rows, cols)."""
+def _matmul_launch(name, a, b, b_strides, c, bias, aux, K, epilogue, precision, nbytes, flops):
+    """``c = epilogue(a @ b)`` with a, c (and aux, when used) contiguous (rows, cols)."""
+    cfg = ROW_MATMUL_CONFIGS[a.dtype]
     rows, cols = c.shape
-    matmul_kernel[(_tiles(rows, cols, cfg),)](
-        a, b, c, bias, aux,
-        rows, cols, K,
-        *a_strides, *b_strides, cols, 1, cols, 1,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
-        EPILOGUE=epilogue, PRECISION=precision,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    return Launch(
+        name, matmul_kernel, (_tiles(rows, cols, cfg),),
+        dict(a_ptr=a, b_ptr=b, c_ptr=c, bias_ptr=bias, aux_ptr=aux, M=rows, N=cols, K=K,
+             stride_am=K, stride_ak=1, stride_bk=b_strides[0], stride_bn=b_strides[1],
+             stride_cm=cols, stride_cn=1, stride_auxm=cols, stride_auxn=1),
+        dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
+             EPILOGUE=epilogue, PRECISION=precision),
+        cfg.num_warps, cfg.num_stages, nbytes=nbytes, flops=flops, weight_reading=True,
     )
 
 
-def _up_projection(h, w2, b2, cfg, precision):
-    """z = h W2^T + b2 in fp32 (F2 and B1)."""
-    M, m = h.shape
-    z = torch.empty((M, w2.shape[0]), device=h.device, dtype=torch.float32)
-    _matmul(h, (m, 1), w2, (w2.stride(1), w2.stride(0)), z, b2, z, m, EPI_BIAS, cfg, precision)
-    return z
+def _splitk_constexprs(block_m, plan: SplitK, cfg: SplitKConfig, precision) -> dict:
+    return dict(BLOCK_M=block_m, BLOCK_N=plan.block_n, BLOCK_K=cfg.block_k, PRECISION=precision)
 
 
-def residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
-    """Returns (y, h, z, mean, rstd) with z empty: the backward recomputes it (only h and the
-    fp32 statistics are saved); see ``rpt_fast.ops`` for the contract."""
+def forward_plan(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
+    """(launches, (y, h, zb, mean, rstd)): the forward's launches and the tensors they write."""
+    x, w1, b1, w2, b2, ln_weight, ln_bias = (
+        t.contiguous() for t in (x, w1, b1, w2, b2, ln_weight, ln_bias))
     M, d = x.shape
     m = w1.shape[0]
     rows = row_kernel_config(d)
-    cfg = ROW_MATMUL_CONFIGS[m_bucket(M)]
     precision = dot_precision(x.dtype)
-
+    f32 = dict(device=x.device, dtype=torch.float32)
     h = torch.empty((M, m), device=x.device, dtype=x.dtype)
-    _matmul(x, (d, 1), w1, (w1.stride(1), w1.stride(0)), h, b1, h, d, EPI_BIAS_RELU, cfg, precision)
-    z = _up_projection(h, w2, b2, cfg, precision)
+    zb = torch.empty_like(x)
+    launches = []
+    block_m = small_m_block(M)
+    if block_m is not None:
+        cfg = SPLITK_CONFIGS[x.dtype]
+        p1 = split_k(m, d, cfg)
+        part1 = torch.empty((p1.splits, M, m), **f32)
+        launches.append(Launch(
+            f"F1 h=relu(x@w1.T+b1) split-K {p1.splits}", splitk_bias_relu_kernel,
+            (p1.blocks, p1.splits),
+            dict(a_ptr=x, b_ptr=w1, bias_ptr=b1, c_ptr=h, part_ptr=part1,
+                 count_ptr=_counters(x.device, p1.blocks), M=M, N=m, K=d, k_chunk=p1.k_chunk,
+                 stride_bk=1, stride_bn=d),
+            _splitk_constexprs(block_m, p1, cfg, precision), cfg.num_warps, cfg.num_stages,
+            nbytes=tensor_bytes(x, w1, b1, h) + 2 * tensor_bytes(part1),
+            workspace_bytes=2 * tensor_bytes(part1), flops=2 * M * d * m, weight_reading=True,
+        ))
+        p2 = split_k(d, m, cfg)
+        part2 = torch.empty((p2.splits, M, d), **f32)
+        launches.append(Launch(
+            f"F2 h@w2.T split-K {p2.splits}", splitk_partials_kernel, (p2.blocks, p2.splits),
+            dict(a_ptr=h, b_ptr=w2, part_ptr=part2, M=M, N=d, K=m, k_chunk=p2.k_chunk,
+                 stride_bk=1, stride_bn=m),
+            _splitk_constexprs(block_m, p2, cfg, precision), cfg.num_warps, cfg.num_stages,
+            nbytes=tensor_bytes(h, w2, part2), workspace_bytes=tensor_bytes(part2),
+            flops=2 * M * d * m, weight_reading=True,
+        ))
+    else:
+        part2 = zb[None]  # one "partial": zb itself, in x's dtype
+        launches.append(_matmul_launch(
+            "F1 h=relu(x@w1.T+b1)", x, w1, (1, d), h, b1, h, d, EPI_BIAS_RELU, precision,
+            tensor_bytes(x, w1, b1, h), 2 * M * d * m))
+        launches.append(_matmul_launch(
+            "F2 zb=h@w2.T", h, w2, (1, m), zb, b2, zb, m, EPI_NONE, precision,
+            tensor_bytes(h, w2, zb), 2 * M * d * m))
 
     y = torch.empty_like(x)
-    mean = torch.empty((M,), device=x.device, dtype=torch.float32)
-    rstd = torch.empty((M,), device=x.device, dtype=torch.float32)
-    layer_norm_forward_kernel[(triton.cdiv(M, rows.block_r),)](
-        z, x, ln_weight, ln_bias, y, mean, rstd, M, d, eps,
-        BLOCK_R=rows.block_r, BLOCK_N=rows.block_n,
-        num_warps=rows.num_warps, num_stages=ROW_KERNEL_STAGES,
-    )
-    return y, h, x.new_empty((0,)), mean, rstd
+    store_zb = block_m is not None
+    mean = torch.empty((M,), **f32)
+    rstd = torch.empty((M,), **f32)
+    launches.append(Launch(
+        f"F3 zb(+partials)+b2, layer norm, +x ({rows.block_r}x{rows.block_n})",
+        layer_norm_forward_kernel, (triton.cdiv(M, rows.block_r),),
+        dict(part_ptr=part2, b2_ptr=b2, x_ptr=x, w_ptr=ln_weight, b_ptr=ln_bias, y_ptr=y,
+             zb_ptr=zb, mean_ptr=mean, rstd_ptr=rstd, M=M, N=d, S=part2.shape[0], eps=eps),
+        dict(BLOCK_R=rows.block_r, BLOCK_N=rows.block_n, STORE_ZB=store_zb), rows.num_warps,
+        ROW_KERNEL_STAGES,
+        nbytes=(tensor_bytes(part2, b2, x, ln_weight, ln_bias, y, mean, rstd)
+                + (tensor_bytes(zb) if store_zb else 0)),
+        workspace_bytes=tensor_bytes(part2) if store_zb else 0,
+    ))
+    return launches, (y, h, zb, mean, rstd)
 
 
-def residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd):
-    """Returns (dx, dw1, db1, dw2, db2, dln_weight, dln_bias) in x's dtype, contiguous.
-    ``z`` is the forward's empty one: z is recomputed from h (B1)."""
+def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
+    """(launches, (dx, dw1, db1, dw2, db2, dln_weight, dln_bias)) of the backward."""
+    dy, x, w1, w2, b2, ln_weight, h, zb = (
+        t.contiguous() for t in (dy, x, w1, w2, b2, ln_weight, h, zb))
     M, d = x.shape
     m = w1.shape[0]
     rows = row_kernel_config(d)
-    bucket = m_bucket(M)
-    cfg = ROW_MATMUL_CONFIGS[bucket]
     precision = dot_precision(x.dtype)
+    f32 = dict(device=x.device, dtype=torch.float32)
+    launches = []
 
-    z = _up_projection(h, w2, b2, cfg, precision)
-
-    rows_per_program = triton.cdiv(triton.cdiv(M, MAX_PARTIALS), rows.block_r) * rows.block_r
-    n_partials = triton.cdiv(M, rows_per_program)
+    # B1. Prompt-sized inputs: one row block per program, no partials (B3 sums the few rows
+    # itself); many rows: per-program fp32 partials of dln_weight, dln_bias and db2.
+    block_m = small_m_block(M)
+    partials = block_m is None
+    block_r = 1 if rows.wide_backward else rows.block_r
+    rows_per_program = block_r
+    if partials:
+        rows_per_program = triton.cdiv(triton.cdiv(M, MAX_PARTIALS), block_r) * block_r
+    n_programs = triton.cdiv(M, rows_per_program)
     dz = torch.empty_like(x)
-    part_w = torch.empty((n_partials, d), device=x.device, dtype=torch.float32)
-    part_b = torch.empty((n_partials, d), device=x.device, dtype=torch.float32)
+    ln_parts = [torch.empty((n_programs if partials else 0, d), **f32) for _ in range(3)]
+    ln_args = dict(dy_ptr=dy, zb_ptr=zb, b2_ptr=b2, w_ptr=ln_weight, mean_ptr=mean,
+                   rstd_ptr=rstd, dz_ptr=dz, part_w_ptr=ln_parts[0], part_b_ptr=ln_parts[1],
+                   part_dz_ptr=ln_parts[2], M=M, N=d, rows_per_program=rows_per_program)
+    ln_bytes = tensor_bytes(dy, zb, b2, ln_weight, mean, rstd, dz, *ln_parts)
     if rows.wide_backward:
-        layer_norm_backward_wide_kernel[(n_partials,)](
-            dy, z, ln_weight, mean, rstd, dz, part_w, part_b, M, d, rows_per_program,
-            BLOCK_N=WIDE_BACKWARD_BLOCK_N, num_warps=WIDE_BACKWARD_WARPS,
-            num_stages=ROW_KERNEL_STAGES,
-        )
+        launches.append(Launch(
+            f"B1 layer norm backward (chunks of {WIDE_BACKWARD_BLOCK_N})",
+            layer_norm_backward_wide_kernel, (n_programs,), ln_args,
+            dict(BLOCK_N=WIDE_BACKWARD_BLOCK_N, PARTIALS=partials), WIDE_BACKWARD_WARPS,
+            ROW_KERNEL_STAGES, nbytes=ln_bytes, workspace_bytes=tensor_bytes(*ln_parts)))
     else:
-        layer_norm_backward_kernel[(n_partials,)](
-            dy, z, ln_weight, mean, rstd, dz, part_w, part_b, M, d, rows_per_program,
-            BLOCK_R=rows.block_r, BLOCK_N=rows.block_n,
-            num_warps=rows.num_warps, num_stages=ROW_KERNEL_STAGES,
-        )
+        launches.append(Launch(
+            f"B1 layer norm backward ({rows.block_r}x{rows.block_n})",
+            layer_norm_backward_kernel, (n_programs,), ln_args,
+            dict(BLOCK_R=rows.block_r, BLOCK_N=rows.block_n, PARTIALS=partials),
+            rows.num_warps, ROW_KERNEL_STAGES,
+            nbytes=ln_bytes, workspace_bytes=tensor_bytes(*ln_parts)))
 
     da = torch.empty_like(h)
-    w2_strides = (w2.stride(0), w2.stride(1))
-    _matmul(dz, (d, 1), w2, w2_strides, da, da, h, d, EPI_RELU_MASK, cfg, precision)
-
-    grads = GRAD_MATMUL_CONFIGS[bucket]
     dx = torch.empty_like(x)
     dw1 = torch.empty((m, d), device=x.device, dtype=x.dtype)
     db1 = torch.empty((m,), device=x.device, dtype=x.dtype)
@@ -197,84 +327,131 @@ def residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd):
     db2 = torch.empty((d,), device=x.device, dtype=x.dtype)
     dln_weight = torch.empty((d,), device=x.device, dtype=x.dtype)
     dln_bias = torch.empty((d,), device=x.device, dtype=x.dtype)
-    n_programs = (
-        triton.cdiv(d, REDUCE_BLOCK_C)
-        + _tiles(m, d, grads)
-        + _tiles(d, m, grads)
-        + _tiles(M, d, grads)
-    )
-    backward_grads_kernel[(n_programs,)](
-        da, dz, x, h, w1, dy,
-        dw1, db1, dw2, db2, dx,
-        part_w, part_b, dln_weight, dln_bias,
-        M, d, m, n_partials,
-        w1.stride(0), w1.stride(1),
-        BLOCK_M=grads.block_m, BLOCK_N=grads.block_n, BLOCK_K=grads.block_k,
-        GROUP_M=grads.group_m, BLOCK_P=REDUCE_BLOCK_P, BLOCK_C=REDUCE_BLOCK_C,
-        PRECISION=precision, num_warps=grads.num_warps, num_stages=grads.num_stages,
-    )
-    return dx, dw1, db1, dw2, db2, dln_weight, dln_bias
+    grads = (dx, dw1, db1, dw2, db2, dln_weight, dln_bias)
+    ln_sums_bytes = tensor_bytes(*ln_parts, db2, dln_weight, dln_bias)
+
+    if not partials:
+        cfg = SPLITK_GRAD_CONFIGS[x.dtype]
+        p2 = split_k(m, d, cfg)
+        part_a = torch.empty((p2.splits, M, m), **f32)
+        launches.append(Launch(
+            f"B2 da=(dz@w2)*(h>0), db1, dw2=dz.T@h split-K {p2.splits}", da_dw2_kernel,
+            (p2.blocks, p2.splits),
+            dict(dz_ptr=dz, w2_ptr=w2, h_ptr=h, da_ptr=da, db1_ptr=db1, dw2_ptr=dw2,
+                 part_ptr=part_a, count_ptr=_counters(x.device, p2.blocks), M=M, D=d, HID=m,
+                 k_chunk=p2.k_chunk),
+            _splitk_constexprs(block_m, p2, cfg, precision), cfg.num_warps, cfg.num_stages,
+            nbytes=tensor_bytes(dz, w2, h, da, db1, dw2) + 2 * tensor_bytes(part_a),
+            workspace_bytes=2 * tensor_bytes(part_a), flops=4 * M * d * m, weight_reading=True,
+        ))
+        p3 = split_k(d, m, cfg)
+        part_x = torch.empty((p3.splits, M, d), **f32)
+        launches.append(Launch(
+            f"B3 dx=da@w1+dy, dw1=da.T@x split-K {p3.splits}, LN sums", dx_dw1_kernel,
+            (p3.blocks, p3.splits + 1),
+            dict(da_ptr=da, w1_ptr=w1, x_ptr=x, dy_ptr=dy, dx_ptr=dx, dw1_ptr=dw1,
+                 part_ptr=part_x, count_ptr=_counters(x.device, p3.blocks), zb_ptr=zb, b2_ptr=b2,
+                 dz_ptr=dz, mean_ptr=mean, rstd_ptr=rstd, dlnw_ptr=dln_weight, dlnb_ptr=dln_bias,
+                 db2_ptr=db2, M=M, D=d, HID=m, k_chunk=p3.k_chunk),
+            _splitk_constexprs(block_m, p3, cfg, precision), cfg.num_warps, cfg.num_stages,
+            nbytes=(tensor_bytes(da, w1, x, dy, dx, dw1, zb, dz, mean, rstd) + ln_sums_bytes
+                    + 2 * tensor_bytes(part_x)),
+            workspace_bytes=2 * tensor_bytes(part_x),
+            flops=4 * M * d * m, weight_reading=True,
+        ))
+        return launches, grads
+
+    launches.append(_matmul_launch(
+        "B2 da=(dz@w2)*(h>0)", dz, w2, (m, 1), da, da, h, d, EPI_RELU_MASK, precision,
+        tensor_bytes(dz, w2, h, da), 2 * M * d * m))
+    cfg = GRAD_MATMUL_CONFIGS[x.dtype]
+    dw_tiles = _tiles(m, d, cfg) + _tiles(d, m, cfg)
+    k_chunk, splits = grad_split(M, dw_tiles, cfg)
+    part_dw1 = torch.empty((splits, m, d), **f32)
+    part_db1 = torch.empty((splits, m), **f32)
+    part_dw2 = torch.empty((splits, d, m), **f32)
+    b3_programs = triton.cdiv(d, REDUCE_BLOCK_C) + dw_tiles * splits + _tiles(M, d, cfg)
+    launches.append(Launch(
+        "B3 dw1=da.T@x (+db1), dw2=dz.T@h, dx=da@w1+dy, LN sums", backward_grads_kernel,
+        (b3_programs,),
+        dict(da_ptr=da, dz_ptr=dz, x_ptr=x, h_ptr=h, w1_ptr=w1, dy_ptr=dy, dw1_ptr=dw1,
+             db1_ptr=db1, dw2_ptr=dw2, db2_ptr=db2, dx_ptr=dx, part_w_ptr=ln_parts[0],
+             part_b_ptr=ln_parts[1], part_dz_ptr=ln_parts[2], dlnw_ptr=dln_weight,
+             dlnb_ptr=dln_bias, part_dw1_ptr=part_dw1, part_db1_ptr=part_db1,
+             part_dw2_ptr=part_dw2, count_ptr=_counters(x.device, dw_tiles), M=M, D=d, HID=m,
+             P=n_programs, k_chunk=k_chunk, splits=splits, stride_w1h=d, stride_w1d=1),
+        dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
+             BLOCK_P=REDUCE_BLOCK_P, BLOCK_C=REDUCE_BLOCK_C, PRECISION=precision),
+        cfg.num_warps, cfg.num_stages,
+        nbytes=(tensor_bytes(da, dz, x, h, w1, dy, dw1, db1, dw2, dx) + ln_sums_bytes
+                + 2 * tensor_bytes(part_dw1, part_db1, part_dw2)),
+        workspace_bytes=tensor_bytes(*ln_parts) + 2 * tensor_bytes(part_dw1, part_db1, part_dw2),
+        flops=6 * M * d * m, weight_reading=True,
+    ))
+    return launches, grads
+
+
+def residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
+    """Returns (y, h, zb, mean, rstd); ``zb = h W2^T`` (x's dtype) is what the backward keeps
+    of z (z = zb + b2); see ``rpt_fast.ops`` for the contract."""
+    launches, outputs = forward_plan(x, w1, b1, w2, b2, ln_weight, ln_bias, eps)
+    for launch in launches:
+        launch()
+    return outputs
+
+
+def residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd):
+    """Returns (dx, dw1, db1, dw2, db2, dln_weight, dln_bias) in x's dtype, contiguous;
+    ``z`` is the forward's zb."""
+    launches, grads = backward_plan(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd)
+    for launch in launches:
+        launch()
+    return grads
+
+
+# Shapes (M, d, m) whose launch plans the AOT check compiles: the headline shapes of the cost
+# model, plus shapes reaching every split-K BLOCK_M and every row-kernel config.
+AOT_SHAPES = (
+    (100, 2048, 800), (100, 4096, 800), (10, 768, 400), (16384, 1024, 256),
+    (20, 256, 128), (50, 8192, 400),
+)
+
+
+def meta_inputs(M: int, d: int, m: int, dtype: torch.dtype) -> list:
+    """Contiguous (x, w1, b1, w2, b2, ln_weight, ln_bias) on the meta device: plans, no data."""
+    shapes = ((M, d), (m, d), (m,), (d, m), (d,), (d,), (d,))
+    return [torch.empty(s, device="meta", dtype=dtype) for s in shapes]
+
+
+def plans(M: int, d: int, m: int, dtype: torch.dtype) -> tuple[list, list]:
+    """(forward launches, backward launches) for a (M, d, m) problem, built on meta tensors."""
+    x, w1, b1, w2, b2, ln_weight, ln_bias = meta_inputs(M, d, m, dtype)
+    forward, (y, h, zb, mean, rstd) = forward_plan(x, w1, b1, w2, b2, ln_weight, ln_bias, 1e-5)
+    backward, _ = backward_plan(torch.empty_like(x), x, w1, w2, b2, ln_weight, h, zb, mean, rstd)
+    return forward, backward
 
 
 def aot_specs(dtype: torch.dtype) -> list:
-    """Every kernel config the launchers above can pick for ``dtype`` (see ``rpt_fast.ops.aot``),
-    compiled for contiguous weights (unit strides specialised, as Triton's launcher does)."""
-    from .aot import KernelSpec, make_signature, triton_type
+    """Every kernel variant the launchers run for ``dtype`` at ``AOT_SHAPES`` (fp32: with tf32
+    on and off), specialised as Triton's launcher does (see ``rpt_fast.ops.aot``)."""
+    from .aot import spec_from_launch
 
-    t = "*" + triton_type(dtype)
     precisions = ("ieee", "tf32") if dtype == torch.float32 else ("tf32",)
-    # F1: h = relu(x W1^T + b1); F2/B1: z (fp32) = h W2^T + b2; B3: da = (dz W2) * (h > 0).
-    row_problems = {
-        "F1 x@w1.T+b1,relu": (EPI_BIAS_RELU, t, {"stride_ak": 1, "stride_bk": 1}),
-        "F2/B1 h@w2.T+b2": (EPI_BIAS, "*fp32", {"stride_ak": 1, "stride_bk": 1}),
-        "B3 (dz@w2)*(h>0)": (EPI_RELU_MASK, t, {"stride_ak": 1, "stride_bn": 1}),
-    }
-    unit_outputs = {"stride_cn": 1, "stride_auxn": 1}
     specs, seen = [], set()
-
-    def add(name, kernel, pointers, constexprs, num_warps, num_stages, scalars=None):
-        key = (kernel.__name__, tuple(sorted(constexprs.items())), num_warps, num_stages)
-        if key not in seen:
-            seen.add(key)
-            signature = make_signature(kernel, pointers, constexprs, scalars)
-            specs.append(KernelSpec(name, kernel, signature, constexprs, num_warps, num_stages))
-
-    for bucket in (*SMALL_M_BUCKETS, LARGE_M):
-        for precision in precisions:
-            cfg = ROW_MATMUL_CONFIGS[bucket]
-            blocks = {"BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n, "BLOCK_K": cfg.block_k,
-                      "GROUP_M": cfg.group_m, "PRECISION": precision}
-            for label, (epilogue, c_type, units) in row_problems.items():
-                aux = c_type if epilogue == EPI_BIAS else t
-                pointers = {"a_ptr": t, "b_ptr": t, "c_ptr": c_type, "bias_ptr": t, "aux_ptr": aux}
-                constexprs = {**blocks, **units, **unit_outputs, "EPILOGUE": epilogue}
-                add(f"{label} {_shape(cfg)} {precision}", matmul_kernel, pointers, constexprs,
-                    cfg.num_warps, cfg.num_stages)
-            grads = GRAD_MATMUL_CONFIGS[bucket]
-            pointers = {n: t for n in backward_grads_kernel.arg_names if n.endswith("_ptr")}
-            pointers.update(part_w_ptr="*fp32", part_b_ptr="*fp32")
-            constexprs = {
-                "BLOCK_M": grads.block_m, "BLOCK_N": grads.block_n, "BLOCK_K": grads.block_k,
-                "GROUP_M": grads.group_m, "BLOCK_P": REDUCE_BLOCK_P, "BLOCK_C": REDUCE_BLOCK_C,
-                "PRECISION": precision, "stride_w1d": 1,
-            }
-            add(f"B4 grads {_shape(grads)} {precision}", backward_grads_kernel, pointers,
-                constexprs, grads.num_warps, grads.num_stages)
-    for rows in ROW_KERNEL_CONFIGS:
-        blocks = {"BLOCK_N": rows.block_n, "BLOCK_R": rows.block_r}
-        shape, warps = f"{rows.block_r}x{rows.block_n} w{rows.num_warps}", rows.num_warps
-        pointers = {"z_ptr": "*fp32", "x_ptr": t, "w_ptr": t, "b_ptr": t, "y_ptr": t,
-                    "mean_ptr": "*fp32", "rstd_ptr": "*fp32"}
-        add(f"F3 layer norm {shape}", layer_norm_forward_kernel, pointers, blocks, warps,
-            ROW_KERNEL_STAGES,
-            scalars={"eps": "fp32"})
-        pointers = {"dy_ptr": t, "z_ptr": "*fp32", "w_ptr": t, "mean_ptr": "*fp32",
-                    "rstd_ptr": "*fp32", "dz_ptr": t, "part_w_ptr": "*fp32", "part_b_ptr": "*fp32"}
-        if rows.wide_backward:
-            add(f"B2 layer norm backward, chunks of {WIDE_BACKWARD_BLOCK_N} w{WIDE_BACKWARD_WARPS}",
-                layer_norm_backward_wide_kernel, pointers, {"BLOCK_N": WIDE_BACKWARD_BLOCK_N},
-                WIDE_BACKWARD_WARPS, ROW_KERNEL_STAGES)
-        else:
-            add(f"B2 layer norm backward {shape}", layer_norm_backward_kernel, pointers, blocks,
-                warps, ROW_KERNEL_STAGES)
+    for M, d, m in AOT_SHAPES:
+        forward, backward = plans(M, d, m, dtype)
+        for launch in forward + backward:
+            base = spec_from_launch(launch, f"{launch.name} [{M}x{d}x{m}]")
+            for precision in precisions if "PRECISION" in base.constexprs else (None,):
+                constexprs = dict(base.constexprs)
+                if precision is not None:
+                    constexprs["PRECISION"] = precision
+                spec = base._replace(constexprs=constexprs,
+                                     name=base.name + (f" {precision}" if precision else ""))
+                key = (spec.kernel.__name__, tuple(sorted(constexprs.items())),
+                       tuple(spec.signature.items()), spec.divisible, spec.num_warps,
+                       spec.num_stages)
+                if key not in seen:
+                    seen.add(key)
+                    specs.append(spec)
     return specs

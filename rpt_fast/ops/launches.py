@@ -1,0 +1,47 @@
+"""One kernel launch as data: what the launchers run, the cost model prices and the AOT check
+compiles, so the three can never disagree about grids, configs or specialisation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Launch:
+    """``kernel[grid](**args, **constexprs, num_warps=, num_stages=)`` plus its modelled cost.
+
+    ``nbytes`` counts each tensor the launch reads or writes once (DRAM traffic if nothing is
+    cached; ``workspace_bytes`` is the part of it that is fp32 split-K partials, small enough to
+    stay in L2); ``flops`` counts 2 per multiply-add.
+    """
+
+    name: str
+    kernel: Any
+    grid: tuple
+    args: dict
+    constexprs: dict
+    num_warps: int
+    num_stages: int
+    nbytes: int = 0
+    flops: int = 0
+    workspace_bytes: int = 0
+    weight_reading: bool = False  # reads W1 or W2 (the launches that must fill the GPU)
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def programs(self) -> int:
+        return math.prod(self.grid)
+
+    def __call__(self) -> None:
+        if self.programs == 0:  # no rows: nothing to launch (CUDA rejects empty grids)
+            return
+        self.kernel[self.grid](
+            **self.args, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages
+        )
+
+
+def tensor_bytes(*tensors) -> int:
+    """Bytes of the given tensors (each counted once)."""
+    return sum(t.numel() * t.element_size() for t in tensors)

@@ -1,0 +1,81 @@
+"""The cost model and the launch plans it prices (rpt_fast.ops.plan): structure counted
+without a GPU. The plans are the launchers' own (built on meta tensors)."""
+
+import json
+
+import pytest
+import torch
+
+from rpt_fast.ops import cost_model, plan
+from rpt_fast.ops import triton_residual_mlp as trm
+
+HEADLINE_SMALL_M = [(100, 2048, 800), (100, 4096, 800), (10, 768, 400)]
+LARGE_M = (16384, 1024, 256)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("shape", HEADLINE_SMALL_M, ids=str)
+def test_weight_reading_launches_fill_an_h200(shape, dtype):
+    forward, backward = trm.plans(*shape, dtype)
+    weight_reading = [launch for launch in forward + backward if launch.weight_reading]
+    assert len(weight_reading) == 4  # F1, F2, B2, B3
+    for launch in weight_reading:
+        assert launch.programs >= 128, f"{launch.name}: {launch.programs} programs"
+
+
+@pytest.mark.parametrize("shape", [*HEADLINE_SMALL_M, LARGE_M], ids=str)
+def test_launch_counts(shape):
+    forward, backward = trm.plans(*shape, torch.bfloat16)
+    assert len(forward) <= 3 and len(backward) <= 5
+    assert all(launch.programs >= 1 for launch in forward + backward)
+
+
+def test_estimate_within_3x_of_the_floor_at_the_paper_shape():
+    report = plan.estimate("shared", 100, 2048, 800, "bf16", "h200")
+    full = report["full"]
+    assert full["graph_seconds"] <= 3 * full["floor_seconds"], full
+    assert full["eager_seconds"] > full["graph_seconds"]
+
+
+def test_large_m_beats_eager_by_the_model():
+    ours = plan.estimate("shared", *LARGE_M, "bf16", "h200")["full"]
+    eager = plan.estimate("eager", *LARGE_M, "bf16", "h200")["full"]
+    assert eager["graph_seconds"] >= 1.2 * ours["graph_seconds"]
+
+
+def test_few_programs_cannot_reach_the_bandwidth():
+    gpu = cost_model.GPUS["h200"]
+    few = cost_model.launch_cost(gpu, "few", 14, 10**7, 0, "bf16")
+    full = cost_model.launch_cost(gpu, "full", 132, 10**7, 0, "bf16")
+    assert full.bandwidth == pytest.approx(gpu.bandwidth * cost_model.BANDWIDTH_EFFICIENCY)
+    assert few.bandwidth < full.bandwidth / 5 and few.seconds > 5 * full.seconds
+
+
+def test_floor_is_the_ops_bytes_at_the_bandwidth():
+    gpu = cost_model.GPUS["h200"]
+    nbytes, _ = cost_model.op_cost("shared", "full", 100, 2048, 800, 2)
+    floor = cost_model.op_floor(gpu, "shared", "full", 100, 2048, 800, 2, "bf16")
+    assert floor == pytest.approx(nbytes / (gpu.bandwidth * cost_model.BANDWIDTH_EFFICIENCY))
+
+
+def test_cli_prints_every_launch_and_the_totals(capsys):
+    assert plan.main(["--shape", "100,2048,800", "--dtype", "bf16", "--gpu", "h200"]) == 0
+    out = capsys.readouterr().out
+    for name in ("F1", "F2", "F3", "B1", "B2", "B3", "full", "floor", "vs eager"):
+        assert name in out
+    assert plan.main(["--shape", "10,768,400", "--gpu", "a100", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["gpu"].startswith("A100") and len(report["forward"]["launches"]) == 3
+    with pytest.raises(SystemExit):
+        plan.main(["--shape", "10,768"])
+
+
+def test_cli_grouped_op_uses_its_launch_plan_when_present(capsys):
+    from rpt_fast.ops import triton_grouped
+
+    if not hasattr(triton_grouped, "launch_plan"):
+        with pytest.raises(SystemExit, match="launch_plan"):
+            plan.main(["--op", "grouped", "--shape", "10,768,400"])
+        return
+    assert plan.main(["--op", "grouped", "--shape", "100,2048,800"]) == 0
+    assert "grouped op" in capsys.readouterr().out
