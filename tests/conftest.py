@@ -1,13 +1,17 @@
 """Test setup. Without a GPU, Triton kernels run on CPU tensors through the interpreter; the
-variable must be set before triton is imported anywhere."""
+variable must be set before triton is imported anywhere. torch.compile's on-disk caches are
+the session's own: their keys do not cover a custom op's fake implementation, so graphs cached
+by an older checkout would be reused with stale output layouts."""
 
 import contextlib
 import os
+import tempfile
 
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="rpt-fast-inductor-"))
 
 import pytest  # noqa: E402
 from torch import nn  # noqa: E402
