@@ -3,15 +3,19 @@ variable must be set before triton is imported anywhere. torch.compile's on-disk
 the session's own: their keys do not cover a custom op's fake implementation, so graphs cached
 by an older checkout would be reused with stale output layouts."""
 
+import atexit
 import contextlib
 import os
+import shutil
 import tempfile
 
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="rpt-fast-inductor-"))
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="rpt-fast-inductor-")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
 import pytest  # noqa: E402
 from torch import nn  # noqa: E402
