@@ -27,18 +27,19 @@ import triton
 import triton.language as tl
 
 @triton.jit
-def _last_to_arrive(count_ptr, block):
-    """True in the program that arrives last at column block ``block`` (of S = grid dim 1)."""
+def _last_to_arrive(count_ptr, block, n_splits):
+    """True in the program that arrives last of the ``n_splits`` at column block ``block``."""
     tl.debug_barrier()  # every thread's partial store happens before the release below
     ticket = tl.atomic_add(count_ptr + block, 1, sem="acq_rel")
-    return ticket == tl.num_programs(1) - 1
+    return ticket == n_splits - 1
 
 
 @triton.jit
-def _sum_partials(part_ptr, part_stride, offs, ok, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Fixed-order sum of the S fp32 partials at ``offs`` (L2 loads: written by other SMs)."""
+def _sum_partials(part_ptr, part_stride, offs, ok, n_splits,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Fixed-order sum of the fp32 partials at ``offs`` (L2 loads: written by other SMs)."""
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for p in range(0, tl.num_programs(1)):
+    for p in range(0, n_splits):
         acc += tl.load(part_ptr + p * part_stride + offs, mask=ok, other=0.0, cache_modifier=".cg")
     return acc
 
@@ -82,8 +83,8 @@ def splitk_bias_relu_kernel(
     ok = (rm < M)[:, None] & n_ok[None, :]
     offs = rm[:, None] * N + rn[None, :]
     tl.store(part_ptr + tl.program_id(1) * M * N + offs, acc, mask=ok)
-    if _last_to_arrive(count_ptr, tl.program_id(0)):
-        acc = _sum_partials(part_ptr, M * N, offs, ok, BLOCK_M, BLOCK_N)
+    if _last_to_arrive(count_ptr, tl.program_id(0), tl.num_programs(1)):
+        acc = _sum_partials(part_ptr, M * N, offs, ok, tl.num_programs(1), BLOCK_M, BLOCK_N)
         acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
         acc = tl.where(acc < 0.0, 0.0, acc)
         tl.store(c_ptr + offs, acc.to(c_ptr.dtype.element_ty), mask=ok)
@@ -135,8 +136,8 @@ def da_dw2_kernel(
         dw2 = tl.dot(tl.trans(dz), h, input_precision=PRECISION)
         tl.store(dw2_ptr + w_offs, dw2.to(dw2_ptr.dtype.element_ty), mask=w_ok)
     tl.store(part_ptr + tl.program_id(1) * M * HID + offs, acc, mask=ok)
-    if _last_to_arrive(count_ptr, tl.program_id(0)):
-        acc = _sum_partials(part_ptr, M * HID, offs, ok, BLOCK_M, BLOCK_N)
+    if _last_to_arrive(count_ptr, tl.program_id(0), tl.num_programs(1)):
+        acc = _sum_partials(part_ptr, M * HID, offs, ok, tl.num_programs(1), BLOCK_M, BLOCK_N)
         da = tl.where(h.to(tl.float32) <= 0.0, 0.0, acc).to(da_ptr.dtype.element_ty)
         tl.store(da_ptr + offs, da, mask=ok)
         db1 = tl.sum(da.to(tl.float32), axis=0)  # rows past M are 0
@@ -206,13 +207,8 @@ def dx_dw1_kernel(
             dw1 = tl.dot(tl.trans(da), x, input_precision=PRECISION)
             tl.store(dw1_ptr + w_offs, dw1.to(dw1_ptr.dtype.element_ty), mask=w_ok)
         tl.store(part_ptr + tl.program_id(1) * M * D + offs, acc, mask=ok)
-        tl.debug_barrier()
-        ticket = tl.atomic_add(count_ptr + tl.program_id(0), 1, sem="acq_rel")
-        if ticket == n_splits - 1:
-            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for p in range(0, n_splits):
-                acc += tl.load(part_ptr + p * M * D + offs, mask=ok, other=0.0,
-                               cache_modifier=".cg")
+        if _last_to_arrive(count_ptr, tl.program_id(0), n_splits):
+            acc = _sum_partials(part_ptr, M * D, offs, ok, n_splits, BLOCK_M, BLOCK_N)
             acc += tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32)
             tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=ok)
             tl.store(count_ptr + tl.program_id(0), 0)
