@@ -51,13 +51,14 @@ Forward residual_mlp_forward(const at::Tensor& x, const at::Tensor& w1, const at
   // recomputed (same results).
   at::Tensor zb = at::empty({rows, d}, x.options());
   at::Tensor y = at::empty_like(x);
-  at::Tensor mean = at::empty({rows}, x.options().dtype(at::kFloat));
-  at::Tensor rstd = at::empty({rows}, x.options().dtype(at::kFloat));
+  at::Tensor mean = at::empty({rows}, x.options().dtype(stats_dtype(x)));
+  at::Tensor rstd = at::empty({rows}, x.options().dtype(stats_dtype(x)));
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "residual_mlp_forward", [&] {
     at::mm_out(zb, h, w2.t());
     layer_norm_residual_(zb.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), b2c.data_ptr<scalar_t>(),
                          gc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(), 0,
-                         y.data_ptr<scalar_t>(), mean.data_ptr<float>(), rstd.data_ptr<float>(),
+                         y.data_ptr<scalar_t>(), mean.data_ptr<stat_t<scalar_t>>(),
+                         rstd.data_ptr<stat_t<scalar_t>>(),
                          rows, d, eps);
   });
   return {y, h, zb, mean, rstd};
@@ -87,7 +88,8 @@ Backward residual_mlp_backward(const at::Tensor& dy, const at::Tensor& x, const 
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "residual_mlp_backward", [&] {
     layer_norm_backward_shared_(zb.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
                                 b2c.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
-                                mean.data_ptr<float>(), rstd.data_ptr<float>(), rows, d,
+                                mean.data_ptr<stat_t<scalar_t>>(),
+                                rstd.data_ptr<stat_t<scalar_t>>(), rows, d,
                                 dz.data_ptr<scalar_t>(),
                                 dgamma.data_ptr<scalar_t>(), dbeta.data_ptr<scalar_t>(),
                                 db2.data_ptr<scalar_t>());

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .ops import load_backend
-from .ops.fakes import gradients_like
+from .ops.fakes import gradients_like, stats_dtype
 
 
 def _saved_z(x: Tensor, rows: int, backend: str) -> Tensor:
@@ -24,7 +24,7 @@ def _saved_z(x: Tensor, rows: int, backend: str) -> Tensor:
 
 
 def _zero_rows_forward(x: Tensor, m: int, backend: str):
-    rows = x.new_empty((0,), dtype=torch.float32)
+    rows = x.new_empty((0,), dtype=stats_dtype(x))
     return torch.empty_like(x), x.new_empty((0, m)), _saved_z(x, 0, backend), rows, rows.clone()
 
 
@@ -114,8 +114,8 @@ def _fake_forward(x, m, backend):
         torch.empty_like(x),
         x.new_empty((rows, m)),
         _saved_z(x, rows, backend),
-        x.new_empty((rows,), dtype=torch.float32),
-        x.new_empty((rows,), dtype=torch.float32),
+        x.new_empty((rows,), dtype=stats_dtype(x)),
+        x.new_empty((rows,), dtype=stats_dtype(x)),
     )
 
 
