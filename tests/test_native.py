@@ -177,6 +177,33 @@ def test_deterministic():
         assert torch.equal(a, b), name
 
 
+THREAD_SHAPES = [  # (grouped, rows, d, m): small-M and large-M paths, every reduction chunking
+    (False, 7, 96, 40), (False, 100, 256, 64), (False, 1000, 64, 48), (True, 5, 256, 96),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", THREAD_SHAPES, ids=str)
+def test_bitwise_identical_across_thread_counts(case, dtype):
+    """Outputs and all gradients are bitwise the same with 1, 2 and 3 threads: no reduction
+    order may depend on how the work is split between threads."""
+    grouped, rows, d, m = case
+    tensors = make_inputs(rows, d, m, groups=rows if grouped else None, dtype=dtype)
+    dy = torch.randn(rows, d, dtype=dtype)
+    fn = rpt_fast.grouped_residual_mlp if grouped else rpt_fast.residual_mlp
+    before = torch.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results[threads] = value_and_grads(fn, tensors, dy, dtype, backend="native")
+    finally:
+        torch.set_num_threads(before)
+    for threads in (2, 3):
+        for name, a, b in zip(NAMES, results[1], results[threads]):
+            assert torch.equal(a, b), f"{name}: 1 vs {threads} threads differ"
+
+
 def raw_args(grouped, rows=5, d=12, m=7, dtype=torch.float32):
     """Arguments of the raw forward and backward ops, from a real forward."""
     fwd_args = make_inputs(rows, d, m, groups=rows if grouped else None, dtype=dtype) + [1e-5]
