@@ -17,15 +17,20 @@ from .ops import load_backend
 from .ops.fakes import gradients_like, stats_dtype
 
 
-def _saved_z(x: Tensor, rows: int, backend: str) -> Tensor:
-    """The z slot of a backend's forward: (rows, d) where the backend keeps z (native keeps
-    z - b2) for its backward, else empty (the backward recomputes z)."""
-    return x.new_empty((rows, x.shape[1]) if backend == "native" else (0,))
+def _saved_z(x: Tensor, rows: int, backend: str, grouped: bool) -> Tensor:
+    """The z slot of a backend's forward: (rows, d) where the backend keeps z for its backward
+    (native: z - b2 in x's dtype; grouped Triton: fp32 z), else empty (it recomputes z)."""
+    if backend == "native":
+        return x.new_empty((rows, x.shape[1]))
+    if backend == "triton" and grouped:
+        return x.new_empty((rows, x.shape[1]), dtype=torch.float32)
+    return x.new_empty((0,))
 
 
-def _zero_rows_forward(x: Tensor, m: int, backend: str):
+def _zero_rows_forward(x: Tensor, m: int, backend: str, grouped: bool):
     rows = x.new_empty((0,), dtype=stats_dtype(x))
-    return torch.empty_like(x), x.new_empty((0, m)), _saved_z(x, 0, backend), rows, rows.clone()
+    z = _saved_z(x, 0, backend, grouped)
+    return torch.empty_like(x), x.new_empty((0, m)), z, rows, rows.clone()
 
 
 def _zero_rows_backward(dy, x, w1, w2, b2, ln_weight):
@@ -40,7 +45,7 @@ def _on(x: Tensor):
 
 def residual_mlp_forward_impl(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
     if x.shape[0] == 0:
-        return _zero_rows_forward(x, w1.shape[0], backend)
+        return _zero_rows_forward(x, w1.shape[0], backend, grouped=False)
     with _on(x):
         return load_backend(backend).residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps)
 
@@ -56,7 +61,7 @@ def residual_mlp_backward_impl(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd, b
 
 def grouped_forward_impl(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
     if x.shape[0] == 0:
-        return _zero_rows_forward(x, w1.shape[1], backend)
+        return _zero_rows_forward(x, w1.shape[1], backend, grouped=True)
     with _on(x):
         return load_backend(backend).grouped_residual_mlp_forward(
             x, w1, b1, w2, b2, ln_weight, ln_bias, eps
@@ -108,12 +113,12 @@ def grouped_residual_mlp_bwd(
     return grouped_backward_impl(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd, backend)
 
 
-def _fake_forward(x, m, backend):
+def _fake_forward(x, m, backend, grouped):
     rows = x.shape[0]
     return (
         torch.empty_like(x),
         x.new_empty((rows, m)),
-        _saved_z(x, rows, backend),
+        _saved_z(x, rows, backend, grouped),
         x.new_empty((rows,), dtype=stats_dtype(x)),
         x.new_empty((rows,), dtype=stats_dtype(x)),
     )
@@ -121,12 +126,12 @@ def _fake_forward(x, m, backend):
 
 @residual_mlp_fwd.register_fake
 def _(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
-    return _fake_forward(x, w1.shape[0], backend)
+    return _fake_forward(x, w1.shape[0], backend, grouped=False)
 
 
 @grouped_residual_mlp_fwd.register_fake
 def _(x, w1, b1, w2, b2, ln_weight, ln_bias, eps, backend):
-    return _fake_forward(x, w1.shape[1], backend)
+    return _fake_forward(x, w1.shape[1], backend, grouped=True)
 
 
 @residual_mlp_bwd.register_fake
