@@ -39,13 +39,19 @@ inline void check_like(const char* name, const at::Tensor& t, const at::Tensor& 
               t.strides());
 }
 
-// mean/rstd: float32 (rows,) contiguous, on x's device.
+// The dtype of the saved LayerNorm statistics: float64 for float64 x, float32 otherwise
+// (stat_t in row_kernels.h).
+inline at::ScalarType stats_dtype(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// mean/rstd: stats_dtype(x) (rows,) contiguous, on x's device.
 inline void check_stats(const char* name, const at::Tensor& t, const at::Tensor& x) {
   TORCH_CHECK(t.defined(), name, ": expected a tensor, got None");
   TORCH_CHECK(t.device() == x.device(), name, ": expected device ", x.device(), ", got ",
               t.device());
-  TORCH_CHECK(t.scalar_type() == at::kFloat, name, ": expected dtype float32, got ",
-              t.scalar_type());
+  TORCH_CHECK(t.scalar_type() == stats_dtype(x), name, ": expected dtype ", stats_dtype(x),
+              " (the statistics of a ", x.scalar_type(), " x), got ", t.scalar_type());
   TORCH_CHECK(t.dim() == 1 && t.size(0) == x.size(0), name, ": expected shape [", x.size(0),
               "], got ", t.sizes());
   TORCH_CHECK(t.is_contiguous(), name, ": expected a contiguous tensor");

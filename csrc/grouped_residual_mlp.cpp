@@ -50,8 +50,8 @@ Forward grouped_residual_mlp_forward(const at::Tensor& x, const at::Tensor& w1,
   at::Tensor h = at::empty({n, m}, x.options());
   at::Tensor zb = at::empty({n, d}, x.options());
   at::Tensor y = at::empty_like(x);
-  at::Tensor mean = at::empty({n}, x.options().dtype(at::kFloat));
-  at::Tensor rstd = at::empty({n}, x.options().dtype(at::kFloat));
+  at::Tensor mean = at::empty({n}, x.options().dtype(stats_dtype(x)));
+  at::Tensor rstd = at::empty({n}, x.options().dtype(stats_dtype(x)));
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "grouped_forward", [&] {
     grouped_gemv_(w1c.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), b1c.data_ptr<scalar_t>(), n,
                   m, d, /*relu=*/true, h.data_ptr<scalar_t>());
@@ -60,7 +60,8 @@ Forward grouped_residual_mlp_forward(const at::Tensor& x, const at::Tensor& w1,
                   zb.data_ptr<scalar_t>());
     layer_norm_residual_(zb.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), b2c.data_ptr<scalar_t>(),
                          gc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(), d,
-                         y.data_ptr<scalar_t>(), mean.data_ptr<float>(), rstd.data_ptr<float>(),
+                         y.data_ptr<scalar_t>(), mean.data_ptr<stat_t<scalar_t>>(),
+                         rstd.data_ptr<stat_t<scalar_t>>(),
                          n, d, eps);
   });
   return {y, h, zb, mean, rstd};
@@ -95,7 +96,8 @@ Backward grouped_residual_mlp_backward(const at::Tensor& dy, const at::Tensor& x
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "grouped_backward", [&] {
     layer_norm_backward_grouped_(zb.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
                                  b2c.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
-                                 mean.data_ptr<float>(), rstd.data_ptr<float>(), n, d,
+                                 mean.data_ptr<stat_t<scalar_t>>(),
+                                 rstd.data_ptr<stat_t<scalar_t>>(), n, d,
                                  dz.data_ptr<scalar_t>(),
                                  dgamma.data_ptr<scalar_t>(), dbeta.data_ptr<scalar_t>(),
                                  db2.data_ptr<scalar_t>());

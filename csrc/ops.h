@@ -13,7 +13,8 @@ using Backward =
 
 // Shared op: x (M, d) contiguous; w1 (m, d), b1 (m), w2 (d, m), b2/ln_weight/ln_bias (d).
 // Returns (y, h, zb, mean, rstd) with h = ReLU(x @ w1^T + b1), zb = h @ w2^T = z - b2 (kept so
-// the backward needs no GEMM to recompute z) and float32 row statistics of z.
+// the backward needs no GEMM to recompute z) and row statistics of z (float64 for
+// float64 x, else float32).
 Forward residual_mlp_forward(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
                              const at::Tensor& w2, const at::Tensor& b2,
                              const at::Tensor& ln_weight, const at::Tensor& ln_bias, double eps);

@@ -1,5 +1,6 @@
 // The shared residual encoder: GEMMs through ATen (the BLAS torch ships) on transposed views,
-// written into preallocated outputs, with every element-wise step fused into the row kernels.
+// cut into shape-fixed tiles (tiled_gemm.h: the same results for every thread count), written
+// into preallocated outputs, with every element-wise step fused into the row kernels.
 #include "ops.h"
 
 #include <ATen/Dispatch.h>
@@ -12,6 +13,7 @@
 
 #include "checks.h"
 #include "row_kernels.h"
+#include "tiled_gemm.h"
 
 namespace rpt_native {
 namespace {
@@ -44,20 +46,21 @@ Forward residual_mlp_forward(const at::Tensor& x, const at::Tensor& w1, const at
   // b1 inside the GEMM, as nn.Linear: one rounding before the ReLU, so a bfloat16 h has the
   // eager backend's sign pattern (a flipped ReLU mask would cost a whole gradient element).
   at::Tensor h = at::empty({rows, m}, x.options());
-  at::addmm_out(h, b1, x, w1.t());
+  tiled_mm_out(h, x, w1.t(), &b1);
   at::relu_(h);
   // zb = z - b2 = h @ w2^T is kept for the backward, so no GEMM recomputes it there; the row
   // kernels add b2 in at::opmath_type, so a bfloat16 z is never rounded, as when it was
   // recomputed (same results).
   at::Tensor zb = at::empty({rows, d}, x.options());
   at::Tensor y = at::empty_like(x);
-  at::Tensor mean = at::empty({rows}, x.options().dtype(at::kFloat));
-  at::Tensor rstd = at::empty({rows}, x.options().dtype(at::kFloat));
+  at::Tensor mean = at::empty({rows}, x.options().dtype(stats_dtype(x)));
+  at::Tensor rstd = at::empty({rows}, x.options().dtype(stats_dtype(x)));
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "residual_mlp_forward", [&] {
-    at::mm_out(zb, h, w2.t());
+    tiled_mm_out(zb, h, w2.t());
     layer_norm_residual_(zb.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), b2c.data_ptr<scalar_t>(),
                          gc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(), 0,
-                         y.data_ptr<scalar_t>(), mean.data_ptr<float>(), rstd.data_ptr<float>(),
+                         y.data_ptr<scalar_t>(), mean.data_ptr<stat_t<scalar_t>>(),
+                         rstd.data_ptr<stat_t<scalar_t>>(),
                          rows, d, eps);
   });
   return {y, h, zb, mean, rstd};
@@ -87,20 +90,21 @@ Backward residual_mlp_backward(const at::Tensor& dy, const at::Tensor& x, const 
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "residual_mlp_backward", [&] {
     layer_norm_backward_shared_(zb.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
                                 b2c.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
-                                mean.data_ptr<float>(), rstd.data_ptr<float>(), rows, d,
+                                mean.data_ptr<stat_t<scalar_t>>(),
+                                rstd.data_ptr<stat_t<scalar_t>>(), rows, d,
                                 dz.data_ptr<scalar_t>(),
                                 dgamma.data_ptr<scalar_t>(), dbeta.data_ptr<scalar_t>(),
                                 db2.data_ptr<scalar_t>());
-    at::mm_out(dh, dz, w2);
+    tiled_mm_out(dh, dz, w2);
     relu_backward_shared_(dh.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), rows, m,
                           db1.data_ptr<scalar_t>());
   });
   at::Tensor dw2 = at::empty_like(w2);
-  at::mm_out(dw2, dz.t(), h);
+  tiled_mm_out(dw2, dz.t(), h);
   at::Tensor dx = at::empty_like(x);
-  at::addmm_out(dx, dy, dh, w1);  // the residual: dx = dy + dh @ w1
+  tiled_mm_out(dx, dh, w1, &dy);  // the residual: dx = dy + dh @ w1
   at::Tensor dw1 = at::empty_like(w1);
-  at::mm_out(dw1, dh.t(), x);
+  tiled_mm_out(dw1, dh.t(), x);
   return {dx, dw1, db1, dw2, db2, dgamma, dbeta};
 }
 

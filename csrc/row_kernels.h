@@ -2,8 +2,9 @@
 // GEMMs that ATen runs. Row r of a matrix uses parameter row r * param_stride (0 for the shared
 // op, whose parameters are one vector; the row length for the grouped op, one vector per row).
 // Accumulation is in at::opmath_type (float for bfloat16/float, double for double); LayerNorm
-// statistics are stored as float. Column sums are reduced over fixed row chunks in a fixed
-// order, so results do not depend on the thread count.
+// statistics are stored in stat_t, the same type: float64 inputs keep float64 statistics, so
+// their gradients carry float64 rounding only. Column sums are reduced over fixed row chunks in
+// a fixed order, so results do not depend on the thread count.
 #pragma once
 
 #include <ATen/OpMathType.h>
@@ -17,6 +18,10 @@
 
 namespace rpt_native {
 
+// The dtype of the saved LayerNorm mean/rstd of a T input: float, double for double.
+template <typename T>
+using stat_t = at::opmath_type<T>;
+
 // Rows handed to one task: at least ~32k elements of work so tiny calls stay on one thread.
 inline int64_t row_grain(int64_t cols) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(cols, 1)); }
 
@@ -27,10 +32,10 @@ inline int64_t chunk_rows(int64_t rows) {
 }
 
 // y = LN(z) * gamma + beta + x with z = zb + b2, zb = h @ w2^T (no bias); mean and rstd of
-// each row of z are written as float.
+// each row of z are written as stat_t<T>.
 template <typename T>
 void layer_norm_residual_(const T* zb, const T* x, const T* b2, const T* gamma, const T* beta,
-                          int64_t param_stride, T* y, float* mean_out, float* rstd_out,
+                          int64_t param_stride, T* y, stat_t<T>* mean_out, stat_t<T>* rstd_out,
                           int64_t rows, int64_t d, double eps) {
   using acc_t = at::opmath_type<T>;
   at::parallel_for(0, rows, row_grain(d), [&](int64_t begin, int64_t end) {
@@ -59,21 +64,18 @@ void layer_norm_residual_(const T* zb, const T* x, const T* b2, const T* gamma, 
         yr[j] = static_cast<T>((z[j] - mean) * rstd * static_cast<acc_t>(gamma[p + j]) +
                                static_cast<acc_t>(beta[p + j]) + static_cast<acc_t>(xr[j]));
       }
-      mean_out[r] = static_cast<float>(mean);
-      rstd_out[r] = static_cast<float>(rstd);
+      mean_out[r] = mean;
+      rstd_out[r] = rstd;
     }
   });
 }
 
 // LayerNorm backward of one row of z = zb + b2: zhat receives the normalised row, dz_acc the
-// unrounded dz and dz its rounding to T. The statistics are the saved float32 ones (the
-// contract), so float64 gradients carry their ~1e-7 relative rounding.
+// unrounded dz and dz its rounding to T; mean and rstd are the forward's saved statistics.
 template <typename T, typename acc_t = at::opmath_type<T>>
 inline void layer_norm_backward_row(const T* zb, const T* dy, const T* b2, const T* gamma,
-                                    float mean_f, float rstd_f, int64_t d, acc_t* zhat,
+                                    acc_t mean, acc_t rstd, int64_t d, acc_t* zhat,
                                     acc_t* dz_acc, T* dz) {
-  const acc_t mean = static_cast<acc_t>(mean_f);
-  const acc_t rstd = static_cast<acc_t>(rstd_f);
   acc_t s1 = 0, s2 = 0;
 #pragma omp simd reduction(+ : s1, s2)
   for (int64_t j = 0; j < d; ++j) {
@@ -114,7 +116,7 @@ void reduce_chunks(const std::vector<acc_t>& partials, int64_t chunks, int64_t c
 // db2 = sum dz.
 template <typename T>
 void layer_norm_backward_shared_(const T* zb, const T* dy, const T* b2, const T* gamma,
-                                 const float* mean, const float* rstd, int64_t rows, int64_t d,
+                                 const stat_t<T>* mean, const stat_t<T>* rstd, int64_t rows, int64_t d,
                                  T* dz_out, T* dgamma, T* dbeta, T* db2) {
   using acc_t = at::opmath_type<T>;
   const int64_t per_chunk = chunk_rows(rows);
@@ -147,7 +149,7 @@ void layer_norm_backward_shared_(const T* zb, const T* dy, const T* b2, const T*
 // Grouped op: row r uses parameter row r, so dgamma = dy * zhat, dbeta = dy and db2 = dz per row.
 template <typename T>
 void layer_norm_backward_grouped_(const T* zb, const T* dy, const T* b2, const T* gamma,
-                                  const float* mean, const float* rstd, int64_t rows, int64_t d,
+                                  const stat_t<T>* mean, const stat_t<T>* rstd, int64_t rows, int64_t d,
                                   T* dz_out, T* dgamma, T* dbeta, T* db2) {
   using acc_t = at::opmath_type<T>;
   at::parallel_for(0, rows, row_grain(d), [&](int64_t begin, int64_t end) {

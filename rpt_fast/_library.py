@@ -14,19 +14,21 @@ import torch
 from torch import Tensor
 
 from .ops import load_backend
-from .ops.fakes import gradients_like
+from .ops.fakes import gradients_like, stats_dtype
 
 
 def _saved_z(x: Tensor, rows: int, backend: str, grouped: bool) -> Tensor:
-    """The z slot of a backend's forward, as that backend fills it (see ``rpt_fast.ops``):
-    (rows, d) of z - b2 in x's dtype, kept so the backward reads no weight twice; the grouped
-    Triton op returns an empty one (its backward recomputes z)."""
-    return x.new_empty((0,) if grouped and backend == "triton" else (rows, x.shape[1]))
+    """The z slot of a backend's forward, as that backend fills it (see ``rpt_fast.ops``): every
+    kernel backend keeps (rows, d) of z for its backward, so it reads no weight twice: z - b2 in
+    x's dtype, except the grouped Triton op's fp32 z."""
+    dtype = torch.float32 if grouped and backend == "triton" else x.dtype
+    return x.new_empty((rows, x.shape[1]), dtype=dtype)
 
 
 def _zero_rows_forward(x: Tensor, m: int, backend: str, grouped: bool):
-    rows = x.new_empty((0,), dtype=torch.float32)
-    return torch.empty_like(x), x.new_empty((0, m)), _saved_z(x, 0, backend, grouped), rows, rows.clone()
+    rows = x.new_empty((0,), dtype=stats_dtype(x))
+    z = _saved_z(x, 0, backend, grouped)
+    return torch.empty_like(x), x.new_empty((0, m)), z, rows, rows.clone()
 
 
 def _zero_rows_backward(dy, x, w1, w2, b2, ln_weight):
@@ -136,8 +138,8 @@ def _fake_forward(x, m, backend, grouped):
         torch.empty_like(x),
         x.new_empty((rows, m)),
         _saved_z(x, rows, backend, grouped),
-        x.new_empty((rows,), dtype=torch.float32),
-        x.new_empty((rows,), dtype=torch.float32),
+        x.new_empty((rows,), dtype=stats_dtype(x)),
+        x.new_empty((rows,), dtype=stats_dtype(x)),
     )
 
 

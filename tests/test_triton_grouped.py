@@ -109,7 +109,8 @@ def test_launchers_honour_the_backend_contract(dtype, poisoned):
     z_ref = torch.einsum("ndm,nm->nd", w2d, h_ref.to(dtype).double()) + b2d
     tol = TOLERANCE[dtype]
     assert h.dtype == dtype and mean.dtype == rstd.dtype == torch.float32
-    assert z.shape == (0,)  # not kept: the backward recomputes z from h
+    assert z.shape == (3, 48) and z.dtype == torch.float32  # kept: the backward reads no w2 for it
+    assert relative_error(z, z_ref) <= tol
     assert mean.shape == rstd.shape == (3,)
     assert relative_error(h, h_ref) <= tol and relative_error(mean, z_ref.mean(-1)) <= tol
     rstd_ref = torch.rsqrt(z_ref.var(-1, unbiased=False) + 1e-3)
@@ -121,6 +122,70 @@ def test_launchers_honour_the_backend_contract(dtype, poisoned):
     for name, got, want in zip(NAMES, (y, *grads), (out, *ref_grads)):
         assert got.dtype == dtype and got.shape == want.shape, name
         assert relative_error(got, want) <= tol, name
+
+
+def _recorded_launches(monkeypatch):
+    """Replaces the launcher's _launch with one that records (name, grid, args), then launches."""
+    launches = []
+    original = triton_grouped._launch
+
+    def record(kernel, name, grid, *args, **constexprs):
+        launches.append((name, tuple(grid), args))
+        original(kernel, name, grid, *args, **constexprs)
+
+    monkeypatch.setattr(triton_grouped, "_launch", record)
+    return launches
+
+
+@interpreted
+def test_launch_count_one_read_of_each_weight_per_pass_and_the_plan(monkeypatch):
+    """3 launches forward, 4 backward; w1 and w2 are each passed to one launch per pass (the
+    backward takes the forward's z instead of re-reading w2); the grids are launch_plan's."""
+    n, d, m = 2, 300, 150
+    tensors = make_inputs(n, d, m, torch.float32)
+    launches = _recorded_launches(monkeypatch)
+    y, h, z, mean, rstd = triton_grouped.grouped_residual_mlp_forward(*tensors, 1e-5)
+    forward = list(launches)
+    x, w1, _, w2, b2, g, _ = tensors
+    triton_grouped.grouped_residual_mlp_backward(torch.randn_like(y), x, w1, w2, b2, g, h, z,
+                                                 mean, rstd)
+    backward = launches[len(forward):]
+    plan = triton_grouped.launch_plan(n, d, m, 4)
+    for got, planned in ((forward, plan["forward"]), (backward, plan["backward"])):
+        assert [name for name, _, _ in got] == [row[0] for row in planned]
+        for (name, grid, _), row in zip(got, planned):
+            assert triton_grouped._prod(grid) == row[1], name
+    for weight in (w1, w2):
+        for launches_of_pass in (forward, backward):
+            readers = [name for name, _, args in launches_of_pass if any(a is weight for a in args)]
+            assert len(readers) == 1, readers
+
+
+@interpreted
+@pytest.mark.parametrize("target", [1, 12, 1000])
+def test_split_loops_match_the_reference(target, monkeypatch, poisoned):
+    """The m- and d-chunked backward loops (even, uneven and one-tile chunks) cover every
+    element once: target 12 at (2, 300, 150) cuts the 3 tiles of each loop
+    into chunks of 2 and 1 (the last chunk ends inside a tile)."""
+    monkeypatch.setattr(triton_grouped, "TARGET_PROGRAMS", target)
+    plan = triton_grouped.plan(2, 300, 150)
+    splits = (plan["up_grad"]["grid"][2], plan["down_grad"]["grid"][2])
+    assert splits == {1: (1, 1), 12: (2, 2), 1000: (3, 3)}[target]
+    check_against_reference(make_inputs(2, 300, 150), torch.float32)
+
+
+@pytest.mark.parametrize("d, m", [(768, 400), (768, 800), (2048, 400), (2048, 800)])
+def test_weight_reading_launches_fill_an_h200_at_ten_groups(d, m):
+    """At n = 10 every launch that streams w1 or w2 has >= 128 programs (132 SMs), and moves
+    at least the bytes of the weight it streams (and dW, in the backward)."""
+    plan = triton_grouped.launch_plan(10, d, m, 2)
+    rows = {name: row for name, *row in plan["forward"] + plan["backward"]}
+    weight = 10 * d * m * 2
+    for name in ("hidden", "output", "up_grad", "down_grad"):
+        programs, moved, flops = rows[name]
+        assert programs >= 128, (name, programs)
+        assert moved >= weight * (2 if name.endswith("_grad") else 1), name
+        assert flops >= 2 * 10 * d * m, name
 
 
 @interpreted

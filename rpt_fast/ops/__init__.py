@@ -5,16 +5,17 @@ already-checked inputs with at least one row:
 
 * ``unavailable_reason(x) -> str | None``: why it cannot serve tensors like ``x`` (None: it can).
 * ``residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps) -> (y, h, z, mean, rstd)``
-  with ``h = ReLU(x @ w1.T + b1)`` in x's dtype and fp32 ``mean``/``rstd`` of each row of
-  ``z = h @ w2.T + b2``. ``z`` is what the backend keeps of z for its own backward: ``native``
-  and ``triton`` (shared op) keep ``h @ w2.T`` (z - b2, (rows, d) in x's dtype; they add b2 in
-  fp32, so bfloat16 z is never rounded), as recomputing it would be a seventh GEMM against
-  eager's six (and a second read of W2). ``_library`` knows which backend keeps it, for the
-  fake implementations.
+  with ``h = ReLU(x @ w1.T + b1)`` in x's dtype and the LayerNorm statistics ``mean``/``rstd``
+  of each row of ``z = h @ w2.T + b2`` (fp32; fp64 for fp64 inputs on native).
+  ``z`` is what the backend keeps of z for its own backward, so the backward reads no weight a
+  second time: both backends keep ``h @ w2.T`` (z - b2, (rows, d) in x's dtype; they add b2
+  in fp32, so bfloat16 z is never rounded). ``_library`` knows what each backend keeps, for
+  the fake implementations.
 * ``residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd)
   -> (dx, dw1, db1, dw2, db2, dln_weight, dln_bias)`` with the forward's h, z, mean, rstd.
 * ``grouped_residual_mlp_forward`` / ``grouped_residual_mlp_backward``: the same for the grouped
-  ("separate") op, whose weights carry a leading group dimension n (one row per group).
+  ("separate") op, whose weights carry a leading group dimension n (one row per group); its
+  Triton kernels keep z itself in fp32, (n, d).
 
 ``reference.py`` holds the semantics; the ``eager`` backend is that reference under autograd.
 """

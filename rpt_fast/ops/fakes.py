@@ -1,9 +1,16 @@
-"""Shape-only results shared by the fake (meta) implementations of every backward op: the
-gradients have the shapes and layouts of the tensors they belong to."""
+"""Shape-only results shared by the fake (meta) implementations of the ops: the gradients have
+the shapes and layouts of the tensors they belong to; the LayerNorm statistics the dtype the
+kernels keep them in."""
 
 from __future__ import annotations
 
 import torch
+
+
+def stats_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype of the saved LayerNorm mean/rstd: float64 for float64 x (only the native
+    backend runs float64), float32 otherwise."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def gradients_like(x, w1, w2, b2, ln_weight) -> tuple[torch.Tensor, ...]:

@@ -153,12 +153,12 @@ def _check_devices(names: str, *tensors: torch.Tensor) -> None:
 
 def _register_fakes() -> None:
     """Shape-only implementations for FakeTensor / torch.compile (symbolic sizes welcome)."""
-    from .fakes import gradients_like  # here, not at the top: setup.py runs this file alone
+    from .fakes import gradients_like, stats_dtype  # here, not at the top: setup.py runs this file alone
 
     def forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
         _check_devices("x w1 b1 w2 b2 ln_weight ln_bias", x, w1, b1, w2, b2, ln_weight, ln_bias)
         rows, m = x.shape[0], w1.shape[-2]
-        stats = x.new_empty((rows,), dtype=torch.float32)
+        stats = x.new_empty((rows,), dtype=stats_dtype(x))
         return (torch.empty_like(x), x.new_empty((rows, m)), torch.empty_like(x), stats,
                 torch.empty_like(stats))
 

@@ -7,19 +7,23 @@ results the next launch sums in a fixed order (deterministic, no atomics, no hos
 
 Forward, 3 launches:
   1. grid (n, m-blocks): ``h = ReLU(w1 @ x + b1)``, reads w1 once.
-  2. grid (n, d-blocks): ``z = w2 @ h + b2`` (fp32 scratch) plus per-block sum and centered
-     sum of squares of z, reads w2 once.
+  2. grid (n, d-blocks): ``z = w2 @ h + b2`` (fp32, kept for the backward) plus per-block sum
+     and centered sum of squares of z, reads w2 once.
   3. grid (n, d-blocks): merges the block statistics (Chan et al.), writes y, mean, rstd.
-Backward, 4 launches:
-  1. grid (n, d-blocks): recomputes z (reads w2), writes zhat (fp32 scratch), the LayerNorm
-     weight/bias grads and per-block sums of dzhat and dzhat * zhat.
-  2. grid (n, d-blocks): dz from the merged sums; writes db2, dW2 = dz (x) h and per-block
-     partials of dh = w2^T dz (reads w2 again).
-  3. grid (n, m-blocks): sums the dh partials, da = dh * (h > 0); writes db1, dW1 = da (x) x
-     and per-block partials of w1^T da (reads w1 once).
+Backward, 4 launches, each weight read once:
+  1. grid (n, d-blocks): zhat from the saved z (no weight read), the LayerNorm weight/bias
+     grads and per-block sums of dzhat and dzhat * zhat.
+  2. grid (n, d-blocks, m-splits): dz from the merged sums; writes db2, dW2 = dz (x) h and
+     per-d-block partials of dh = w2^T dz (reads w2 once).
+  3. grid (n, m-blocks, d-splits): sums the dh partials, da = dh * (h > 0); writes db1,
+     dW1 = da (x) x and per-m-block partials of w1^T da (reads w1 once).
   4. grid (n, d-blocks): dx = dy + the summed partials.
-Weights are addressed through their strides (never copied); gradients take the layout of
-``torch.empty_like`` of their parameter, as the fake implementations in ``_library`` do.
+The split counts of launches 2 and 3 come from :func:`plan` (also behind :func:`launch_plan`):
+with few groups (n = 10) the loop over the other weight dimension is cut into chunks so the
+launch has enough programs to fill the GPU (>= ~2 per SM of an H200), and the chunk loop is
+software-pipelined (``tl.range(num_stages=...)``). Weights are addressed through their
+strides (never copied); gradients take the layout of ``torch.empty_like`` of their parameter,
+as the fake implementations in ``_library`` do.
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ CONFIGS = {
     "hidden": {"BLOCK_M": 16, "BLOCK_D": 256, "num_warps": 4},
     "output": {"BLOCK_D": 32, "BLOCK_M": 128, "num_warps": 4},
     "norm": {"BLOCK_P": 256, "BLOCK_D": 1024, "num_warps": 4},
-    "norm_grad": {"BLOCK_D": 32, "BLOCK_M": 128, "num_warps": 4},
-    "up_grad": {"BLOCK_P": 256, "BLOCK_D": 64, "BLOCK_M": 64, "num_warps": 4},
+    "norm_grad": {"BLOCK_D": 256, "num_warps": 4},
+    "up_grad": {"BLOCK_P": 64, "BLOCK_D": 64, "BLOCK_M": 64, "num_warps": 4},
     "down_grad": {"BLOCK_P": 16, "BLOCK_M": 64, "BLOCK_D": 128, "num_warps": 8},
     "input_grad": {"BLOCK_P": 16, "BLOCK_D": 256, "num_warps": 4},
 }
-NUM_STAGES = 1  # the loops hold no tl.dot: Triton does not software-pipeline them
+NUM_STAGES = 1  # launch-level stages; the chunk loops of up_grad/down_grad set their own
+LOOP_STAGES = 3  # tl.range(num_stages=...) of the weight-streaming chunk loops
+TARGET_PROGRAMS = 264  # two programs per SM of an H200 (132 SMs) for the weight-reading launches
 
 
 @triton.jit
@@ -144,28 +150,22 @@ def _grouped_norm_kernel(x_ptr, z_ptr, part_sum_ptr, part_m2_ptr, lnw_ptr, lnb_p
 
 
 @triton.jit
-def _grouped_norm_grad_kernel(dy_ptr, h_ptr, w2_ptr, b2_ptr, lnw_ptr, mean_ptr, rstd_ptr,
-                              zhat_ptr, dlnw_ptr, dlnb_ptr, part_a_ptr, part_b_ptr,
-                              d, m, num_parts,
-                              stride_dyn, stride_dyd, stride_hn,
-                              stride_w2n, stride_w2d, stride_w2m, stride_b2n, stride_b2d,
-                              stride_lwn, stride_lwd, stride_dlwn, stride_dlwd,
-                              stride_dlbn, stride_dlbd,
-                              BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
-    """Backward 1: recomputes zhat; LayerNorm affine grads; block sums of dzhat, dzhat*zhat."""
+def _grouped_norm_grad_kernel(dy_ptr, z_ptr, lnw_ptr, mean_ptr, rstd_ptr,
+                              dlnw_ptr, dlnb_ptr, part_a_ptr, part_b_ptr, d, num_parts,
+                              stride_dyn, stride_dyd, stride_lwn, stride_lwd,
+                              stride_dlwn, stride_dlwd, stride_dlbn, stride_dlbd,
+                              BLOCK_D: tl.constexpr):
+    """Backward 1: zhat of the saved z; LayerNorm affine grads; block sums of dzhat, dzhat*zhat."""
     g = tl.program_id(0).to(tl.int64)
     pid = tl.program_id(1)
     offs_d = pid * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < d
-    z = _up_projection(h_ptr, w2_ptr, b2_ptr, g, offs_d, mask_d, m,
-                       stride_hn, stride_w2n, stride_w2d, stride_w2m, stride_b2n, stride_b2d,
-                       BLOCK_D, BLOCK_M)
+    z = tl.load(z_ptr + g * d + offs_d, mask=mask_d, other=0.0)
     zhat = (z - tl.load(mean_ptr + g)) * tl.load(rstd_ptr + g)
     dy = tl.load(dy_ptr + g * stride_dyn + offs_d * stride_dyd, mask=mask_d, other=0.0)
     w = tl.load(lnw_ptr + g * stride_lwn + offs_d * stride_lwd, mask=mask_d, other=0.0)
     dy = dy.to(tl.float32)
     dzhat = dy * w.to(tl.float32)
-    tl.store(zhat_ptr + g * d + offs_d, zhat, mask=mask_d)
     tl.store(dlnw_ptr + g * stride_dlwn + offs_d * stride_dlwd,
              (dy * zhat).to(dlnw_ptr.dtype.element_ty), mask=mask_d)
     tl.store(dlnb_ptr + g * stride_dlbn + offs_d * stride_dlbd,
@@ -176,16 +176,18 @@ def _grouped_norm_grad_kernel(dy_ptr, h_ptr, w2_ptr, b2_ptr, lnw_ptr, mean_ptr, 
 
 
 @triton.jit
-def _grouped_up_grad_kernel(dy_ptr, h_ptr, w2_ptr, lnw_ptr, rstd_ptr, zhat_ptr,
+def _grouped_up_grad_kernel(dy_ptr, h_ptr, w2_ptr, z_ptr, lnw_ptr, mean_ptr, rstd_ptr,
                             part_a_ptr, part_b_ptr, db2_ptr, dw2_ptr, dh_part_ptr,
-                            d, m, num_parts,
+                            d, m, num_parts, chunk_m,
                             stride_dyn, stride_dyd, stride_hn, stride_w2n, stride_w2d, stride_w2m,
                             stride_lwn, stride_lwd, stride_db2n, stride_db2d,
                             stride_dw2n, stride_dw2d, stride_dw2m,
-                            BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
-    """Backward 2: dz of one d-block; writes db2, dW2 = dz (x) h, and w2^T dz over the block."""
+                            BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+                            LOOP_STAGES: tl.constexpr):
+    """Backward 2: dz of one d-block; over one chunk of m: dW2 = dz (x) h and w2^T dz."""
     g = tl.program_id(0).to(tl.int64)
     pid = tl.program_id(1)
+    split = tl.program_id(2)
     sum_a = tl.zeros([BLOCK_P], dtype=tl.float32)
     sum_b = tl.zeros([BLOCK_P], dtype=tl.float32)
     for p0 in range(0, num_parts, BLOCK_P):
@@ -199,17 +201,22 @@ def _grouped_up_grad_kernel(dy_ptr, h_ptr, w2_ptr, lnw_ptr, rstd_ptr, zhat_ptr,
     mask_d = offs_d < d
     dy = tl.load(dy_ptr + g * stride_dyn + offs_d * stride_dyd, mask=mask_d, other=0.0)
     w = tl.load(lnw_ptr + g * stride_lwn + offs_d * stride_lwd, mask=mask_d, other=0.0)
-    zhat = tl.load(zhat_ptr + g * d + offs_d, mask=mask_d, other=0.0)
-    dz = (dy.to(tl.float32) * w.to(tl.float32) - mean_a - zhat * mean_b) * tl.load(rstd_ptr + g)
+    z = tl.load(z_ptr + g * d + offs_d, mask=mask_d, other=0.0)
+    rstd = tl.load(rstd_ptr + g)
+    zhat = (z - tl.load(mean_ptr + g)) * rstd
+    dz = (dy.to(tl.float32) * w.to(tl.float32) - mean_a - zhat * mean_b) * rstd
     dz = tl.where(mask_d, dz, 0.0)
-    tl.store(db2_ptr + g * stride_db2n + offs_d * stride_db2d,
-             dz.to(db2_ptr.dtype.element_ty), mask=mask_d)
+    if split == 0:
+        tl.store(db2_ptr + g * stride_db2n + offs_d * stride_db2d,
+                 dz.to(db2_ptr.dtype.element_ty), mask=mask_d)
     w_rows = w2_ptr + g * stride_w2n + offs_d[:, None] * stride_w2d
     dw_rows = dw2_ptr + g * stride_dw2n + offs_d[:, None] * stride_dw2d
     dh_row = dh_part_ptr + (g * tl.num_programs(1) + pid) * m
-    for m0 in range(0, m, BLOCK_M):
+    lo = split * chunk_m
+    hi = tl.minimum(m, lo + chunk_m)
+    for m0 in tl.range(lo, hi, BLOCK_M, num_stages=LOOP_STAGES):
         offs_m = m0 + tl.arange(0, BLOCK_M)
-        mask_m = offs_m < m
+        mask_m = offs_m < hi
         mask = mask_d[:, None] & mask_m[None, :]
         hv = tl.load(h_ptr + g * stride_hn + offs_m, mask=mask_m, other=0.0).to(tl.float32)
         tl.store(dw_rows + offs_m[None, :] * stride_dw2m,
@@ -220,15 +227,16 @@ def _grouped_up_grad_kernel(dy_ptr, h_ptr, w2_ptr, lnw_ptr, rstd_ptr, zhat_ptr,
 
 @triton.jit
 def _grouped_down_grad_kernel(x_ptr, w1_ptr, h_ptr, dh_part_ptr, db1_ptr, dw1_ptr, dx_part_ptr,
-                              d, m, num_dh_parts,
+                              d, m, num_dh_parts, chunk_d,
                               stride_xn, stride_xd, stride_w1n, stride_w1m, stride_w1d,
                               stride_hn, stride_db1n, stride_db1m,
                               stride_dw1n, stride_dw1m, stride_dw1d,
                               BLOCK_P: tl.constexpr, BLOCK_M: tl.constexpr,
-                              BLOCK_D: tl.constexpr):
-    """Backward 3: da of one m-block; writes db1, dW1 = da (x) x, and w1^T da over the block."""
+                              BLOCK_D: tl.constexpr, LOOP_STAGES: tl.constexpr):
+    """Backward 3: da of one m-block; over one chunk of d: dW1 = da (x) x and w1^T da."""
     g = tl.program_id(0).to(tl.int64)
     pid = tl.program_id(1)
+    split = tl.program_id(2)
     offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     mask_m = offs_m < m
     dh = tl.zeros([BLOCK_P, BLOCK_M], dtype=tl.float32)
@@ -238,14 +246,17 @@ def _grouped_down_grad_kernel(x_ptr, w1_ptr, h_ptr, dh_part_ptr, db1_ptr, dw1_pt
         dh += tl.load(ptrs, mask=(offs_p[:, None] < num_dh_parts) & mask_m[None, :], other=0.0)
     hv = tl.load(h_ptr + g * stride_hn + offs_m, mask=mask_m, other=0.0).to(tl.float32)
     da = tl.where(hv > 0.0, tl.sum(dh, axis=0), 0.0)
-    tl.store(db1_ptr + g * stride_db1n + offs_m * stride_db1m,
-             da.to(db1_ptr.dtype.element_ty), mask=mask_m)
+    if split == 0:
+        tl.store(db1_ptr + g * stride_db1n + offs_m * stride_db1m,
+                 da.to(db1_ptr.dtype.element_ty), mask=mask_m)
     w_rows = w1_ptr + g * stride_w1n + offs_m[:, None] * stride_w1m
     dw_rows = dw1_ptr + g * stride_dw1n + offs_m[:, None] * stride_dw1m
     dx_row = dx_part_ptr + (g * tl.num_programs(1) + pid) * d
-    for d0 in range(0, d, BLOCK_D):
+    lo = split * chunk_d
+    hi = tl.minimum(d, lo + chunk_d)
+    for d0 in tl.range(lo, hi, BLOCK_D, num_stages=LOOP_STAGES):
         offs_d = d0 + tl.arange(0, BLOCK_D)
-        mask_d = offs_d < d
+        mask_d = offs_d < hi
         mask = mask_m[:, None] & mask_d[None, :]
         xv = tl.load(x_ptr + g * stride_xn + offs_d * stride_xd, mask=mask_d, other=0.0)
         tl.store(dw_rows + offs_d[None, :] * stride_dw1d,
@@ -274,6 +285,80 @@ def _grouped_input_grad_kernel(dy_ptr, dx_part_ptr, dx_ptr, d, num_parts,
              dx.to(dx_ptr.dtype.element_ty), mask=mask_d)
 
 
+def _splits(programs: int, tiles: int) -> tuple[int, int]:
+    """(splits, tiles per split) of a loop over ``tiles`` tiles, so that a launch of
+    ``programs`` programs per split reaches TARGET_PROGRAMS (never more splits than tiles)."""
+    want = max(1, min(tiles, triton.cdiv(TARGET_PROGRAMS, programs)))
+    per = triton.cdiv(tiles, want)
+    return triton.cdiv(tiles, per), per
+
+
+def plan(n: int, d: int, m: int) -> dict[str, dict]:
+    """Grid and runtime tiling of every launch at shape (n, d, m): the one source the launchers
+    and :func:`launch_plan` read. ``parts`` counts the partial rows a launch writes per group."""
+    c = CONFIGS
+    out_parts = triton.cdiv(d, c["output"]["BLOCK_D"])
+    stat_parts = triton.cdiv(d, c["norm_grad"]["BLOCK_D"])
+    dh_parts = triton.cdiv(d, c["up_grad"]["BLOCK_D"])
+    dx_parts = triton.cdiv(m, c["down_grad"]["BLOCK_M"])
+    up_splits, up_tiles = _splits(n * dh_parts, triton.cdiv(m, c["up_grad"]["BLOCK_M"]))
+    down_splits, down_tiles = _splits(n * dx_parts, triton.cdiv(d, c["down_grad"]["BLOCK_D"]))
+    return {
+        "hidden": {"grid": (n, triton.cdiv(m, c["hidden"]["BLOCK_M"]))},
+        "output": {"grid": (n, out_parts), "parts": out_parts},
+        "norm": {"grid": (n, triton.cdiv(d, c["norm"]["BLOCK_D"]))},
+        "norm_grad": {"grid": (n, stat_parts), "parts": stat_parts},
+        "up_grad": {"grid": (n, dh_parts, up_splits), "parts": dh_parts,
+                    "chunk": up_tiles * c["up_grad"]["BLOCK_M"]},
+        "down_grad": {"grid": (n, dx_parts, down_splits), "parts": dx_parts,
+                      "chunk": down_tiles * c["down_grad"]["BLOCK_D"]},
+        "input_grad": {"grid": (n, triton.cdiv(d, c["input_grad"]["BLOCK_D"]))},
+    }
+
+
+FORWARD_LAUNCHES = ("hidden", "output", "norm")
+BACKWARD_LAUNCHES = ("norm_grad", "up_grad", "down_grad", "input_grad")
+
+
+def launch_plan(n: int, d: int, m: int, itemsize: int) -> dict[str, list[tuple]]:
+    """``{"forward": [(name, programs, bytes_moved, flops), ...], "backward": [...]}`` of the
+    launches at shape (n, d, m) with ``itemsize``-byte inputs (fp32 scratch and statistics),
+    from :func:`plan`. Bytes count every load and store of valid elements, re-reads of small
+    operands by several programs included; FLOPs count multiply-adds as 2."""
+    p = plan(n, d, m)
+    s, f = itemsize, 4
+    nd, nm, ndm = n * d, n * m, n * d * m
+    programs = {name: _prod(entry["grid"]) for name, entry in p.items()}
+    out_parts, stat_parts = p["output"]["parts"], p["norm_grad"]["parts"]
+    dh_parts, dx_parts = p["up_grad"]["parts"], p["down_grad"]["parts"]
+    up_splits, down_splits = p["up_grad"]["grid"][2], p["down_grad"]["grid"][2]
+    moved = {
+        "hidden": ndm * s + programs["hidden"] * d * s + 2 * nm * s,
+        "output": ndm * s + programs["output"] * m * s + nd * s + nd * f + 2 * n * out_parts * f,
+        "norm": programs["norm"] * 2 * out_parts * f + nd * f + 4 * nd * s + 2 * n * f,
+        "norm_grad": nd * f + 4 * nd * s + 2 * n * f + 2 * n * stat_parts * f,
+        "up_grad": (2 * ndm * s + n * dh_parts * m * s + programs["up_grad"] * 2 * stat_parts * f
+                    + n * up_splits * d * (2 * s + f) + nd * s + n * dh_parts * m * f),
+        "down_grad": (2 * ndm * s + n * down_splits * dh_parts * m * f + n * down_splits * m * s
+                      + n * dx_parts * d * s + nm * s + n * dx_parts * d * f),
+        "input_grad": n * dx_parts * d * f + 2 * nd * s,
+    }
+    flops = {
+        "hidden": 2 * ndm, "output": 2 * ndm, "norm": 8 * nd, "norm_grad": 6 * nd,
+        "up_grad": 3 * ndm, "down_grad": 3 * ndm, "input_grad": n * dx_parts * d,
+    }
+    row = lambda name: (name, programs[name], moved[name], flops[name])  # noqa: E731
+    return {"forward": [row(k) for k in FORWARD_LAUNCHES],
+            "backward": [row(k) for k in BACKWARD_LAUNCHES]}
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
 def _launch(kernel, name: str, grid, *args, **constexprs):
     config = CONFIGS[name]
     blocks = {k: v for k, v in config.items() if k != "num_warps"}
@@ -282,13 +367,13 @@ def _launch(kernel, name: str, grid, *args, **constexprs):
 
 
 def grouped_residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
-    """(y, h, z, mean, rstd) of the grouped op in 3 launches, z empty (the backward recomputes
-    it); see the module docstring."""
+    """(y, h, z, mean, rstd) of the grouped op in 3 launches, z the fp32 (n, d) pre-norm rows
+    kept for the backward; see the module docstring."""
     n, d = x.shape
     m = w1.shape[1]
+    p = plan(n, d, m)
     f32 = {"device": x.device, "dtype": torch.float32}
-    out_d = CONFIGS["output"]["BLOCK_D"]
-    num_parts = triton.cdiv(d, out_d)
+    num_parts = p["output"]["parts"]
     h = torch.empty((n, m), device=x.device, dtype=x.dtype)
     z = torch.empty((n, d), **f32)
     part_sum = torch.empty((n, num_parts), **f32)
@@ -297,27 +382,30 @@ def grouped_residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
     mean = torch.empty((n,), **f32)
     rstd = torch.empty((n,), **f32)
 
-    _launch(_grouped_hidden_kernel, "hidden", (n, triton.cdiv(m, CONFIGS["hidden"]["BLOCK_M"])),
+    _launch(_grouped_hidden_kernel, "hidden", p["hidden"]["grid"],
             x, w1, b1, h, d, m, *x.stride(), *w1.stride(), *b1.stride(), h.stride(0))
-    _launch(_grouped_output_kernel, "output", (n, num_parts),
+    _launch(_grouped_output_kernel, "output", p["output"]["grid"],
             h, w2, b2, z, part_sum, part_m2, d, m, num_parts,
             h.stride(0), *w2.stride(), *b2.stride())
-    _launch(_grouped_norm_kernel, "norm", (n, triton.cdiv(d, CONFIGS["norm"]["BLOCK_D"])),
+    _launch(_grouped_norm_kernel, "norm", p["norm"]["grid"],
             x, z, part_sum, part_m2, ln_weight, ln_bias, y, mean, rstd, d, num_parts, eps,
-            *x.stride(), *ln_weight.stride(), *ln_bias.stride(), *y.stride(), PART_D=out_d)
-    return y, h, x.new_empty((0,)), mean, rstd
+            *x.stride(), *ln_weight.stride(), *ln_bias.stride(), *y.stride(),
+            PART_D=CONFIGS["output"]["BLOCK_D"])
+    return y, h, z, mean, rstd
 
 
 def grouped_residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd):
     """(dx, dw1, db1, dw2, db2, dln_weight, dln_bias) in 4 launches; see the module docstring.
-    ``z`` is the forward's empty one: launch 1 recomputes z."""
+    ``z`` is the forward's fp32 (n, d) z: no launch re-reads w2 to recompute it."""
     n, d = x.shape
     m = w1.shape[1]
+    if z.shape != (n, d) or z.dtype != torch.float32 or not z.is_contiguous():
+        raise ValueError(f"z: expected the forward's contiguous float32 ({n}, {d}) z, got "
+                         f"{z.dtype} {tuple(z.shape)}")
+    p = plan(n, d, m)
     f32 = {"device": x.device, "dtype": torch.float32}
-    stat_parts = triton.cdiv(d, CONFIGS["norm_grad"]["BLOCK_D"])
-    dh_parts = triton.cdiv(d, CONFIGS["up_grad"]["BLOCK_D"])
-    dx_parts = triton.cdiv(m, CONFIGS["down_grad"]["BLOCK_M"])
-    zhat = torch.empty((n, d), **f32)
+    stat_parts, dh_parts = p["norm_grad"]["parts"], p["up_grad"]["parts"]
+    dx_parts = p["down_grad"]["parts"]
     part_a = torch.empty((n, stat_parts), **f32)
     part_b = torch.empty((n, stat_parts), **f32)
     dh_part = torch.empty((n, dh_parts, m), **f32)
@@ -330,26 +418,25 @@ def grouped_residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd
     dln_weight = torch.empty_like(ln_weight)
     dln_bias = torch.empty_like(ln_weight)
 
-    _launch(_grouped_norm_grad_kernel, "norm_grad", (n, stat_parts),
-            dy, h, w2, b2, ln_weight, mean, rstd, zhat, dln_weight, dln_bias, part_a, part_b,
-            d, m, stat_parts, *dy.stride(), h.stride(0), *w2.stride(), *b2.stride(),
-            *ln_weight.stride(), *dln_weight.stride(), *dln_bias.stride())
-    _launch(_grouped_up_grad_kernel, "up_grad", (n, dh_parts),
-            dy, h, w2, ln_weight, rstd, zhat, part_a, part_b, db2, dw2, dh_part,
-            d, m, stat_parts, *dy.stride(), h.stride(0), *w2.stride(), *ln_weight.stride(),
-            *db2.stride(), *dw2.stride())
-    _launch(_grouped_down_grad_kernel, "down_grad", (n, dx_parts),
-            x, w1, h, dh_part, db1, dw1, dx_part, d, m, dh_parts,
-            *x.stride(), *w1.stride(), h.stride(0), *db1.stride(), *dw1.stride())
-    _launch(_grouped_input_grad_kernel, "input_grad",
-            (n, triton.cdiv(d, CONFIGS["input_grad"]["BLOCK_D"])),
+    _launch(_grouped_norm_grad_kernel, "norm_grad", p["norm_grad"]["grid"],
+            dy, z, ln_weight, mean, rstd, dln_weight, dln_bias, part_a, part_b, d, stat_parts,
+            *dy.stride(), *ln_weight.stride(), *dln_weight.stride(), *dln_bias.stride())
+    _launch(_grouped_up_grad_kernel, "up_grad", p["up_grad"]["grid"],
+            dy, h, w2, z, ln_weight, mean, rstd, part_a, part_b, db2, dw2, dh_part,
+            d, m, stat_parts, p["up_grad"]["chunk"], *dy.stride(), h.stride(0), *w2.stride(),
+            *ln_weight.stride(), *db2.stride(), *dw2.stride(), LOOP_STAGES=LOOP_STAGES)
+    _launch(_grouped_down_grad_kernel, "down_grad", p["down_grad"]["grid"],
+            x, w1, h, dh_part, db1, dw1, dx_part, d, m, dh_parts, p["down_grad"]["chunk"],
+            *x.stride(), *w1.stride(), h.stride(0), *db1.stride(), *dw1.stride(),
+            LOOP_STAGES=LOOP_STAGES)
+    _launch(_grouped_input_grad_kernel, "input_grad", p["input_grad"]["grid"],
             dy, dx_part, dx, d, dx_parts, *dy.stride(), *dx.stride())
     return dx, dw1, db1, dw2, db2, dln_weight, dln_bias
 
 
 # fp32 scratch / statistics pointers of each kernel; every other pointer has the dtype of x.
 _FP32_POINTERS = {
-    "z_ptr", "part_sum_ptr", "part_m2_ptr", "mean_ptr", "rstd_ptr", "zhat_ptr",
+    "z_ptr", "part_sum_ptr", "part_m2_ptr", "mean_ptr", "rstd_ptr",
     "part_a_ptr", "part_b_ptr", "dh_part_ptr", "dx_part_ptr",
 }
 # Last-dimension strides: 1 for contiguous tensors, which Triton's launcher specializes.
@@ -378,6 +465,8 @@ def aot_specs(dtype: torch.dtype) -> list[KernelSpec]:
         constexprs = {k: v for k, v in config.items() if k != "num_warps"}
         if name == "norm":
             constexprs["PART_D"] = CONFIGS["output"]["BLOCK_D"]
+        if "LOOP_STAGES" in kernel.arg_names:
+            constexprs["LOOP_STAGES"] = LOOP_STAGES
         constexprs.update({arg: 1 for arg in kernel.arg_names if arg in _UNIT_STRIDES})
         pointers = {
             arg: "*fp32" if arg in _FP32_POINTERS else f"*{io_type}"
