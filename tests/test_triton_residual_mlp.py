@@ -215,7 +215,7 @@ def test_split_k_matches_reference(M, d, m, dtype, target, monkeypatch, poisoned
         assert torch.isfinite(grad).all(), f"d{name} has unwritten (NaN) elements"
         assert _rel(grad, ref) < grad_tol, f"d{name}"
     for counters in trm._COUNTERS.values():  # every launch left its arrival counters at 0
-        assert not counters.any()
+        assert counters.device.type == "meta" or not counters.any()  # meta: launch plans
 
 
 @pytest.mark.parametrize("M", [5, 300])

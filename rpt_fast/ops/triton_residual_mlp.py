@@ -130,6 +130,7 @@ MAX_D = ROW_KERNEL_CONFIGS[-1].block_n
 MAX_PARTIALS = 256
 
 _COUNTERS: dict = {}
+_OUTGROWN_COUNTERS: list = []
 
 
 def row_kernel_config(d: int) -> RowKernelConfig:
@@ -187,6 +188,8 @@ def _counters(device: torch.device, n: int) -> torch.Tensor:
     key = (str(device), stream)
     buf = _COUNTERS.get(key)
     if buf is None or buf.numel() < n:
+        if buf is not None:  # a captured CUDA graph may still point at it: never free it
+            _OUTGROWN_COUNTERS.append(buf)
         buf = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
         _COUNTERS[key] = buf
     return buf

@@ -9,7 +9,7 @@ import os
 import sys
 
 from rpt_fast.train.cli import config_from_args
-from rpt_fast.train.distributed import choose_accelerator, init_distributed
+from rpt_fast.train.distributed import barrier, choose_accelerator, init_distributed
 
 choose_accelerator()
 
@@ -43,6 +43,9 @@ def main() -> None:
     calls = {b: count_kernel_calls(b) for b in ("native", "triton")}
     info = init_distributed(cfg.deepspeed)
     run = trainer.Run(cfg, info)
+    if info.is_main:  # rpt-train makes the run folder once training starts; so does this script
+        os.makedirs(run.out, exist_ok=True)
+    barrier(info)
     backbone = run.model.backbone
     frozen = [p for p in backbone.parameters() if not p.requires_grad]
     total = sum(p.ds_numel for p in frozen)
