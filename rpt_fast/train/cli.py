@@ -9,6 +9,7 @@ import os
 import sys
 
 from ..presets import T5_PRESETS
+from . import launch_env
 from .config import DEFAULT_STEPS, OFFLOAD_DEVICES, PROMPT_INITS, ZERO_STAGES, TrainConfig
 
 
@@ -106,7 +107,7 @@ def print_plan(cfg: TrainConfig) -> None:
     """The memory planner's prediction for this run (per rank), before anything is allocated."""
     from ..memory import Setup, format_plan, plan
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launch_env.discover().world_size
     setup = Setup(
         model=cfg.model,
         batch_size=max(1, cfg.batch_size // world),
