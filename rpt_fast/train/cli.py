@@ -5,7 +5,6 @@ on two CPU cores. Every flag maps to a :class:`~rpt_fast.train.config.TrainConfi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ..presets import T5_PRESETS
