@@ -25,6 +25,7 @@ from .data import StepSampler, collate_train, encode_examples
 from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_object, init_distributed, shutdown
 from .ds_config import build_ds_config
 from .evaluate import evaluate
+from .rank_errors import propagate as propagate_failures
 from .zero3 import register_fused_parameters
 from .export import export_prompt, gathered, load_trainable, trainable_tensors
 
@@ -291,15 +292,16 @@ def train(cfg: TrainConfig) -> dict:
     """Runs the whole training described by ``cfg``; returns the summary (on every rank)."""
     cfg.validate()
     info = init_distributed(cfg.deepspeed)
-    resume_from = None
-    if cfg.resume:  # checked before the (possibly long) model build
-        resume_from = state.find_resumable(os.path.join(os.path.abspath(cfg.output_dir), CHECKPOINTS), info)
-        if resume_from is None and info.is_main:
-            print(f"--resume: no checkpoint in {cfg.output_dir} yet, starting from step 0", flush=True)
-    run = Run(cfg, info)
-    if info.is_main:
-        with open(os.path.join(run.out, "config.json"), "w", encoding="utf-8") as handle:
-            json.dump({"train": cfg.to_dict(), "deepspeed": run.ds_config}, handle, indent=1)
-    summary = _run_loop(run, resume_from)
+    with propagate_failures(info):  # one rank's exception stops every rank within seconds
+        resume_from = None
+        if cfg.resume:  # checked before the (possibly long) model build
+            resume_from = state.find_resumable(os.path.join(os.path.abspath(cfg.output_dir), CHECKPOINTS), info)
+            if resume_from is None and info.is_main:
+                print(f"--resume: no checkpoint in {cfg.output_dir} yet, starting from step 0", flush=True)
+        run = Run(cfg, info)
+        if info.is_main:
+            with open(os.path.join(run.out, "config.json"), "w", encoding="utf-8") as handle:
+                json.dump({"train": cfg.to_dict(), "deepspeed": run.ds_config}, handle, indent=1)
+        summary = _run_loop(run, resume_from)
     shutdown(info, cfg.deepspeed)
     return summary
