@@ -31,7 +31,10 @@ Backbone weights on the GPU
 
 Trainable part (exact sizes; AdamW): fp32 master + 2 fp32 states (12 bytes/param) partitioned
 by world size at ZeRO >= 1 (on the host with --offload-optimizer cpu), the working copy (e) and
-its gradient (e, + 4 fp32 accumulation under bf16) partitioned at ZeRO >= 2/3.
+its gradient (e, + 4 fp32 accumulation under bf16) partitioned at ZeRO >= 2/3. At ZeRO >= 1 the
+gradient reduce bucket: ZeRO-3 allocates reduce_bucket_size elements whole (fp32 communication),
+stages 1-2 at most the trainable count. NVMe offload pins buffer_count (5) x nvme_buffer_size
+elements of swap buffers on the host.
 
 Activations (ESTIMATE of the saved-for-backward tensors of Hugging Face T5 with frozen weights,
 whose linear inputs are not saved; checked on CPU against saved-tensor hooks). The gradient flows
@@ -123,6 +126,10 @@ class Setup:
     param_persistence_threshold: int = 100_000
     max_reuse_distance: int = 1_000_000_000
     gradient_accumulation: int = 1
+    # Elements of the trainable gradients' reduce bucket (None: the trainable count, as
+    # rpt-train sets it; DeepSpeed's own default is 5e8) and of each NVMe swap buffer.
+    reduce_bucket_size: int | None = None
+    nvme_buffer_size: int = NVME_BUFFER_SIZE
 
 
 def _positive_int(name: str, value) -> int:
@@ -137,8 +144,10 @@ def check_setup(s: Setup) -> None:
                  "world_size", "gradient_accumulation"):
         _positive_int(name, getattr(s, name))
     for name in ("max_live_parameters", "prefetch_bucket_size", "param_persistence_threshold",
-                 "max_reuse_distance"):
+                 "max_reuse_distance", "reduce_bucket_size", "nvme_buffer_size"):
         value = getattr(s, name)
+        if value is None and name == "reduce_bucket_size":
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
     if s.zero_stage not in (0, 1, 2, 3):
@@ -310,7 +319,7 @@ def plan(s: Setup, arch: Arch | None = None) -> dict:
         elif s.offload_param == "cpu":
             host["backbone partition (pinned)"] = shard
         else:
-            host["nvme swap buffers (pinned)"] = NVME_BUFFER_COUNT * NVME_BUFFER_SIZE * e
+            host["nvme swap buffers (pinned)"] = NVME_BUFFER_COUNT * s.nvme_buffer_size * e
         gpu["backbone persistent"] = persistent * e
         gpu["backbone gathered (live)"] = gathered * e
     optim = 12 * n_train / (world if s.zero_stage >= 1 else 1)
@@ -321,6 +330,9 @@ def plan(s: Setup, arch: Arch | None = None) -> dict:
     gpu["trainable params"] = n_train * e / (world if s.zero_stage == 3 else 1)
     grad_bytes = e + (4 if s.bf16 else 0)
     gpu["trainable grads"] = n_train * grad_bytes / (world if s.zero_stage >= 2 else 1)
+    if s.zero_stage >= 1:  # the gradient bucket, allocated whole; gradients travel in fp32
+        bucket = n_train if s.reduce_bucket_size is None else s.reduce_bucket_size
+        gpu["gradient reduce bucket (fp32)"] = 4 * (bucket if s.zero_stage == 3 else min(bucket, n_train))
     gpu.update(activation_terms(a, s))
     allocated = sum(gpu.values())
     device_total = allocated * (1 + FRAGMENTATION) + CUDA_CONTEXT_BYTES

@@ -132,17 +132,19 @@ class ResidualPromptModel(nn.Module):
             param.requires_grad_(False)
         self.backbone = backbone
         weight = embedding.weight
+        # Built on the CPU, so its init draws from the CPU RNG whatever device the backbone is
+        # on (under ZeRO-3 the embedding is on cuda:N): the same numbers in every mode.
         self.prompt_encoder = ResidualPromptEncoder(
             num_tokens,
             embedding.embedding_dim,
             bottleneck,
             separate=separate,
             dropout=dropout,
-            init=None if init_tensor is None else init_tensor.to(weight.device),
+            init=None if init_tensor is None else init_tensor.cpu(),
             backend=backend,
-            device=weight.device,
+            device="cpu",
             dtype=torch.promote_types(weight.dtype, torch.float32),
-        )
+        ).to(weight.device)
 
     @property
     def num_tokens(self) -> int:

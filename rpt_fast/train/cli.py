@@ -5,11 +5,20 @@ on two CPU cores. Every flag maps to a :class:`~rpt_fast.train.config.TrainConfi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..presets import T5_PRESETS
 from . import launch_env
-from .config import DEFAULT_STEPS, OFFLOAD_DEVICES, PROMPT_INITS, ZERO_STAGES, TrainConfig
+from .config import DEFAULT_STEPS, EVAL_MODES, OFFLOAD_DEVICES, PROMPT_INITS, ZERO_STAGES, TrainConfig
+
+
+def _zero_stage(text: str):
+    if text == "auto":
+        return text
+    if text not in tuple(str(stage) for stage in ZERO_STAGES):
+        raise argparse.ArgumentTypeError(f"expected auto or one of {ZERO_STAGES}, got {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,14 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("scale")
     g.add_argument("--no-deepspeed", dest="deepspeed", action="store_false",
                       help="plain PyTorch, one process (the reference the DeepSpeed path is tested against)")
-    g.add_argument("--zero-stage", type=int, choices=ZERO_STAGES, default=d.zero_stage)
-    g.add_argument("--offload-param", choices=OFFLOAD_DEVICES, default=d.offload_param,
-                   help="ZeRO-3 parameter offload")
+    g.add_argument("--zero-stage", type=_zero_stage, default=d.zero_stage,
+                   help=f"auto (from the memory planner and the device's memory) or one of {ZERO_STAGES}")
+    g.add_argument("--offload-param", choices=("auto", *OFFLOAD_DEVICES), default=d.offload_param,
+                   help="ZeRO-3 parameter offload (auto: chosen with --zero-stage auto)")
     g.add_argument("--nvme-path", default=None, help="folder for --offload-param nvme")
     g.add_argument("--bf16", action="store_true")
     g.add_argument("--gradient-checkpointing", action="store_true")
     g.add_argument("--max-live-parameters", type=int, default=d.max_live_parameters,
-                   help="ZeRO-3: most gathered parameters kept live (prefetch and reuse take half)")
+                   help="ZeRO-3: most gathered parameters kept live (default: from the model's sizes)")
+    g.add_argument("--gpu-memory", default=None,
+                   help="device memory per rank for the auto choice, e.g. 80GB (default: the GPU's, or RAM on CPU)")
+    g.add_argument("--eval-mode", choices=EVAL_MODES, default=d.eval_mode,
+                   help="generate: greedy decoding; likelihood: pick the likeliest label string (classification)")
     g.add_argument("--plan", action="store_true",
                    help="print this run's predicted GPU and host memory (rpt-memory) and exit")
     g.add_argument("--deepspeed-config", default=None,
@@ -95,37 +109,20 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     return _parse(argv)[0]
 
 
-def _backbone_dropout(cfg: TrainConfig, default: float) -> float:
-    """The dropout the run's backbone will use: the flag, else the preset's, else T5's default."""
-    if cfg.backbone_dropout is not None:
-        return cfg.backbone_dropout
-    return T5_PRESETS.get(cfg.model, {}).get("dropout_rate", default)
-
-
 def print_plan(cfg: TrainConfig) -> None:
-    """The memory planner's prediction for this run (per rank), before anything is allocated."""
-    from ..memory import Setup, format_plan, plan
+    """The memory planner's prediction for this run (per rank), before anything is allocated;
+    "auto" settings are chosen as the run would choose them (see :mod:`autoplan`)."""
+    import torch
 
-    world = launch_env.discover().world_size
-    setup = Setup(
-        model=cfg.model,
-        batch_size=max(1, cfg.batch_size // world),
-        source_length=cfg.max_input_length,
-        target_length=cfg.max_target_length,
-        num_tokens=cfg.num_tokens,
-        bottleneck=cfg.bottleneck,
-        separate=cfg.separate,
-        bf16=cfg.bf16,
-        zero_stage=cfg.zero_stage if cfg.deepspeed else 0,
-        offload_param=cfg.offload_param,
-        grad_checkpointing=cfg.gradient_checkpointing,
-        world_size=world,
-        dropout=_backbone_dropout(cfg, Setup.dropout),
-        max_live_parameters=cfg.max_live_parameters,
-        prefetch_bucket_size=cfg.max_live_parameters // 2,
-        max_reuse_distance=cfg.max_live_parameters // 2,
-    )
-    print(format_plan(plan(setup)))
+    from ..memory import format_plan, plan
+    from . import autoplan
+
+    launch = launch_env.discover()
+    device = torch.device("cuda", launch.local_rank) if torch.cuda.is_available() else None
+    cfg, reason = autoplan.resolve(cfg, launch.world_size, device, int(os.environ.get("LOCAL_WORLD_SIZE", launch.world_size)))
+    if reason:
+        print(reason)
+    print(format_plan(plan(autoplan.planner_setup(cfg, launch.world_size))))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 OFFLOAD_DEVICES = ("none", "cpu", "nvme")
 ZERO_STAGES = (0, 1, 2, 3)
+EVAL_MODES = ("generate", "likelihood")
 PROMPT_INITS = ("vocab", "random")
 DEFAULT_STEPS = 300  # without --epochs/--max-steps: the demo's few hundred steps
 
@@ -45,15 +46,20 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     # Scale.
     deepspeed: bool = True
-    zero_stage: int = 3
-    offload_param: str = "none"
+    # "auto": chosen from the memory planner and the device's memory (see autoplan.py).
+    zero_stage: int | str = "auto"
+    offload_param: str = "auto"
     nvme_path: str | None = None
     bf16: bool = False
     gradient_checkpointing: bool = False
-    # ZeRO-3 keeps at most this many gathered parameters live (prefetch and reuse take half):
-    # DeepSpeed's default (1e9) would keep most of a T5-XL on the GPU.
-    max_live_parameters: int = 100_000_000
+    # ZeRO-3 keeps at most this many gathered parameters live (prefetch and reuse take half);
+    # None: twice the largest parameter, at least 1e8, prefetching a block (autoplan.py).
+    max_live_parameters: int | None = None
+    gpu_memory: str | None = None  # device memory for the auto choice, e.g. "80GB"
     deepspeed_config: str | None = None
+    # Evaluation: "generate" (greedy decoding) or "likelihood" (the label string with the
+    # highest likelihood; classification tasks with a fixed label set).
+    eval_mode: str = "generate"
     # Output, checkpoints.
     output_dir: str | None = None
     save_interval: int = 0
@@ -62,7 +68,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raises ValueError naming the first bad setting; returns self."""
-        positive = ("num_tokens", "bottleneck", "batch_size", "max_input_length", "max_live_parameters",
+        positive = ("num_tokens", "bottleneck", "batch_size", "max_input_length",
                     "max_target_length", "log_interval")
         for name in positive:
             _check_int(name, getattr(self, name), minimum=1)
@@ -83,22 +89,34 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected a probability in [0, 1), got {value}")
         if self.prompt_init not in PROMPT_INITS:
             raise ValueError(f"prompt_init: expected one of {PROMPT_INITS}, got {self.prompt_init!r}")
-        if self.zero_stage not in ZERO_STAGES:
-            raise ValueError(f"zero_stage: expected one of {ZERO_STAGES}, got {self.zero_stage!r}")
-        if self.offload_param not in OFFLOAD_DEVICES:
-            raise ValueError(f"offload_param: expected one of {OFFLOAD_DEVICES}, got {self.offload_param!r}")
-        if self.offload_param != "none" and (not self.deepspeed or self.zero_stage != 3):
+        self._validate_scale()
+        if self.deepspeed_config is not None and not os.path.isfile(self.deepspeed_config):
+            raise ValueError(f"deepspeed_config: no such file: {self.deepspeed_config!r}")
+        if self.resume and not self.output_dir:
+            raise ValueError("resume: needs output_dir, the run folder whose checkpoints to continue")
+        return self
+
+    def _validate_scale(self) -> None:
+        if self.zero_stage != "auto" and self.zero_stage not in ZERO_STAGES:
+            raise ValueError(f"zero_stage: expected 'auto' or one of {ZERO_STAGES}, got {self.zero_stage!r}")
+        if self.offload_param != "auto" and self.offload_param not in OFFLOAD_DEVICES:
+            raise ValueError(f"offload_param: expected 'auto' or one of {OFFLOAD_DEVICES}, got {self.offload_param!r}")
+        if self.offload_param not in ("none", "auto") and (not self.deepspeed or self.zero_stage not in (3, "auto")):
             raise ValueError(
                 f"offload_param={self.offload_param!r} needs DeepSpeed ZeRO stage 3, got "
                 f"{'no DeepSpeed' if not self.deepspeed else f'zero_stage={self.zero_stage}'}"
             )
         if self.offload_param == "nvme" and not self.nvme_path:
             raise ValueError("offload_param='nvme' needs nvme_path (a directory on a fast local disk)")
-        if self.deepspeed_config is not None and not os.path.isfile(self.deepspeed_config):
-            raise ValueError(f"deepspeed_config: no such file: {self.deepspeed_config!r}")
-        if self.resume and not self.output_dir:
-            raise ValueError("resume: needs output_dir, the run folder whose checkpoints to continue")
-        return self
+        if self.max_live_parameters is not None:
+            _check_int("max_live_parameters", self.max_live_parameters, minimum=1)
+        if self.gpu_memory is not None:
+            from ..memory import parse_bytes
+
+            if parse_bytes(self.gpu_memory) <= 0:
+                raise ValueError(f"gpu_memory: expected a positive size like '80GB', got {self.gpu_memory!r}")
+        if self.eval_mode not in EVAL_MODES:
+            raise ValueError(f"eval_mode: expected one of {EVAL_MODES}, got {self.eval_mode!r}")
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """``max_steps`` and ``epochs`` both bound the run; with neither, the demo's length."""

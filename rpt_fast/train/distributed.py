@@ -93,6 +93,11 @@ def init_distributed(use_deepspeed: bool) -> DistInfo:
     )
 
 
+def local_world_size() -> int:
+    """Ranks on this node (the launchers' LOCAL_WORLD_SIZE, else all of them)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("WORLD_SIZE") or 1)
+
+
 def barrier(info: DistInfo) -> None:
     if info.world_size > 1:
         torch.distributed.barrier()

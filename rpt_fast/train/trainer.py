@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import state
+from . import autoplan, state
 from .backbone import build_backbone, load_tokenizer
 from .config import TrainConfig
 from .data import StepSampler, collate_train, encode_examples
-from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_object, init_distributed, shutdown
+from .distributed import DistInfo, all_reduce_mean, local_world_size, barrier, broadcast_object, init_distributed, shutdown
 from .ds_config import build_ds_config
 from .evaluate import evaluate
 from .rank_errors import propagate as propagate_failures
@@ -293,6 +293,9 @@ def train(cfg: TrainConfig) -> dict:
     cfg.validate()
     info = init_distributed(cfg.deepspeed)
     with propagate_failures(info):  # one rank's exception stops every rank within seconds
+        cfg, reason = autoplan.resolve(cfg, info.world_size, info.device, local_world_size())
+        if reason and info.is_main:
+            print(f"rpt-train: {reason}", flush=True)
         resume_from = None
         if cfg.resume:  # checked before the (possibly long) model build
             resume_from = state.find_resumable(os.path.join(os.path.abspath(cfg.output_dir), CHECKPOINTS), info)
