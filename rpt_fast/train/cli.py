@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
                    help="linear warmup, then linear decay to 0 at the last step")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch, split over ranks")
-    g.add_argument("--eval-batch-size", type=int, default=None, help="global (default: --batch-size)")
+    g.add_argument("--eval-batch-size", type=int, default=None, help="global (default: 4x --batch-size, at least 8 per rank)")
     g.add_argument("--epochs", type=int, default=None,
                    help=f"passes over the training set (with neither this nor --max-steps: {DEFAULT_STEPS} steps)")
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (the first bound wins)")

@@ -125,7 +125,7 @@ class TrainConfig:
 
     @property
     def total_eval_batch_size(self) -> int:
-        return self.eval_batch_size or self.batch_size
+        return self.eval_batch_size or 4 * self.batch_size
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

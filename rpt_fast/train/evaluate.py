@@ -1,19 +1,25 @@
-"""Evaluation by greedy generation: each rank decodes its shard of the eval set, rank 0 puts the
-predictions back in order and scores them with the task's metrics (every rank gets the scores)."""
+"""Evaluation by greedy generation (with the KV cache, whatever the training's ``use_cache``) or
+by label likelihood (:mod:`likelihood`): each rank predicts its shard of the eval set, rank 0
+puts the predictions back in order and scores them with the task's metrics (every rank gets the
+scores)."""
 
 from __future__ import annotations
 
 import torch
 
+from . import likelihood
 from .data import Encoded, collate_generate, eval_shard
 from .distributed import DistInfo, all_gather_objects, broadcast_object
 
 
 @torch.no_grad()
 def evaluate(model, task, encoded: list[Encoded], tokenizer, info: DistInfo, *, batch_size: int,
-             max_new_tokens: int, synced_gpus: bool, autocast_dtype: torch.dtype | None) -> dict[str, float]:
+             max_new_tokens: int, synced_gpus: bool, autocast_dtype: torch.dtype | None,
+             mode: str = "generate", max_input_length: int | None = None) -> dict[str, float]:
     """Scores ``model`` on ``task.eval``; ``batch_size`` is the global eval batch. ``synced_gpus``
-    keeps ZeRO-3 ranks generating in lockstep (their parameter gathers are collective)."""
+    keeps ZeRO-3 ranks generating in lockstep (their parameter gathers are collective).
+    ``mode="likelihood"`` picks the likeliest training label instead of generating."""
+    labels = likelihood.candidate_labels(task) if mode == "likelihood" else None
     was_training = model.training
     model.eval()
     indices = eval_shard(len(encoded), info.rank, info.world_size)
@@ -23,6 +29,12 @@ def evaluate(model, task, encoded: list[Encoded], tokenizer, info: DistInfo, *, 
     try:
         for start in range(0, len(indices), per_rank):
             chunk = indices[start : start + per_rank]
+            if labels is not None:
+                texts = likelihood.predict(model, [task.eval[i] for i in chunk], labels, tokenizer, info.device,
+                                           max_input_length=max_input_length, max_target_length=max_new_tokens,
+                                           autocast_dtype=autocast_dtype)
+                predictions.update(zip(chunk, texts))
+                continue
             batch = collate_generate([encoded[i] for i in chunk], pad_id, encoder_decoder=model.is_encoder_decoder)
             batch = {k: v.to(info.device) for k, v in batch.items()}
             with torch.autocast(info.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -32,6 +44,7 @@ def evaluate(model, task, encoded: list[Encoded], tokenizer, info: DistInfo, *, 
                     do_sample=False,
                     num_beams=1,
                     synced_gpus=synced_gpus,
+                    use_cache=True,  # the backbone's config may say False (gradient checkpointing)
                     pad_token_id=pad_id,
                     eos_token_id=tokenizer.eos_token_id,
                 )

@@ -169,10 +169,14 @@ class Run:
         self.optimizer.zero_grad(set_to_none=True)
 
     def evaluate(self) -> dict[str, float]:
+        cfg = self.cfg
+        # Default: 4x the training batch and at least 8 per rank (generation saves no activations).
+        batch = cfg.eval_batch_size or max(cfg.total_eval_batch_size, 8 * self.info.world_size)
         return evaluate(
             self.model, self.task, self.eval_data, self.tokenizer, self.info,
-            batch_size=self.cfg.total_eval_batch_size, max_new_tokens=self.cfg.max_target_length,
+            batch_size=batch, max_new_tokens=cfg.max_target_length,
             synced_gpus=self.zero3 and self.info.world_size > 1, autocast_dtype=self.autocast_dtype,
+            mode=cfg.eval_mode, max_input_length=cfg.max_input_length,
         )
 
     def save(self, step: int, best: dict | None) -> None:
