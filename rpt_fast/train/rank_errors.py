@@ -29,8 +29,11 @@ ACK_WAIT_S = 15.0
 EXIT_CODE = 1
 
 
-class RankFailure(RuntimeError):
-    """Another rank failed; the message is that rank's error."""
+def on_every_rank(exc: BaseException) -> BaseException:
+    """Marks an error that every rank raises by itself (after a collective decision, e.g. a
+    checkpoint verified by rank 0 and broadcast): nothing to propagate, each rank reports it."""
+    exc.raised_on_every_rank = True
+    return exc
 
 
 def _store():
@@ -101,7 +104,8 @@ def propagate(info: DistInfo):
         yield
     except BaseException as exc:
         watchdog.stopped.set()
-        if not (isinstance(exc, SystemExit) and exc.code in (0, None)):
+        clean_exit = isinstance(exc, SystemExit) and exc.code in (0, None)
+        if not clean_exit and not getattr(exc, "raised_on_every_rank", False):
             _publish(info, exc)
         raise
     finally:

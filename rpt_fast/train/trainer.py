@@ -26,6 +26,7 @@ from .distributed import DistInfo, all_reduce_mean, local_world_size, barrier, b
 from .ds_config import build_ds_config
 from .evaluate import evaluate
 from .rank_errors import propagate as propagate_failures
+from .shared_fs import require_shared
 from .zero3 import register_fused_parameters
 from .export import export_prompt, gathered, load_trainable, trainable_tensors
 
@@ -35,18 +36,23 @@ CHECKPOINTS = "checkpoints"
 
 
 def _output_dir(cfg: TrainConfig, info: DistInfo) -> str:
+    """``--output-dir`` as this rank names it (every rank gets the same flags), else a new
+    folder rank 0 names; every rank must see the same folder (:func:`require_shared`)."""
     path = cfg.output_dir
-    if path is None and info.is_main:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = os.path.join("rpt-runs", f"{stamp}-{cfg.task}")
-        path, n = base, 1
-        while os.path.exists(path):
-            n += 1
-            path = f"{base}-{n}"
-    path = os.path.abspath(broadcast_object(info, path))
+    if path is None:
+        if info.is_main:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            base = os.path.join("rpt-runs", f"{stamp}-{cfg.task}")
+            path, n = base, 1
+            while os.path.exists(path):
+                n += 1
+                path = f"{base}-{n}"
+        path = broadcast_object(info, path)
+    path = os.path.abspath(path)
     if info.is_main:
         os.makedirs(path, exist_ok=True)
     barrier(info)
+    require_shared(info, path)
     return path
 
 

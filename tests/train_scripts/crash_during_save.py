@@ -12,12 +12,12 @@ _seal = checkpoint.seal
 _calls = 0
 
 
-def _crashing_seal(root, tmp, step):
+def _crashing_seal(root, tmp, step, *args):
     global _calls
     _calls += 1
     if _calls == int(os.environ["CRASH_AT_SAVE"]):
         os.kill(os.getpid(), signal.SIGKILL)
-    return _seal(root, tmp, step)
+    return _seal(root, tmp, step, *args)
 
 
 checkpoint.seal = _crashing_seal

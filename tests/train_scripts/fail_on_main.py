@@ -7,7 +7,7 @@ import sys
 from rpt_fast.train import checkpoint, cli
 
 
-def _failing_seal(root, tmp, step):
+def _failing_seal(root, tmp, step, *args):
     raise OSError(28, "No space left on device (injected)")
 
 
