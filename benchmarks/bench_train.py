@@ -40,7 +40,7 @@ from rpt_fast.presets import T5_PRESETS  # noqa: E402
 
 SCHEMA = "rpt-fast-bench-train/1"
 WORKER = HERE / "_train_worker.py"
-MODE_RE = re.compile(r"(plain|zero[0-3])(-offload)?(-ckpt)?")
+MODE_RE = re.compile(r"(plain|zero[0-3]|auto)(-offload)?(-ckpt)?|peft|loop")
 # The issue's settings; anything else is listed as a deviation in the results.
 ISSUE = {"dtype": "bf16", "batch_size": 8, "seq_len": 512, "num_tokens": 100}
 DEFAULTS = {
@@ -75,6 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int,
                     help="torch CPU threads per worker, 0: torch's default (CPU default 1: with 2 threads "
                          "on a busy machine, OpenMP stalls made plain-mode steps up to 80x slower)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                    help="a DeepSpeed JSON merged into modes spelled MODE@NAME (e.g. zero3@mel with "
+                         "mel={\"zero_optimization\":{\"memory_efficient_linear\":true}}); repeatable")
     ap.add_argument("--quick", action="store_true", help="a small subset (CPU: t5-tiny; GPU: t5-xl)")
     ap.add_argument("--config-timeout", type=float, default=900, help="seconds per configuration")
     ap.add_argument("--out", help="results folder (default benchmarks/results/<device>)")
@@ -85,6 +88,16 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(args, key, value)
     args.models = _csv(args.models, lambda m: m in T5_PRESETS, "models")
     args.modes = _csv(args.modes, _valid_mode, "modes")
+    args.variants = {}
+    for item in args.variant:
+        name, _, text = item.partition("=")
+        try:
+            args.variants[name] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"--variant {item!r}: not NAME=JSON ({exc})") from None
+    unknown = sorted({m.split("@")[1] for m in args.modes if "@" in m} - set(args.variants))
+    if unknown:
+        raise SystemExit(f"--modes: no --variant for {unknown}")
     args.max_live_parameters = int(args.max_live_parameters)
     if args.persistence_threshold is not None:
         args.persistence_threshold = int(args.persistence_threshold)
@@ -99,8 +112,8 @@ def _device_type() -> str:
 
 
 def _valid_mode(mode: str) -> bool:
-    m = MODE_RE.fullmatch(mode)
-    return bool(m) and (m.group(2) is None or m.group(1) == "zero3")
+    m = MODE_RE.fullmatch(mode.split("@")[0])
+    return bool(m) and (m.group(2) is None or m.group(1) == "zero3") and not (m.group(1) == "auto" and m.group(2))
 
 
 def _csv(text: str, ok, what: str) -> list[str]:
@@ -114,7 +127,10 @@ def _csv(text: str, ok, what: str) -> list[str]:
 def planner_setup(spec: dict, attention: str, dropout: float) -> Setup:
     """The Setup ``rpt-train --plan`` (cli.print_plan) builds for this run, with the backbone's
     real attention and dropout (print_plan assumes sdpa and 0.1)."""
-    base, _, flags = spec["mode"].partition("-")
+    mode = spec.get("resolved_mode") or spec["mode"].split("@")[0]
+    if mode in ("peft", "loop", "auto"):  # one process, the backbone resident (auto: if it failed)
+        mode = "plain"
+    base, _, flags = mode.partition("-")
     live = spec["max_live_parameters"]
     extra = {} if spec["persistence_threshold"] is None else \
         {"param_persistence_threshold": spec["persistence_threshold"]}
@@ -149,6 +165,50 @@ def compare(row: dict) -> None:
         if row.get("rss_peak_bytes") and row.get("rss_before_build_bytes"):
             row["rss_growth_bytes"] = row["rss_peak_bytes"] - row["rss_before_build_bytes"]
             row["err_rss_growth"] = _err(row["pred_rss_growth_bytes"], row["rss_growth_bytes"])
+
+
+def comparison(rows: list[dict]) -> list[dict]:
+    """Per model, every row against PEFT prompt tuning in a plain loop ("peft"): step-time
+    ratio, peak RSS / device peak, and the residual MLP's share of the step (its forward +
+    backward alone, timed in the "loop" row, over the row's step). Empty without a peft row."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        ok = {r["mode"]: r for r in rows if r["model"] == model and r["status"] == "ok"}
+        if "peft" not in ok:
+            continue
+        base, loop = ok["peft"]["step_ms_median"], ok.get("loop", {})
+        for mode, r in ok.items():
+            peak = r.get("device_peak_bytes") or r.get("rss_peak_bytes")
+            entry = {"model": model, "mode": mode, "resolved_mode": r.get("resolved_mode"),
+                     "step_ms_median": r["step_ms_median"], "vs_peft": r["step_ms_median"] / base,
+                     "peak_bytes": peak, "loss_last": r["loss_last"]}
+            if "plain" in ok:
+                entry["vs_no_deepspeed"] = r["step_ms_median"] / ok["plain"]["step_ms_median"]
+            if loop.get("mlp_ms"):
+                entry["mlp_share"] = loop["mlp_ms"] / r["step_ms_median"]
+                entry["mlp_eager_share"] = loop["mlp_eager_ms"] / r["step_ms_median"]
+            out.append(entry)
+        if loop.get("mlp_ms"):
+            out.append({"model": model, "mode": "(mlp alone)", "mlp_ms": loop["mlp_ms"],
+                        "mlp_eager_ms": loop["mlp_eager_ms"]})
+    return out
+
+
+def comparison_table(entries: list[dict]) -> str:
+    head = (f"{'model':9s} {'system':22s} {'step ms':>9s} {'vs PEFT':>8s} {'vs plain':>8s} "
+            f"{'peak MiB':>9s} {'MLP share':>9s}  loss")
+    lines = [head, "-" * len(head)]
+    for e in entries:
+        if "mlp_ms" in e:
+            lines.append(f"{e['model']:9s} residual MLP fwd+bwd alone: {e['mlp_ms']:.2f} ms (backend), "
+                         f"{e['mlp_eager_ms']:.2f} ms (eager)")
+            continue
+        name = e["mode"] + (f" ({e['resolved_mode']})" if e.get("resolved_mode") else "")
+        vs_plain = f"{e['vs_no_deepspeed']:8.3f}" if "vs_no_deepspeed" in e else f"{'-':>8s}"
+        share = f"{100 * e['mlp_share']:8.2f}%" if "mlp_share" in e and e["mode"] != "peft" else f"{'-':>9s}"
+        lines.append(f"{e['model']:9s} {name:22s} {e['step_ms_median']:9.1f} {e['vs_peft']:8.3f} {vs_plain} "
+                     f"{_mib(e['peak_bytes'])} {share}  {e['loss_last']:.4f}")
+    return "\n".join(lines)
 
 
 def _free_port() -> int:
@@ -313,6 +373,7 @@ def main(argv=None) -> int:
     settings = {k: getattr(args, k) for k in ("models", "modes", "batch_size", "seq_len", "target_len",
                                               "num_tokens", "dtype", "warmup", "steps", "backend",
                                               "max_live_parameters", "persistence_threshold", "threads")}
+    settings["variants"] = args.variants
     report = {"schema": SCHEMA, **env, "settings": settings, "deviations": deviations(args),
               "notes": NOTES, "loadavg_start": os.getloadavg(), "complete": False, "results": [], "goals": []}
     print(f"bench_train on {env['device']['name']} ({args.device}); writing {out}/train.json", flush=True)
@@ -321,6 +382,8 @@ def main(argv=None) -> int:
             spec = {"model": model, "mode": mode, **{k: settings[k] for k in (
                 "batch_size", "seq_len", "target_len", "num_tokens", "dtype", "warmup", "steps", "backend",
                 "max_live_parameters", "persistence_threshold", "threads")}}
+            if "@" in mode:
+                spec["ds_json"] = args.variants[mode.split("@")[1]]
             start = time.time()
             row = {**spec, "device": args.device, **run_config(spec, args.device, args.config_timeout)}
             row["wall_s"] = round(time.time() - start, 1)
@@ -331,9 +394,12 @@ def main(argv=None) -> int:
             print(f"[{len(report['results'])}/{len(args.models) * len(args.modes)}] {line(row)}  "
                   f"({row['wall_s']:.0f}s)", flush=True)
     report["goals"] = goals(report["results"], args)
+    report["comparison"] = comparison(report["results"])
     report["complete"] = True
     write(report, out)
     print(table(report))
+    if report["comparison"]:
+        print(comparison_table(report["comparison"]))
     print(f"wrote {out / 'train.json'} and {out / 'train.csv'}")
     return 0 if all(r["status"] == "ok" for r in report["results"]) else 1
 

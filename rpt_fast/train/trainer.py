@@ -107,6 +107,10 @@ class Run:
         from ..prompt import ResidualPromptModel
         from .tasks import get_task
 
+        # "auto" ZeRO settings chosen from the memory planner and this device's memory
+        cfg, reason = autoplan.resolve(cfg, info.world_size, info.device, local_world_size())
+        if reason and info.is_main:
+            print(f"rpt-train: {reason}", flush=True)
         self.cfg, self.info = cfg, info
         self.out = _output_dir(cfg, info)
         self.tokenizer = load_tokenizer(cfg)
@@ -303,9 +307,6 @@ def train(cfg: TrainConfig) -> dict:
     cfg.validate()
     info = init_distributed(cfg.deepspeed)
     with propagate_failures(info):  # one rank's exception stops every rank within seconds
-        cfg, reason = autoplan.resolve(cfg, info.world_size, info.device, local_world_size())
-        if reason and info.is_main:
-            print(f"rpt-train: {reason}", flush=True)
         resume_from = None
         if cfg.resume:  # checked before the (possibly long) model build
             resume_from = state.find_resumable(os.path.join(os.path.abspath(cfg.output_dir), CHECKPOINTS), info)
@@ -314,7 +315,7 @@ def train(cfg: TrainConfig) -> dict:
         run = Run(cfg, info)
         if info.is_main:
             with open(os.path.join(run.out, "config.json"), "w", encoding="utf-8") as handle:
-                json.dump({"train": cfg.to_dict(), "deepspeed": run.ds_config}, handle, indent=1)
+                json.dump({"train": run.cfg.to_dict(), "deepspeed": run.ds_config}, handle, indent=1)
         summary = _run_loop(run, resume_from)
     shutdown(info, cfg.deepspeed)
     return summary
