@@ -25,6 +25,7 @@ import os
 import re
 import shlex
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help="a DeepSpeed JSON merged into modes spelled MODE@NAME (e.g. zero3@mel with "
                          "mel={\"zero_optimization\":{\"memory_efficient_linear\":true}}); repeatable")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every configuration this many times, interleaved, and report the median "
+                         "step over all rounds (steadier ratios on a shared, loaded machine)")
     ap.add_argument("--quick", action="store_true", help="a small subset (CPU: t5-tiny; GPU: t5-xl)")
     ap.add_argument("--config-timeout", type=float, default=900, help="seconds per configuration")
     ap.add_argument("--out", help="results folder (default benchmarks/results/<device>)")
@@ -165,6 +169,22 @@ def compare(row: dict) -> None:
         if row.get("rss_peak_bytes") and row.get("rss_before_build_bytes"):
             row["rss_growth_bytes"] = row["rss_peak_bytes"] - row["rss_before_build_bytes"]
             row["err_rss_growth"] = _err(row["pred_rss_growth_bytes"], row["rss_growth_bytes"])
+
+
+def _merge_round(previous: dict | None, row: dict) -> dict:
+    """One row per configuration over all rounds: every timed step kept, the median over all."""
+    row["rounds"] = 1
+    if previous is None or previous["status"] != "ok" or row["status"] != "ok":
+        return row if previous is None or row["status"] != "ok" else {**row, "rounds": previous["rounds"] + 1}
+    steps = previous["step_s"] + row["step_s"]
+    median = statistics.median(steps)
+    merged = {**row, "step_s": steps, "step_ms_median": median * 1e3, "rounds": previous["rounds"] + 1,
+              "tokens_per_s": row["batch_size"] * (row["seq_len"] + row["target_len"]) / median,
+              "wall_s": previous["wall_s"] + row["wall_s"]}
+    for key in ("rss_peak_bytes", "device_peak_bytes"):
+        if row.get(key) is not None:
+            merged[key] = max(row[key], previous.get(key) or 0)
+    return merged
 
 
 def comparison(rows: list[dict]) -> list[dict]:
@@ -373,26 +393,29 @@ def main(argv=None) -> int:
     settings = {k: getattr(args, k) for k in ("models", "modes", "batch_size", "seq_len", "target_len",
                                               "num_tokens", "dtype", "warmup", "steps", "backend",
                                               "max_live_parameters", "persistence_threshold", "threads")}
-    settings["variants"] = args.variants
+    settings["variants"], settings["rounds"] = args.variants, args.rounds
     report = {"schema": SCHEMA, **env, "settings": settings, "deviations": deviations(args),
               "notes": NOTES, "loadavg_start": os.getloadavg(), "complete": False, "results": [], "goals": []}
     print(f"bench_train on {env['device']['name']} ({args.device}); writing {out}/train.json", flush=True)
-    for model in args.models:
-        for mode in args.modes:
-            spec = {"model": model, "mode": mode, **{k: settings[k] for k in (
-                "batch_size", "seq_len", "target_len", "num_tokens", "dtype", "warmup", "steps", "backend",
-                "max_live_parameters", "persistence_threshold", "threads")}}
-            if "@" in mode:
-                spec["ds_json"] = args.variants[mode.split("@")[1]]
-            start = time.time()
-            row = {**spec, "device": args.device, **run_config(spec, args.device, args.config_timeout)}
-            row["wall_s"] = round(time.time() - start, 1)
-            compare(row)
-            report["results"].append(row)
-            report["loadavg_end"] = os.getloadavg()
-            write(report, out)
-            print(f"[{len(report['results'])}/{len(args.models) * len(args.modes)}] {line(row)}  "
-                  f"({row['wall_s']:.0f}s)", flush=True)
+    total = args.rounds * len(args.models) * len(args.modes)
+    rows: dict = {}
+    for done, (_, model, mode) in enumerate(
+            ((r, m, mode) for r in range(args.rounds) for m in args.models for mode in args.modes), 1):
+        spec = {"model": model, "mode": mode, **{k: settings[k] for k in (
+            "batch_size", "seq_len", "target_len", "num_tokens", "dtype", "warmup", "steps", "backend",
+            "max_live_parameters", "persistence_threshold", "threads")}}
+        if "@" in mode:
+            spec["ds_json"] = args.variants[mode.split("@")[1]]
+        start = time.time()
+        row = {**spec, "device": args.device, **run_config(spec, args.device, args.config_timeout)}
+        row["wall_s"] = round(time.time() - start, 1)
+        row = _merge_round(rows.get((model, mode)), row)
+        rows[(model, mode)] = row
+        compare(row)
+        report["results"] = list(rows.values())
+        report["loadavg_end"] = os.getloadavg()
+        write(report, out)
+        print(f"[{done}/{total}] {line(row)}  ({row['wall_s']:.0f}s)", flush=True)
     report["goals"] = goals(report["results"], args)
     report["comparison"] = comparison(report["results"])
     report["complete"] = True
