@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "train_scripts"))
 import harness  # noqa: E402
@@ -60,7 +61,7 @@ def test_rank0_only_failure_stops_every_rank_with_the_same_error(tmp_path):
 
 
 @pytest.mark.timeout(360)
-def test_two_ranks_launched_the_mpi_way_train_as_one_run(tmp_path):
+def test_two_ranks_launched_the_mpi_way_train_save_and_resume_as_one_run(tmp_path):
     out = str(tmp_path / "run")
     args = ["--output-dir", out, "--save-interval", "3", *RUN]
     results = spawn_mpi_style(["-m", "rpt_fast.train"], [args, args])
@@ -70,6 +71,12 @@ def test_two_ranks_launched_the_mpi_way_train_as_one_run(tmp_path):
     assert summary["world_size"] == 2 and summary["mode"] == "deepspeed zero-0"  # one job, not 2 runs
     manifest = checkpoint.verify(os.path.join(out, "checkpoints", "step-00000003"))
     assert {"rng_rank00000.pt", "rng_rank00001.pt"} <= set(manifest["files"])  # each rank's own files
+    whole = harness.prompt(out)
+    results = spawn_mpi_style(["-m", "rpt_fast.train"], [[*args, "--resume"]] * 2)  # from step 3
+    for rank, (code, err, _) in enumerate(results):
+        assert code == 0, f"rank {rank}:\n{err[-3000:]}"
+    assert harness.summary(out)["resumed_from_step"] == 3
+    assert torch.equal(harness.prompt(out), whole)
 
 
 @pytest.mark.timeout(360)
