@@ -37,6 +37,9 @@ def test_auto_prefers_no_partitioning_then_zero3_then_offload_then_checkpointing
         chosen, reason = _resolve(cfg, 2, budget)
         assert (chosen.zero_stage, chosen.offload_param, chosen.gradient_checkpointing) == expected, reason
         assert "fits in" in reason and "override" in reason
+    # --gpu-memory alone (planning on a machine without the GPU) judges the GPU side too
+    on_login_node = autoplan.resolve(dataclasses.replace(cfg, gpu_memory=f"{zero3 * 1.01 / GIB:.6f}GiB"), 2, None)
+    assert (on_login_node[0].zero_stage, on_login_node[0].offload_param) == (3, "none")
     chosen, reason = _resolve(cfg, 2, ckpt / 2)  # nothing fits: the last resort, said plainly
     assert (chosen.zero_stage, chosen.offload_param, chosen.gradient_checkpointing) == (3, "cpu", True)
     assert "does NOT fit" in reason

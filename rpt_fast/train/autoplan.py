@@ -205,7 +205,8 @@ def resolve(cfg: TrainConfig, world_size: int, device=None, local_world_size: in
             f"{_describe(knobs)}: the memory planner models T5 only, so the setting that fits most "
             "was taken (set --zero-stage / --offload-param to choose)")
     budget, source = device_memory(cfg, device, local_world_size)
-    on_cuda = device is not None and device.type == "cuda"
+    # --gpu-memory names a GPU's memory (e.g. planning on a login node): the GPU side counts
+    on_cuda = bool(cfg.gpu_memory) or (device is not None and device.type == "cuda")
     tried = []
     for knobs in candidates:
         need = _predicted(dataclasses.replace(cfg, **knobs), world_size, sizes, on_cuda)
