@@ -78,7 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "on a busy machine, OpenMP stalls made plain-mode steps up to 80x slower)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help="a DeepSpeed JSON merged into modes spelled MODE@NAME (e.g. zero3@mel with "
-                         "mel={\"zero_optimization\":{\"memory_efficient_linear\":true}}); repeatable")
+                         "mel={\"zero_optimization\":{\"memory_efficient_linear\":true}}); its \"env\" key "
+                         "sets environment variables of the worker instead; repeatable")
     ap.add_argument("--rounds", type=int, default=1,
                     help="run every configuration this many times, interleaved, and report the median "
                          "step over all rounds (steadier ratios on a shared, loaded machine)")
@@ -255,11 +256,17 @@ def worker_env(device: str) -> dict:
 
 
 def run_config(spec: dict, device: str, timeout: float) -> dict:
+    """One configuration in a worker process; a variant's "env" key sets worker variables."""
+    env = worker_env(device)
+    if spec.get("ds_json") and "env" in spec["ds_json"]:
+        ds_json = dict(spec["ds_json"])
+        env.update({k: str(v) for k, v in ds_json.pop("env").items()})
+        spec = {**spec, "ds_json": ds_json}
     with tempfile.TemporaryDirectory(prefix="rpt-bench-train-") as tmp:
         path = os.path.join(tmp, "result.json")
         try:
             proc = subprocess.run([sys.executable, str(WORKER), json.dumps(spec), path],
-                                  env=worker_env(device), capture_output=True, text=True, timeout=timeout)
+                                  env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return {"status": "timeout", "note": f"killed after {timeout:.0f}s (--config-timeout)"}
         if os.path.exists(path):
