@@ -40,8 +40,11 @@ def test_bad_launcher_values_are_named():
 
 
 def _clean(monkeypatch):
+    """Unset torch's variables; whatever export() sets is undone after the test (setenv first
+    records the original state, also when the variable was absent)."""
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
 
 
 def test_export_maps_mpi_variables_for_torch(monkeypatch):
