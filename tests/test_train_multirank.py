@@ -90,3 +90,18 @@ def test_node_local_output_folders_are_refused_at_start_on_every_rank(tmp_path):
         assert "is not shared: rank 1 on" in err and "node-local disks are not supported" in err, err[-3000:]
         assert "Traceback" not in err
     assert not os.path.exists(tmp_path / "node0" / "run" / "checkpoints")  # nothing trained
+
+
+@pytest.mark.timeout(360)
+def test_likelihood_evaluation_under_zero3_on_two_ranks_matches_one_process(tmp_path):
+    # 9 eval examples: the second rank's shard is padded, so both run the same forwards
+    args = [*harness.SMALL, "--max-eval-examples", "9", "--max-steps", "4", "--eval-interval", "2",
+            "--eval-mode", "likelihood", "--zero-stage", "3", "--backend", "eager", "--backbone-dropout", "0"]
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    harness.train("--output-dir", one, *args)
+    results = spawn_mpi_style(["-m", "rpt_fast.train"], [["--output-dir", two, *args]] * 2)
+    for rank, (code, err, _) in enumerate(results):
+        assert code == 0, f"rank {rank}:\n{err[-3000:]}"
+    a, b = harness.summary(one), harness.summary(two)
+    assert b["world_size"] == 2 and b["mode"] == "deepspeed zero-3"
+    assert a["best_metrics"] == b["best_metrics"] and a["best_step"] == b["best_step"]
