@@ -197,6 +197,8 @@ def measure(spec: dict, m: dict) -> None:
         else:
             run = Run(cfg, info)
         m["build_s"] = round(time.perf_counter() - start, 2)
+        if getattr(run, "zero3", False):
+            m["persistence_threshold_used"] = run.ds_config["zero_optimization"]["stage3_param_persistence_threshold"]
         backbone = run.model.backbone
         m["attention"] = backbone.config._attn_implementation
         m["dropout"] = float(getattr(backbone.config, "dropout_rate", 0.0))

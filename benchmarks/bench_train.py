@@ -137,8 +137,8 @@ def planner_setup(spec: dict, attention: str, dropout: float) -> Setup:
         mode = "plain"
     base, _, flags = mode.partition("-")
     live = spec["max_live_parameters"]
-    extra = {} if spec["persistence_threshold"] is None else \
-        {"param_persistence_threshold": spec["persistence_threshold"]}
+    threshold = spec.get("persistence_threshold_used") or spec["persistence_threshold"]
+    extra = {} if threshold is None else {"param_persistence_threshold": threshold}
     return Setup(model=spec["model"], batch_size=spec["batch_size"], source_length=spec["seq_len"],
                  target_length=spec["target_len"], num_tokens=spec["num_tokens"],
                  bf16=spec["dtype"] == "bf16", zero_stage=0 if base == "plain" else int(base[4:]),

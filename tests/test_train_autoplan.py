@@ -118,3 +118,17 @@ def test_buffers_come_from_the_model_sizes(tmp_path):
 def test_batch_must_divide_over_ranks_and_accumulation():
     with pytest.raises(ValueError, match="global batch 8 must split evenly over 16 ranks x 1 .* multiples of 16"):
         _ds(world=16, zero_stage=3, offload_param="none")
+
+
+def test_zero3_keeps_more_parameters_whole_where_the_planner_says_they_fit():
+    cfg = TrainConfig(model="t5-base", zero_stage=3, offload_param="none")
+    big = _need(cfg, 4, param_persistence_threshold=1_000_000)
+    small = _need(cfg, 4, param_persistence_threshold=100_000)
+    assert big > small  # replicated attention matrices cost memory on every rank
+    for budget, expected in [(big * 1.01, 1_000_000), (small * 1.01, 100_000)]:
+        chosen, reason = _resolve(cfg, 4, budget)
+        assert chosen.param_persistence_threshold == expected and reason == ""  # flags given: silent
+        zero = build_ds_config(chosen, world_size=4, pin_memory=False)["zero_optimization"]
+        assert zero["stage3_param_persistence_threshold"] == expected
+    chosen, reason = _resolve(TrainConfig(model="t5-base", zero_stage=3), 4, big * 1.01)
+    assert "parameters up to 1e+06 elements kept whole" in reason

@@ -31,7 +31,8 @@ def build_ds_config(cfg: TrainConfig, world_size: int, *, pin_memory: bool) -> d
     fp16 is refused: T5 overflows in fp16 and the trainable part needs no loss scaling.
 
     Buffers come from the model's sizes: one gradient reduce bucket for all trainable
-    parameters, ZeRO-3 live/prefetch limits and NVMe swap buffers from the largest parameter.
+    parameters, ZeRO-3 live/prefetch limits and NVMe swap buffers from the largest parameter,
+    the persistence threshold the planner chose (:mod:`autoplan`).
 
     A user JSON (``cfg.deepspeed_config``) is merged over the generated dict, key by key.
     """
@@ -55,7 +56,7 @@ def build_ds_config(cfg: TrainConfig, world_size: int, *, pin_memory: bool) -> d
         zero["stage3_max_live_parameters"] = limits["max_live_parameters"]
         zero["stage3_max_reuse_distance"] = limits["max_reuse_distance"]
         zero["stage3_prefetch_bucket_size"] = limits["prefetch_bucket_size"]
-        zero["stage3_param_persistence_threshold"] = autoplan.PERSISTENCE_THRESHOLD
+        zero["stage3_param_persistence_threshold"] = autoplan.persistence_threshold(cfg)
         # DeepSpeed's memory-efficient linear saves the backbone's linear inputs for a weight
         # gradient a frozen backbone never needs, and costs an autograd Function per call.
         zero["memory_efficient_linear"] = False
