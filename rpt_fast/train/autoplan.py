@@ -164,6 +164,19 @@ def _predicted(cfg: TrainConfig, world_size: int, sizes: ModelSizes, on_cuda: bo
     return p["gpu_total"] if on_cuda else p["gpu_allocated_peak"] + p["host_total"]
 
 
+def _plain_linear_fits(cfg, knobs: dict, world_size: int, sizes: ModelSizes, on_cuda: bool, budget: float) -> bool:
+    """Without DeepSpeed's memory-efficient linear, ``F.linear`` saves each gathered weight for
+    the input gradient, so in the worst case every weight stays gathered until the backward
+    pass: the planner's total with the whole backbone live must fit."""
+    from ..memory import backbone_params, load_arch, plan
+
+    p = plan(planner_setup(dataclasses.replace(cfg, **knobs), world_size, sizes))
+    e = 2 if cfg.bf16 else 4
+    extra = backbone_params(load_arch(cfg.model)) * e - p["gpu_terms"].get("backbone gathered (live)", 0)
+    total = (p["gpu_total"] if on_cuda else p["gpu_allocated_peak"] + p["host_total"]) + max(0.0, extra)
+    return total <= budget
+
+
 def _candidates(cfg: TrainConfig, world_size: int) -> list[dict]:
     ladder = [
         {"zero_stage": 0, "offload_param": "none", "gradient_checkpointing": False},
@@ -198,7 +211,10 @@ def _describe(knobs: dict) -> str:
     if knobs["gradient_checkpointing"]:
         text += " + gradient checkpointing"
     if stage == 3 and knobs.get("param_persistence_threshold") is not None:
-        text += f" (parameters up to {knobs['param_persistence_threshold']:.0e} elements kept whole)"
+        text += f" (parameters up to {knobs['param_persistence_threshold']:.0e} elements kept whole"
+        if knobs.get("memory_efficient_linear") is not None:
+            text += f", memory-efficient linear {'on' if knobs['memory_efficient_linear'] else 'off'}"
+        text += ")"
     return text
 
 
@@ -207,7 +223,8 @@ def resolve(cfg: TrainConfig, world_size: int, device=None, local_world_size: in
     if not cfg.deepspeed:
         return dataclasses.replace(cfg, zero_stage=0, offload_param="none"), ""
     explicit = cfg.zero_stage != "auto" and cfg.offload_param != "auto"
-    if explicit and (cfg.zero_stage != 3 or cfg.param_persistence_threshold is not None):
+    if explicit and (cfg.zero_stage != 3 or (cfg.param_persistence_threshold is not None
+                                             and cfg.memory_efficient_linear is not None)):
         return cfg, ""
     candidates = _candidates(cfg, world_size)
     sizes = model_sizes(cfg)
@@ -235,7 +252,9 @@ def resolve(cfg: TrainConfig, world_size: int, device=None, local_world_size: in
         chosen = min(needs, key=lambda item: item[1])
         skipped.pop()
     knobs, need = chosen
-    if explicit:  # only the persistence threshold was the planner's to choose
+    if knobs["zero_stage"] == 3 and cfg.memory_efficient_linear is None:
+        knobs["memory_efficient_linear"] = not _plain_linear_fits(cfg, knobs, world_size, sizes, on_cuda, budget)
+    if explicit:  # only the ZeRO-3 details were the planner's to choose
         return dataclasses.replace(cfg, **knobs), ""
     verdict = "fits" if need <= budget else "does NOT fit (nothing predicted to fit: the last resort was taken)"
     skipped = "; ".join(f"{_describe(k)} needs {n / 2**30:.1f} GiB" for k, n in skipped)

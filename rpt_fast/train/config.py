@@ -59,6 +59,9 @@ class TrainConfig:
     # ZeRO-3 keeps parameters up to this many elements whole on every rank; None: the planner's
     # choice (1e6 where it fits the device, else DeepSpeed's 1e5).
     param_persistence_threshold: int | None = None
+    # DeepSpeed's memory-efficient linear under ZeRO-3; None: the planner's choice (off where
+    # the gathered weights that plain F.linear keeps for backward fit, else on).
+    memory_efficient_linear: bool | None = None
     deepspeed_config: str | None = None
     # Evaluation: "generate" (greedy decoding) or "likelihood" (the label string with the
     # highest likelihood; classification tasks with a fixed label set).

@@ -58,8 +58,9 @@ def build_ds_config(cfg: TrainConfig, world_size: int, *, pin_memory: bool) -> d
         zero["stage3_prefetch_bucket_size"] = limits["prefetch_bucket_size"]
         zero["stage3_param_persistence_threshold"] = autoplan.persistence_threshold(cfg)
         # DeepSpeed's memory-efficient linear saves the backbone's linear inputs for a weight
-        # gradient a frozen backbone never needs, and costs an autograd Function per call.
-        zero["memory_efficient_linear"] = False
+        # gradient a frozen backbone never needs, and costs an autograd Function per call; off
+        # where the planner says the gathered weights plain F.linear keeps alive fit (autoplan).
+        zero["memory_efficient_linear"] = bool(cfg.memory_efficient_linear is None or cfg.memory_efficient_linear)
         if cfg.offload_param != "none":
             offload = {"device": cfg.offload_param, "pin_memory": pin_memory}
             if cfg.offload_param == "nvme":
