@@ -28,12 +28,10 @@ MIN_LIVE_PARAMETERS = 100_000_000
 # NVMe swap buffers: DeepSpeed's default size and count; larger partitions get larger buffers.
 NVME_MIN_BUFFER = 100_000_000
 NVME_BUFFER_COUNT = 5
-# Parameters at most this large stay whole on every ZeRO-3 rank, sparing their gather/release
-# in every module's hooks: the planner takes the larger threshold where it still fits (up to
-# T5-base's attention matrices: 6% less CPU time per t5-small step on one rank, measured by
-# benchmarks/bench_train.py), else DeepSpeed's default (norms and position biases).
-PERSISTENCE_THRESHOLDS = (1_000_000, 100_000)
-PERSISTENCE_THRESHOLD = PERSISTENCE_THRESHOLDS[-1]
+# Parameters at most this large stay whole on every ZeRO-3 rank (DeepSpeed's default 1e5): the
+# norms and position biases. 1e6 (T5-small/base attention matrices whole) measured no faster on
+# one CPU rank; the planner models what is persistent.
+PERSISTENCE_THRESHOLD = 100_000
 # The trainable part's gradient bucket is one reduce for all of P and the MLP, capped here.
 MAX_REDUCE_BUCKET = 500_000_000
 
@@ -90,12 +88,6 @@ def zero3_limits(sizes: ModelSizes, cfg: TrainConfig) -> dict[str, int]:
     return {"max_live_parameters": live, "prefetch_bucket_size": ahead, "max_reuse_distance": ahead}
 
 
-def persistence_threshold(cfg: TrainConfig) -> int:
-    """``cfg.param_persistence_threshold`` once resolved, else DeepSpeed's default."""
-    value = cfg.param_persistence_threshold
-    return PERSISTENCE_THRESHOLD if value is None else value
-
-
 def reduce_bucket_size(sizes: ModelSizes) -> int:
     """One bucket holding every trainable gradient (instead of DeepSpeed's 5e8 elements)."""
     return min(MAX_REDUCE_BUCKET, max(sizes.trainable, 1_000_000))
@@ -136,7 +128,7 @@ def planner_setup(cfg: TrainConfig, world_size: int, sizes: ModelSizes | None = 
         gradient_accumulation=accumulation,
         reduce_bucket_size=reduce_bucket_size(sizes),
         nvme_buffer_size=nvme_buffer_size(sizes, world_size),
-        param_persistence_threshold=persistence_threshold(cfg),
+        param_persistence_threshold=PERSISTENCE_THRESHOLD,
         **limits,
     )
 
@@ -162,19 +154,6 @@ def _predicted(cfg: TrainConfig, world_size: int, sizes: ModelSizes, on_cuda: bo
     p = plan(planner_setup(cfg, world_size, sizes))
     # On CPU ranks the device is the host: what the planner puts on the GPU and on the host.
     return p["gpu_total"] if on_cuda else p["gpu_allocated_peak"] + p["host_total"]
-
-
-def _plain_linear_fits(cfg, knobs: dict, world_size: int, sizes: ModelSizes, on_cuda: bool, budget: float) -> bool:
-    """Without DeepSpeed's memory-efficient linear, ``F.linear`` saves each gathered weight for
-    the input gradient, so in the worst case every weight stays gathered until the backward
-    pass: the planner's total with the whole backbone live must fit."""
-    from ..memory import backbone_params, load_arch, plan
-
-    p = plan(planner_setup(dataclasses.replace(cfg, **knobs), world_size, sizes))
-    e = 2 if cfg.bf16 else 4
-    extra = backbone_params(load_arch(cfg.model)) * e - p["gpu_terms"].get("backbone gathered (live)", 0)
-    total = (p["gpu_total"] if on_cuda else p["gpu_allocated_peak"] + p["host_total"]) + max(0.0, extra)
-    return total <= budget
 
 
 def _candidates(cfg: TrainConfig, world_size: int) -> list[dict]:
@@ -210,11 +189,6 @@ def _describe(knobs: dict) -> str:
         text += f" + parameter offload to {knobs['offload_param']}"
     if knobs["gradient_checkpointing"]:
         text += " + gradient checkpointing"
-    if stage == 3 and knobs.get("param_persistence_threshold") is not None:
-        text += f" (parameters up to {knobs['param_persistence_threshold']:.0e} elements kept whole"
-        if knobs.get("memory_efficient_linear") is not None:
-            text += f", memory-efficient linear {'on' if knobs['memory_efficient_linear'] else 'off'}"
-        text += ")"
     return text
 
 
@@ -222,42 +196,27 @@ def resolve(cfg: TrainConfig, world_size: int, device=None, local_world_size: in
     """``cfg`` with ``zero_stage``/``offload_param`` concrete, and the one-line reason."""
     if not cfg.deepspeed:
         return dataclasses.replace(cfg, zero_stage=0, offload_param="none"), ""
-    explicit = cfg.zero_stage != "auto" and cfg.offload_param != "auto"
-    if explicit and (cfg.zero_stage != 3 or (cfg.param_persistence_threshold is not None
-                                             and cfg.memory_efficient_linear is not None)):
+    if cfg.zero_stage != "auto" and cfg.offload_param != "auto":
         return cfg, ""
     candidates = _candidates(cfg, world_size)
     sizes = model_sizes(cfg)
     if not sizes.t5:
         knobs = next((k for k in candidates if k["zero_stage"] == 3), candidates[-1])
-        knobs = {**knobs, "param_persistence_threshold": cfg.param_persistence_threshold}
-        return dataclasses.replace(cfg, **knobs), "" if explicit else (
+        return dataclasses.replace(cfg, **knobs), (
             f"{_describe(knobs)}: the memory planner models T5 only, so the setting that fits most "
             "was taken (set --zero-stage / --offload-param to choose)")
     budget, source = device_memory(cfg, device, local_world_size)
     # --gpu-memory names a GPU's memory (e.g. planning on a login node): the GPU side counts
     on_cuda = bool(cfg.gpu_memory) or (device is not None and device.type == "cuda")
-    thresholds = PERSISTENCE_THRESHOLDS if cfg.param_persistence_threshold is None else \
-        (cfg.param_persistence_threshold,)
-    chosen, skipped = None, []
-    for base in candidates:
-        options = [{**base, "param_persistence_threshold": t}
-                   for t in (thresholds if base["zero_stage"] == 3 else (cfg.param_persistence_threshold,))]
-        needs = [(o, _predicted(dataclasses.replace(cfg, **o), world_size, sizes, on_cuda)) for o in options]
-        chosen = next(((o, n) for o, n in needs if n <= budget), None)
-        if chosen is not None:
+    tried = []
+    for knobs in candidates:
+        need = _predicted(dataclasses.replace(cfg, **knobs), world_size, sizes, on_cuda)
+        tried.append((knobs, need))
+        if need <= budget:
             break
-        skipped.append((base, min(n for _, n in needs)))
-    if chosen is None:  # nothing fits: the last resort, at its smallest
-        chosen = min(needs, key=lambda item: item[1])
-        skipped.pop()
-    knobs, need = chosen
-    if knobs["zero_stage"] == 3 and cfg.memory_efficient_linear is None:
-        knobs["memory_efficient_linear"] = not _plain_linear_fits(cfg, knobs, world_size, sizes, on_cuda, budget)
-    if explicit:  # only the ZeRO-3 details were the planner's to choose
-        return dataclasses.replace(cfg, **knobs), ""
+    knobs, need = tried[-1]
     verdict = "fits" if need <= budget else "does NOT fit (nothing predicted to fit: the last resort was taken)"
-    skipped = "; ".join(f"{_describe(k)} needs {n / 2**30:.1f} GiB" for k, n in skipped)
+    skipped = "; ".join(f"{_describe(k)} needs {n / 2**30:.1f} GiB" for k, n in tried[:-1])
     reason = (f"{_describe(knobs)}: predicted {need / 2**30:.1f} GiB per rank {verdict} in "
               f"{budget / 2**30:.1f} GiB ({source}){'; ' + skipped if skipped else ''}; "
               "--zero-stage / --offload-param override")

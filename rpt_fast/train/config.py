@@ -56,12 +56,6 @@ class TrainConfig:
     # None: twice the largest parameter, at least 1e8, prefetching a block (autoplan.py).
     max_live_parameters: int | None = None
     gpu_memory: str | None = None  # device memory for the auto choice, e.g. "80GB"
-    # ZeRO-3 keeps parameters up to this many elements whole on every rank; None: the planner's
-    # choice (1e6 where it fits the device, else DeepSpeed's 1e5).
-    param_persistence_threshold: int | None = None
-    # DeepSpeed's memory-efficient linear under ZeRO-3; None: the planner's choice (off where
-    # the gathered weights that plain F.linear keeps for backward fit, else on).
-    memory_efficient_linear: bool | None = None
     deepspeed_config: str | None = None
     # Evaluation: "generate" (greedy decoding) or "likelihood" (the label string with the
     # highest likelihood; classification tasks with a fixed label set).
@@ -116,8 +110,6 @@ class TrainConfig:
             raise ValueError("offload_param='nvme' needs nvme_path (a directory on a fast local disk)")
         if self.max_live_parameters is not None:
             _check_int("max_live_parameters", self.max_live_parameters, minimum=1)
-        if self.param_persistence_threshold is not None:
-            _check_int("param_persistence_threshold", self.param_persistence_threshold, minimum=0)
         if self.gpu_memory is not None:
             from ..memory import parse_bytes
 

@@ -31,8 +31,7 @@ def build_ds_config(cfg: TrainConfig, world_size: int, *, pin_memory: bool) -> d
     fp16 is refused: T5 overflows in fp16 and the trainable part needs no loss scaling.
 
     Buffers come from the model's sizes: one gradient reduce bucket for all trainable
-    parameters, ZeRO-3 live/prefetch limits and NVMe swap buffers from the largest parameter,
-    the persistence threshold the planner chose (:mod:`autoplan`).
+    parameters, ZeRO-3 live/prefetch limits and NVMe swap buffers from the largest parameter.
 
     A user JSON (``cfg.deepspeed_config``) is merged over the generated dict, key by key.
     """
@@ -56,11 +55,10 @@ def build_ds_config(cfg: TrainConfig, world_size: int, *, pin_memory: bool) -> d
         zero["stage3_max_live_parameters"] = limits["max_live_parameters"]
         zero["stage3_max_reuse_distance"] = limits["max_reuse_distance"]
         zero["stage3_prefetch_bucket_size"] = limits["prefetch_bucket_size"]
-        zero["stage3_param_persistence_threshold"] = autoplan.persistence_threshold(cfg)
-        # DeepSpeed's memory-efficient linear saves the backbone's linear inputs for a weight
-        # gradient a frozen backbone never needs, and costs an autograd Function per call; off
-        # where the planner says the gathered weights plain F.linear keeps alive fit (autoplan).
-        zero["memory_efficient_linear"] = bool(cfg.memory_efficient_linear is None or cfg.memory_efficient_linear)
+        # DeepSpeed's defaults, kept on measurement (benchmarks/results/cpu/compare, t5-small, one
+        # CPU rank): turning its memory-efficient linear off saved 155 MiB RSS but cost 4% CPU
+        # time per step, and a persistence threshold of 1e6 instead of 1e5 gained nothing.
+        zero["stage3_param_persistence_threshold"] = autoplan.PERSISTENCE_THRESHOLD
         if cfg.offload_param != "none":
             offload = {"device": cfg.offload_param, "pin_memory": pin_memory}
             if cfg.offload_param == "nvme":
