@@ -107,6 +107,11 @@ class Run:
         from ..prompt import ResidualPromptModel
         from .tasks import get_task
 
+        if info.device.type == "cpu":
+            # Denormal floats (from the attention softmax, once the prompt trains) slowed CPU
+            # steps by ~10% (t5-small, vs PEFT in the same loop); flushing them to zero costs
+            # nothing in accuracy. GPUs flush in their own kernels.
+            torch.set_flush_denormal(True)
         # "auto" ZeRO settings chosen from the memory planner and this device's memory
         cfg, reason = autoplan.resolve(cfg, info.world_size, info.device, local_world_size())
         if reason and info.is_main:
