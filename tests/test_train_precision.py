@@ -7,7 +7,6 @@ import sys
 from unittest import mock
 
 import pytest
-import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "train_scripts"))
 import harness  # noqa: E402
