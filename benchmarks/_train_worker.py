@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from rpt_fast.train.config import TrainConfig  # noqa: E402
 from rpt_fast.train.distributed import init_distributed, shutdown  # noqa: E402
-from rpt_fast.train.trainer import Run  # noqa: E402
+from rpt_fast.train.trainer import Run, _lr_lambda  # noqa: E402
 
 
 def _proc_status_bytes(key: str) -> int | None:
@@ -53,24 +53,87 @@ def _reset_rss_peak() -> bool:
 
 def train_config(spec: dict, output_dir: str) -> TrainConfig:
     """The TrainConfig ``rpt-train`` would get for this configuration (no evaluation or export
-    steps run here: only model, optimizer and engine are built)."""
-    base, _, flags = spec["mode"].partition("-")
+    steps run here: only model, optimizer and engine are built). Mode "auto" is rpt-train's
+    default (the planner chooses); "peft" and "loop" use its plain settings for the backbone."""
+    base, _, flags = spec["mode"].split("@")[0].partition("-")
+    user = dict(spec.get("ds_json") or {})
+    if spec.get("persistence_threshold") is not None:
+        user.setdefault("zero_optimization", {})["stage3_param_persistence_threshold"] = spec["persistence_threshold"]
     user_json = None
-    if spec.get("persistence_threshold") is not None and base == "zero3":
+    if user and base not in ("plain", "peft", "loop"):
         user_json = os.path.join(output_dir, "ds_user.json")
         with open(user_json, "w") as f:
-            json.dump({"zero_optimization": {
-                "stage3_param_persistence_threshold": spec["persistence_threshold"]}}, f)
+            json.dump(user, f)
+    deepspeed = base not in ("plain", "peft", "loop")
+    if base == "auto":
+        stage, offload = "auto", "auto"
+    else:
+        stage = int(base[4:]) if deepspeed else 0
+        offload = "cpu" if "offload" in flags else "none"
     return TrainConfig(
         model=spec["model"], task="synthetic", max_train_examples=spec["batch_size"],
         max_eval_examples=1, max_input_length=spec["seq_len"], max_target_length=spec["target_len"],
         num_tokens=spec["num_tokens"], backend=spec["backend"], batch_size=spec["batch_size"],
         max_steps=spec["warmup"] + spec["steps"], eval_interval=0, log_interval=1,
-        deepspeed=base != "plain", zero_stage=int(base[4:]) if base != "plain" else 0,
-        offload_param="cpu" if "offload" in flags else "none", bf16=spec["dtype"] == "bf16",
+        deepspeed=deepspeed, zero_stage=stage, offload_param=offload, bf16=spec["dtype"] == "bf16",
         gradient_checkpointing="ckpt" in flags, max_live_parameters=spec["max_live_parameters"],
         deepspeed_config=user_json, output_dir=output_dir, progress=False,
     ).validate()
+
+
+class PlainLoop:
+    """What a user writes without rpt-train: the same backbone (same preset weights) with a PEFT
+    prompt-tuning adapter ("peft") or a ResidualPromptModel ("loop"), torch AdamW, clipping at
+    1.0, one process. Quacks like the parts of ``Run`` that measure() uses."""
+
+    def __init__(self, cfg: TrainConfig, kind: str):
+        from rpt_fast.prompt import ResidualPromptModel
+        from rpt_fast.train.backbone import build_backbone
+
+        self.info, self.zero3, self.engine, self.autocast_dtype = _CPU_INFO, False, None, None
+        backbone, _ = build_backbone(cfg, None, 0)
+        torch.manual_seed(cfg.seed)
+        if kind == "peft":
+            from peft import PromptTuningConfig, get_peft_model
+
+            self.model = get_peft_model(backbone, PromptTuningConfig(
+                task_type="SEQ_2_SEQ_LM", num_virtual_tokens=cfg.num_tokens))
+            self.model.backbone = backbone
+            params = [p for p in self.model.parameters() if p.requires_grad]
+        else:
+            self.model = ResidualPromptModel(backbone, cfg.num_tokens, cfg.bottleneck, backend=cfg.backend,
+                                             seed=cfg.seed)
+            params = self.model.trainable_parameters()
+        self.params = params
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # rpt-train's schedule, so the "loop" row's losses equal the rpt-train rows'
+        factor = _lr_lambda(cfg.warmup_steps, cfg.total_steps(1))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+
+    def optimizer_step(self, loss: torch.Tensor) -> None:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+_CPU_INFO = None
+
+
+def mlp_ms(encoder, repeats: int = 10) -> float:
+    """Median CPU ms (process time; wall ms on CUDA) of one forward + backward of the prompt
+    encoder alone (what the residual MLP adds to a step; the prompt's own cost is in every
+    system)."""
+    clock = time.perf_counter if encoder.prompt.is_cuda else time.process_time
+    times = []
+    for _ in range(repeats + 1):
+        t0 = clock()
+        encoder().sum().backward()
+        _sync(encoder.prompt.device)
+        times.append(clock() - t0)
+    encoder.zero_grad(set_to_none=True)
+    return statistics.median(times[1:]) * 1e3
 
 
 def synthetic_batch(run: Run, spec: dict) -> dict:
@@ -117,10 +180,25 @@ def measure(spec: dict, m: dict) -> None:
         cfg = train_config(spec, out)
         info = init_distributed(cfg.deepspeed)
         device = info.device
+        kind = spec["mode"].split("@")[0].partition("-")[0]
+        if kind == "auto":
+            from rpt_fast.train import autoplan
+
+            cfg, reason = autoplan.resolve(cfg, info.world_size, device)
+            m["auto_choice"] = reason
+            m["resolved_mode"] = f"zero{cfg.zero_stage}" + ("-offload" if cfg.offload_param != "none" else "") \
+                + ("-ckpt" if cfg.gradient_checkpointing else "")
         m["rss_before_build_bytes"] = _proc_status_bytes("VmRSS")
         start = time.perf_counter()
-        run = Run(cfg, info)
+        if kind in ("peft", "loop"):
+            global _CPU_INFO
+            _CPU_INFO = info
+            run = PlainLoop(cfg, kind)
+        else:
+            run = Run(cfg, info)
         m["build_s"] = round(time.perf_counter() - start, 2)
+        if getattr(run, "zero3", False):
+            m["persistence_threshold_used"] = run.ds_config["zero_optimization"]["stage3_param_persistence_threshold"]
         backbone = run.model.backbone
         m["attention"] = backbone.config._attn_implementation
         m["dropout"] = float(getattr(backbone.config, "dropout_rate", 0.0))
@@ -134,15 +212,27 @@ def measure(spec: dict, m: dict) -> None:
             torch.cuda.reset_peak_memory_stats(device)
         batch = synthetic_batch(run, spec)
         run.model.train()
-        times, losses = [], []
+        times, cpu_times, losses = [], [], []
         for i in range(spec["warmup"] + spec["steps"]):
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             losses.append(train_step(run, batch))
             _sync(device)
             if i >= spec["warmup"]:
                 times.append(time.perf_counter() - t0)
+                cpu_times.append(time.process_time() - c0)
             m.update(_device_peaks(device))
+        # CPU seconds of this process per step: on a shared, loaded CPU machine wall time mostly
+        # measures the other jobs; the work done by this one is its CPU time.
+        m["step_cpu_s"] = [round(t, 4) for t in cpu_times]
+        m["step_cpu_ms_median"] = statistics.median(cpu_times) * 1e3
+        if kind == "loop":  # the residual MLP's share: its forward + backward alone
+            from rpt_fast.modules import ResidualPromptEncoder
+
+            m["mlp_ms"] = mlp_ms(run.model.prompt_encoder)
+            d_model = run.model.prompt_encoder.prompt.shape[1]
+            eager = ResidualPromptEncoder(spec["num_tokens"], d_model, cfg.bottleneck, backend="eager")
+            m["mlp_eager_ms"] = mlp_ms(eager)
         m["step_s"] = [round(t, 4) for t in times]
         m["step_ms_median"] = statistics.median(times) * 1e3
         tokens = spec["batch_size"] * (spec["seq_len"] + spec["target_len"])

@@ -25,6 +25,7 @@ import os
 import re
 import shlex
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,7 @@ from rpt_fast.presets import T5_PRESETS  # noqa: E402
 
 SCHEMA = "rpt-fast-bench-train/1"
 WORKER = HERE / "_train_worker.py"
-MODE_RE = re.compile(r"(plain|zero[0-3])(-offload)?(-ckpt)?")
+MODE_RE = re.compile(r"(plain|zero[0-3]|auto)(-offload)?(-ckpt)?|peft|loop")
 # The issue's settings; anything else is listed as a deviation in the results.
 ISSUE = {"dtype": "bf16", "batch_size": 8, "seq_len": 512, "num_tokens": 100}
 DEFAULTS = {
@@ -75,6 +76,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int,
                     help="torch CPU threads per worker, 0: torch's default (CPU default 1: with 2 threads "
                          "on a busy machine, OpenMP stalls made plain-mode steps up to 80x slower)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                    help="a DeepSpeed JSON merged into modes spelled MODE@NAME (e.g. zero3@mel with "
+                         "mel={\"zero_optimization\":{\"memory_efficient_linear\":true}}); its \"env\" key "
+                         "sets environment variables of the worker instead; repeatable")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every configuration this many times, interleaved, and report the median "
+                         "step over all rounds (steadier ratios on a shared, loaded machine)")
     ap.add_argument("--quick", action="store_true", help="a small subset (CPU: t5-tiny; GPU: t5-xl)")
     ap.add_argument("--config-timeout", type=float, default=900, help="seconds per configuration")
     ap.add_argument("--out", help="results folder (default benchmarks/results/<device>)")
@@ -85,6 +93,16 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(args, key, value)
     args.models = _csv(args.models, lambda m: m in T5_PRESETS, "models")
     args.modes = _csv(args.modes, _valid_mode, "modes")
+    args.variants = {}
+    for item in args.variant:
+        name, _, text = item.partition("=")
+        try:
+            args.variants[name] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"--variant {item!r}: not NAME=JSON ({exc})") from None
+    unknown = sorted({m.split("@")[1] for m in args.modes if "@" in m} - set(args.variants))
+    if unknown:
+        raise SystemExit(f"--modes: no --variant for {unknown}")
     args.max_live_parameters = int(args.max_live_parameters)
     if args.persistence_threshold is not None:
         args.persistence_threshold = int(args.persistence_threshold)
@@ -99,8 +117,8 @@ def _device_type() -> str:
 
 
 def _valid_mode(mode: str) -> bool:
-    m = MODE_RE.fullmatch(mode)
-    return bool(m) and (m.group(2) is None or m.group(1) == "zero3")
+    m = MODE_RE.fullmatch(mode.split("@")[0])
+    return bool(m) and (m.group(2) is None or m.group(1) == "zero3") and not (m.group(1) == "auto" and m.group(2))
 
 
 def _csv(text: str, ok, what: str) -> list[str]:
@@ -114,10 +132,13 @@ def _csv(text: str, ok, what: str) -> list[str]:
 def planner_setup(spec: dict, attention: str, dropout: float) -> Setup:
     """The Setup ``rpt-train --plan`` (cli.print_plan) builds for this run, with the backbone's
     real attention and dropout (print_plan assumes sdpa and 0.1)."""
-    base, _, flags = spec["mode"].partition("-")
+    mode = spec.get("resolved_mode") or spec["mode"].split("@")[0]
+    if mode in ("peft", "loop", "auto"):  # one process, the backbone resident (auto: if it failed)
+        mode = "plain"
+    base, _, flags = mode.partition("-")
     live = spec["max_live_parameters"]
-    extra = {} if spec["persistence_threshold"] is None else \
-        {"param_persistence_threshold": spec["persistence_threshold"]}
+    threshold = spec.get("persistence_threshold_used") or spec["persistence_threshold"]
+    extra = {} if threshold is None else {"param_persistence_threshold": threshold}
     return Setup(model=spec["model"], batch_size=spec["batch_size"], source_length=spec["seq_len"],
                  target_length=spec["target_len"], num_tokens=spec["num_tokens"],
                  bf16=spec["dtype"] == "bf16", zero_stage=0 if base == "plain" else int(base[4:]),
@@ -151,6 +172,72 @@ def compare(row: dict) -> None:
             row["err_rss_growth"] = _err(row["pred_rss_growth_bytes"], row["rss_growth_bytes"])
 
 
+def _merge_round(previous: dict | None, row: dict) -> dict:
+    """One row per configuration over all rounds: every timed step kept, the median over all."""
+    row["rounds"] = 1
+    if previous is None or previous["status"] != "ok" or row["status"] != "ok":
+        return row if previous is None or row["status"] != "ok" else {**row, "rounds": previous["rounds"] + 1}
+    steps = previous["step_s"] + row["step_s"]
+    median = statistics.median(steps)
+    merged = {**row, "step_s": steps, "step_ms_median": median * 1e3, "rounds": previous["rounds"] + 1,
+              "step_cpu_s": previous["step_cpu_s"] + row["step_cpu_s"],
+              "step_cpu_ms_median": statistics.median(previous["step_cpu_s"] + row["step_cpu_s"]) * 1e3,
+              "tokens_per_s": row["batch_size"] * (row["seq_len"] + row["target_len"]) / median,
+              "wall_s": previous["wall_s"] + row["wall_s"]}
+    for key in ("rss_peak_bytes", "device_peak_bytes"):
+        if row.get(key) is not None:
+            merged[key] = max(row[key], previous.get(key) or 0)
+    return merged
+
+
+def comparison(rows: list[dict]) -> list[dict]:
+    """Per model, every row against PEFT prompt tuning in a plain loop ("peft"): step-time
+    ratio, peak RSS / device peak, and the residual MLP's share of the step (its forward +
+    backward alone, timed in the "loop" row, over the row's step). Empty without a peft row.
+    The step compared is the wall time on CUDA and the process's CPU time on CPU, where the
+    machine is shared and wall time mostly measures the other jobs."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        ok = {r["mode"]: r for r in rows if r["model"] == model and r["status"] == "ok"}
+        if "peft" not in ok:
+            continue
+        key = "step_ms_median" if ok["peft"]["device"] == "cuda" else "step_cpu_ms_median"
+        base, loop = ok["peft"][key], ok.get("loop", {})
+        for mode, r in ok.items():
+            peak = r.get("device_peak_bytes") or r.get("rss_peak_bytes")
+            entry = {"model": model, "mode": mode, "resolved_mode": r.get("resolved_mode"), "timed": key,
+                     "step_ms": r[key], "step_ms_median": r["step_ms_median"], "vs_peft": r[key] / base,
+                     "peak_bytes": peak, "loss_last": r["loss_last"]}
+            if "plain" in ok:
+                entry["vs_no_deepspeed"] = r[key] / ok["plain"][key]
+            if loop.get("mlp_ms"):
+                entry["mlp_share"] = loop["mlp_ms"] / r[key]
+                entry["mlp_eager_share"] = loop["mlp_eager_ms"] / r[key]
+            out.append(entry)
+        if loop.get("mlp_ms"):
+            out.append({"model": model, "mode": "(mlp alone)", "mlp_ms": loop["mlp_ms"],
+                        "mlp_eager_ms": loop["mlp_eager_ms"]})
+    return out
+
+
+def comparison_table(entries: list[dict]) -> str:
+    timed = "CPU ms" if entries and entries[0].get("timed") == "step_cpu_ms_median" else "step ms"
+    head = (f"{'model':9s} {'system':22s} {timed:>9s} {'vs PEFT':>8s} {'vs plain':>8s} "
+            f"{'peak MiB':>9s} {'MLP share':>9s}  loss")
+    lines = [head, "-" * len(head)]
+    for e in entries:
+        if "mlp_ms" in e:
+            lines.append(f"{e['model']:9s} residual MLP fwd+bwd alone: {e['mlp_ms']:.2f} ms (backend), "
+                         f"{e['mlp_eager_ms']:.2f} ms (eager)")
+            continue
+        name = e["mode"] + (f" ({e['resolved_mode']})" if e.get("resolved_mode") else "")
+        vs_plain = f"{e['vs_no_deepspeed']:8.3f}" if "vs_no_deepspeed" in e else f"{'-':>8s}"
+        share = f"{100 * e['mlp_share']:8.2f}%" if "mlp_share" in e and e["mode"] != "peft" else f"{'-':>9s}"
+        lines.append(f"{e['model']:9s} {name:22s} {e['step_ms']:9.1f} {e['vs_peft']:8.3f} {vs_plain} "
+                     f"{_mib(e['peak_bytes'])} {share}  {e['loss_last']:.4f}")
+    return "\n".join(lines)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -169,11 +256,17 @@ def worker_env(device: str) -> dict:
 
 
 def run_config(spec: dict, device: str, timeout: float) -> dict:
+    """One configuration in a worker process; a variant's "env" key sets worker variables."""
+    env = worker_env(device)
+    if spec.get("ds_json") and "env" in spec["ds_json"]:
+        ds_json = dict(spec["ds_json"])
+        env.update({k: str(v) for k, v in ds_json.pop("env").items()})
+        spec = {**spec, "ds_json": ds_json}
     with tempfile.TemporaryDirectory(prefix="rpt-bench-train-") as tmp:
         path = os.path.join(tmp, "result.json")
         try:
             proc = subprocess.run([sys.executable, str(WORKER), json.dumps(spec), path],
-                                  env=worker_env(device), capture_output=True, text=True, timeout=timeout)
+                                  env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return {"status": "timeout", "note": f"killed after {timeout:.0f}s (--config-timeout)"}
         if os.path.exists(path):
@@ -300,6 +393,9 @@ NOTES = [
     "build; planner side = its allocator peak + offloaded partition (host and device are one)",
     "plain mode under bf16 keeps fp32 weights with autocast (as rpt-train does); the planner "
     "assumes bf16 weights at ZeRO-0",
+    "comparison (with a peft row): on CPU the step compared is the process's CPU time "
+    "(time.process_time, 1 torch thread by default): on a shared machine wall time mostly "
+    "measures the other jobs",
 ]
 
 
@@ -313,27 +409,36 @@ def main(argv=None) -> int:
     settings = {k: getattr(args, k) for k in ("models", "modes", "batch_size", "seq_len", "target_len",
                                               "num_tokens", "dtype", "warmup", "steps", "backend",
                                               "max_live_parameters", "persistence_threshold", "threads")}
+    settings["variants"], settings["rounds"] = args.variants, args.rounds
     report = {"schema": SCHEMA, **env, "settings": settings, "deviations": deviations(args),
               "notes": NOTES, "loadavg_start": os.getloadavg(), "complete": False, "results": [], "goals": []}
     print(f"bench_train on {env['device']['name']} ({args.device}); writing {out}/train.json", flush=True)
-    for model in args.models:
-        for mode in args.modes:
-            spec = {"model": model, "mode": mode, **{k: settings[k] for k in (
-                "batch_size", "seq_len", "target_len", "num_tokens", "dtype", "warmup", "steps", "backend",
-                "max_live_parameters", "persistence_threshold", "threads")}}
-            start = time.time()
-            row = {**spec, "device": args.device, **run_config(spec, args.device, args.config_timeout)}
-            row["wall_s"] = round(time.time() - start, 1)
-            compare(row)
-            report["results"].append(row)
-            report["loadavg_end"] = os.getloadavg()
-            write(report, out)
-            print(f"[{len(report['results'])}/{len(args.models) * len(args.modes)}] {line(row)}  "
-                  f"({row['wall_s']:.0f}s)", flush=True)
+    total = args.rounds * len(args.models) * len(args.modes)
+    rows: dict = {}
+    for done, (_, model, mode) in enumerate(
+            ((r, m, mode) for r in range(args.rounds) for m in args.models for mode in args.modes), 1):
+        spec = {"model": model, "mode": mode, **{k: settings[k] for k in (
+            "batch_size", "seq_len", "target_len", "num_tokens", "dtype", "warmup", "steps", "backend",
+            "max_live_parameters", "persistence_threshold", "threads")}}
+        if "@" in mode:
+            spec["ds_json"] = args.variants[mode.split("@")[1]]
+        start = time.time()
+        row = {**spec, "device": args.device, **run_config(spec, args.device, args.config_timeout)}
+        row["wall_s"] = round(time.time() - start, 1)
+        row = _merge_round(rows.get((model, mode)), row)
+        rows[(model, mode)] = row
+        compare(row)
+        report["results"] = list(rows.values())
+        report["loadavg_end"] = os.getloadavg()
+        write(report, out)
+        print(f"[{done}/{total}] {line(row)}  ({row['wall_s']:.0f}s)", flush=True)
     report["goals"] = goals(report["results"], args)
+    report["comparison"] = comparison(report["results"])
     report["complete"] = True
     write(report, out)
     print(table(report))
+    if report["comparison"]:
+        print(comparison_table(report["comparison"]))
     print(f"wrote {out / 'train.json'} and {out / 'train.csv'}")
     return 0 if all(r["status"] == "ok" for r in report["results"]) else 1
 

@@ -31,7 +31,10 @@ Backbone weights on the GPU
 
 Trainable part (exact sizes; AdamW): fp32 master + 2 fp32 states (12 bytes/param) partitioned
 by world size at ZeRO >= 1 (on the host with Setup(offload_optimizer="cpu")), the working copy (e) and
-its gradient (e, + 4 fp32 accumulation under bf16) partitioned at ZeRO >= 2/3.
+its gradient (e, + 4 fp32 accumulation under bf16) partitioned at ZeRO >= 2/3. At ZeRO >= 1 the
+gradient reduce bucket: ZeRO-3 allocates reduce_bucket_size elements whole (fp32 communication),
+stages 1-2 at most the trainable count. NVMe offload pins buffer_count (5) x nvme_buffer_size
+elements of swap buffers on the host.
 
 Activations (ESTIMATE of the saved-for-backward tensors of Hugging Face T5 with frozen weights,
 whose linear inputs are not saved; checked on CPU against saved-tensor hooks). The gradient flows
@@ -124,6 +127,10 @@ class Setup:
     param_persistence_threshold: int = 100_000
     max_reuse_distance: int = 1_000_000_000
     gradient_accumulation: int = 1
+    # Elements of the trainable gradients' reduce bucket (None: the trainable count, as
+    # rpt-train sets it; DeepSpeed's own default is 5e8) and of each NVMe swap buffer.
+    reduce_bucket_size: int | None = None
+    nvme_buffer_size: int = NVME_BUFFER_SIZE
 
 
 def _positive_int(name: str, value) -> int:
@@ -138,8 +145,10 @@ def check_setup(s: Setup) -> None:
                  "world_size", "gradient_accumulation"):
         _positive_int(name, getattr(s, name))
     for name in ("max_live_parameters", "prefetch_bucket_size", "param_persistence_threshold",
-                 "max_reuse_distance"):
+                 "max_reuse_distance", "reduce_bucket_size", "nvme_buffer_size"):
         value = getattr(s, name)
+        if value is None and name == "reduce_bucket_size":
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
     if s.zero_stage not in (0, 1, 2, 3):
@@ -312,7 +321,7 @@ def plan(s: Setup, arch: Arch | None = None) -> dict:
         elif s.offload_param == "cpu":
             host["backbone partition (pinned)"] = shard
         else:
-            host["nvme swap buffers (pinned)"] = NVME_BUFFER_COUNT * NVME_BUFFER_SIZE * e
+            host["nvme swap buffers (pinned)"] = NVME_BUFFER_COUNT * s.nvme_buffer_size * e
         gpu["backbone persistent"] = persistent * e
         gpu["backbone gathered (live)"] = gathered * e
     optim = 12 * n_train / (world if s.zero_stage >= 1 else 1)
@@ -323,6 +332,9 @@ def plan(s: Setup, arch: Arch | None = None) -> dict:
     gpu["trainable params"] = n_train * e / (world if s.zero_stage == 3 else 1)
     grad_bytes = e + (4 if s.bf16 else 0)
     gpu["trainable grads"] = n_train * grad_bytes / (world if s.zero_stage >= 2 else 1)
+    if s.zero_stage >= 1:  # the gradient bucket, allocated whole; gradients travel in fp32
+        bucket = n_train if s.reduce_bucket_size is None else s.reduce_bucket_size
+        gpu["gradient reduce bucket (fp32)"] = 4 * (bucket if s.zero_stage == 3 else min(bucket, n_train))
     gpu.update(activation_terms(a, s))
     allocated = sum(gpu.values())
     device_total = allocated * (1 + FRAGMENTATION) + CUDA_CONTEXT_BYTES
@@ -458,47 +470,29 @@ def format_verdict(p: dict, gpu_bytes: float, suggestions: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def setup_for_run(cfg, world_size: int | None = None) -> Setup:
-    """The planner's :class:`Setup` for an ``rpt-train`` run (a ``TrainConfig``) on
-    ``world_size`` GPUs (default: the launcher's WORLD_SIZE, else 1): the global batch split over
-    the ranks and the run's gradient accumulation steps, the run's lengths, precision, ZeRO
-    stage and live-parameter limits."""
-    from .presets import T5_PRESETS
+def setup_for_run(cfg, world_size: int | None = None) -> tuple[Setup, str]:
+    """(the planner's :class:`Setup`, the reason for any "auto" choice) of an ``rpt-train`` run
+    (a ``TrainConfig``) on ``world_size`` GPUs (default: the launcher's WORLD_SIZE, else 1), with
+    "auto" settings chosen as the run itself chooses them (``rpt_fast.train.autoplan``)."""
+    import torch
+
+    from .train import autoplan
 
     world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
-    if cfg.backbone_dropout is not None:
-        dropout = cfg.backbone_dropout
-    else:
-        dropout = T5_PRESETS.get(cfg.model, {}).get("dropout_rate", Setup.dropout)
-    return Setup(
-        model=cfg.model,
-        batch_size=max(1, cfg.batch_size // world),
-        source_length=cfg.max_input_length,
-        target_length=cfg.max_target_length,
-        num_tokens=cfg.num_tokens,
-        bottleneck=cfg.bottleneck,
-        separate=cfg.separate,
-        bf16=cfg.bf16,
-        zero_stage=cfg.zero_stage if cfg.deepspeed else 0,
-        offload_param=cfg.offload_param,
-        grad_checkpointing=cfg.gradient_checkpointing,
-        world_size=world,
-        dropout=dropout,
-        max_live_parameters=cfg.max_live_parameters,
-        prefetch_bucket_size=cfg.max_live_parameters // 2,
-        max_reuse_distance=cfg.max_live_parameters // 2,
-        gradient_accumulation=getattr(cfg, "gradient_accumulation_steps", 1) or 1,
-    )
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    cfg, reason = autoplan.resolve(cfg, world, device, local_world)
+    return autoplan.planner_setup(cfg, world), reason
 
 
-def report_plan(cfg, world_size: int | None, gpu_memory: str | None) -> str:
+def report_plan(cfg, world_size: int | None) -> str:
     """The plan of an ``rpt-train`` run as text, with a verdict and pasteable ``rpt-train``
-    flags when ``gpu_memory`` (e.g. "80GB") is given."""
-    s = setup_for_run(cfg, world_size)
+    flags when the run names its GPU memory (``--gpu-memory``, e.g. "80GB")."""
+    s, reason = setup_for_run(cfg, world_size)
     p = plan(s)
-    lines = [format_plan(p)]
-    if gpu_memory:
-        budget = parse_bytes(gpu_memory)
+    lines = ([reason] if reason else []) + [format_plan(p)]
+    if cfg.gpu_memory:
+        budget = parse_bytes(cfg.gpu_memory)
         lines.append(format_verdict(p, budget, suggest(s, budget)))
     return "\n".join(lines)
 
@@ -550,10 +544,10 @@ def main(argv=None) -> int:
     cfg, options = parse(argv, build_parser())
     try:
         cfg.validate()
-        s = setup_for_run(cfg, options["world_size"])
-        result: dict = {"plan": plan(s)}
-        if options["gpu_memory"]:
-            budget = parse_bytes(options["gpu_memory"])
+        s, reason = setup_for_run(cfg, options["world_size"])
+        result: dict = {"plan": plan(s), "choice": reason}
+        if cfg.gpu_memory:
+            budget = parse_bytes(cfg.gpu_memory)
             result.update(gpu_memory=budget, fits=result["plan"]["gpu_total"] <= budget,
                           suggestions=suggest(s, budget))
         if options["goals"]:
@@ -566,8 +560,10 @@ def main(argv=None) -> int:
     if options["json"]:
         print(json.dumps(result, indent=2))
         return 0
+    if reason:
+        print(reason)
     print(format_plan(result["plan"]))
-    if options["gpu_memory"]:
+    if cfg.gpu_memory:
         print(format_verdict(result["plan"], result["gpu_memory"], result["suggestions"]))
     for g in result.get("goals", []):
         verdict = f"fits with {train_flags(g['settings'])}" if g["fits"] else "does NOT fit"

@@ -186,12 +186,14 @@ class ResidualPromptModel(nn.Module):
             param.requires_grad_(False)
         self.backbone = backbone
         weight = embedding.weight
-        factory = {"device": weight.device, "dtype": torch.promote_types(weight.dtype, torch.float32)}
-        init_tensor = None if init_tensor is None else init_tensor.to(weight.device)
+        # Built on the CPU, so its init draws from the CPU RNG whatever device the backbone is
+        # on (under ZeRO-3 the embedding is on cuda:N): the same numbers in every mode.
+        factory = {"device": "cpu", "dtype": torch.promote_types(weight.dtype, torch.float32)}
+        init_tensor = None if init_tensor is None else init_tensor.cpu()
         d_model = embedding.embedding_dim
         self.reparam = reparam
         if reparam == "none":
-            self.prompt_encoder = PromptEmbedding(num_tokens, d_model, init=init_tensor, **factory)
+            self.prompt_encoder = PromptEmbedding(num_tokens, d_model, init=init_tensor, **factory).to(weight.device)
             return
         self.prompt_encoder = ResidualPromptEncoder(
             num_tokens, d_model, bottleneck, separate=separate, dropout=dropout, init=init_tensor, backend=backend,
@@ -202,6 +204,7 @@ class ResidualPromptModel(nn.Module):
                 d_model, bottleneck, num_tokens, separate=separate, dropout=dropout, backend=backend,
                 layer_norm=layer_norm, residual=residual, activation=activation, **factory,
             )
+        self.prompt_encoder.to(weight.device)
 
     @property
     def num_tokens(self) -> int:

@@ -77,9 +77,9 @@ def test_error_after_the_process_group_started_under_the_launcher_is_one_line_to
     assert_one_line_error(proc, f"--resume: checkpoint file {folder}/plain_state.pt is truncated")
 
 
-def test_plan_and_gpu_memory_need_each_other(tmp_path):
-    proc = rpt_train(tmp_path, "--gpu-memory", "8GB")
-    assert_one_line_error(proc, "--gpu-memory: only with --plan")
+def test_world_size_is_a_plan_option(tmp_path):
+    proc = rpt_train(tmp_path, "--world-size", "2")
+    assert_one_line_error(proc, "--world-size: only with --plan")
 
 
 # --help ---------------------------------------------------------------------------------------
@@ -112,7 +112,7 @@ def test_help_shows_every_flag_with_help_and_its_real_default(tmp_path):
     formatter = parser._get_formatter()
     for action in actions:  # one default per flag, never "(default: keep them) (default: None)"
         assert formatter._get_help_string(action).count("(default:") <= 1, action.option_strings[0]
-    for flag, default in (("--lr", "0.3"), ("--weight-decay", "1e-05"), ("--seed", "42"), ("--zero-stage", "3"),
+    for flag, default in (("--lr", "0.3"), ("--weight-decay", "1e-05"), ("--seed", "42"), ("--zero-stage", "auto"),
                           ("--log-interval", "10")):
         start = text.index(flag + " ")
         assert f"(default: {default})" in text[start:start + 300], flag
@@ -121,7 +121,7 @@ def test_help_shows_every_flag_with_help_and_its_real_default(tmp_path):
 
 
 def test_rpt_memory_and_plan_speak_rpt_trains_flags(tmp_path):
-    flags = ["--model", "t5-xl", "--bf16", "--max-input-length", "512", "--gpu-memory", "8GB"]
+    flags = ["--model", "t5-xl", "--bf16", "--max-input-length", "512", "--zero-stage", "0", "--gpu-memory", "8GB"]
     memory = subprocess.run([sys.executable, "-m", "rpt_fast.memory", *flags], cwd=tmp_path, env=env(),
                             capture_output=True, text=True, timeout=120)
     plan = rpt_train(tmp_path, "--plan", *flags)

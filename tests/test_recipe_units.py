@@ -96,11 +96,14 @@ def test_accumulation_splits_each_global_batch_into_micro_batches_then_ranks():
 
 
 def test_ds_config_carries_accumulation_and_the_micro_batch():
-    ds = build_ds_config(TrainConfig(batch_size=8, gradient_accumulation_steps=2), world_size=2, pin_memory=False)
+    stage = {"zero_stage": 3, "offload_param": "none"}
+    ds = build_ds_config(TrainConfig(batch_size=8, gradient_accumulation_steps=2, **stage), world_size=2,
+                         pin_memory=False)
     assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (8, 2, 2)
     assert ds["gradient_clipping"] == 0.0  # the official recipe: no clipping, never DeepSpeed's 1.0
-    with pytest.raises(ValueError, match="over 3 ranks x 3 gradient accumulation steps"):
-        build_ds_config(TrainConfig(batch_size=6, gradient_accumulation_steps=3), world_size=3, pin_memory=False)
+    with pytest.raises(ValueError, match="over 3 ranks x 3 accumulation steps"):
+        build_ds_config(TrainConfig(batch_size=6, gradient_accumulation_steps=3, **stage), world_size=3,
+                        pin_memory=False)
 
 
 def test_recipe_defaults_and_flags():

@@ -3,6 +3,12 @@ sizes and SHA-256 sums, renamed into place, then pointed to by ``latest`` (repla
 atomically). Older checkpoints beyond the newest ``keep`` (``--save-total-limit``) are removed
 only after that, so a crash at any moment leaves a complete one to resume from; loading re-checks the manifest and names any bad file.
 
+Each rank hashes the files it wrote itself (:func:`describe`) and rank 0 builds the manifest
+from what every rank reported, checking that it sees each file at the reported size: on a
+network filesystem rank 0's own directory listing of files other nodes just wrote can be
+stale. The output folder must be on a filesystem every node shares (checked at start-up by
+:func:`rpt_fast.train.shared_fs.require_shared`).
+
 Layout of ``<output-dir>/checkpoints/``::
 
     step-00000040/      MANIFEST.json + the files the trainer wrote (one set per rank)
@@ -15,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 
 MANIFEST = "MANIFEST.json"
@@ -69,6 +76,27 @@ def _files(folder: str) -> list[str]:
     return sorted(f for f in found if f != MANIFEST)
 
 
+# Files named for a rank belong to it (DeepSpeed's per-rank shards, the RNG states); the rest to
+# rank 0.
+_OWNER = re.compile(r"(?:zero_pp_rank_|rng_rank)0*(\d+)")
+
+
+def owner(rel: str) -> int:
+    found = _OWNER.search(os.path.basename(rel))
+    return int(found.group(1)) if found else 0
+
+
+def describe(tmp: str, rank: int) -> dict:
+    """Size and SHA-256 of the files rank ``rank`` wrote into ``tmp`` (fsynced first)."""
+    files = {}
+    for rel in _files(tmp):
+        if owner(rel) == rank:
+            path = os.path.join(tmp, rel)
+            _fsync_file(path)
+            files[rel] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+    return files
+
+
 def begin(root: str, step: int) -> str:
     """Creates a fresh temporary folder for the save of ``step`` (rank 0 only; callers
     barrier afterwards) and removes leftovers of interrupted saves."""
@@ -81,15 +109,20 @@ def begin(root: str, step: int) -> str:
     return tmp
 
 
-def seal(root: str, tmp: str, step: int, keep: int = 1) -> str:
-    """Rank 0, after every rank wrote its files into ``tmp``: writes the manifest, renames the
-    folder into place, points ``latest`` at it, and only then deletes older checkpoints beyond
-    the ``keep`` newest."""
-    files = {}
-    for rel in _files(tmp):
+def seal(root: str, tmp: str, step: int, files: dict | None = None, keep: int = 1) -> str:
+    """Rank 0, after every rank wrote its files into ``tmp``: writes the manifest (``files``,
+    gathered from every rank's :func:`describe`; None: rank 0 lists and hashes ``tmp`` itself),
+    renames the folder into place, points ``latest`` at it, and only then deletes older
+    checkpoints beyond the ``keep`` newest."""
+    if files is None:
+        files = describe_all(tmp)
+    for rel, expected in sorted(files.items()):
         path = os.path.join(tmp, rel)
-        _fsync_file(path)
-        files[rel] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+        if not os.path.isfile(path) or os.path.getsize(path) != expected["size"]:
+            raise CheckpointError(
+                f"checkpoint file {path} ({expected['size']} bytes, written by rank {owner(rel)}) is not visible to "
+                "rank 0 at that size: is the output folder on a filesystem every node shares?"
+            )
     manifest = {"step": step, "files": files}
     _write_atomic(os.path.join(tmp, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True))
     final = os.path.join(root, step_name(step))
@@ -102,6 +135,16 @@ def seal(root: str, tmp: str, step: int, keep: int = 1) -> str:
     for entry in older[: max(0, len(older) - (keep - 1))]:  # zero-padded names sort by step
         shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
     return final
+
+
+def describe_all(tmp: str) -> dict:
+    """Every file in ``tmp``, whichever rank wrote it (one process, or tests)."""
+    files = {}
+    for rel in _files(tmp):
+        path = os.path.join(tmp, rel)
+        _fsync_file(path)
+        files[rel] = {"size": os.path.getsize(path), "sha256": _sha256(path)}
+    return files
 
 
 def verify(folder: str) -> dict:

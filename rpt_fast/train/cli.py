@@ -19,9 +19,17 @@ import sys
 
 from ..ops import BACKENDS
 from ..presets import T5_PRESETS
-from .config import (ACTIVATIONS, DEFAULT_STEPS, EVAL_SPLITS, LR_SCHEDULERS, OFFLOAD_DEVICES, PROMPT_INITS,
-                     REPARAMS, REPORT_TO, WSC_FORMATS, ZERO_STAGES, TrainConfig)
+from .config import (ACTIVATIONS, DEFAULT_STEPS, EVAL_MODES, EVAL_SPLITS, LR_SCHEDULERS, OFFLOAD_DEVICES,
+                     PROMPT_INITS, REPARAMS, REPORT_TO, WSC_FORMATS, ZERO_STAGES, TrainConfig)
 from .errors import UsageError, as_usage_error, debug_requested, exit_with, reports_errors
+
+
+def _zero_stage(text: str):
+    if text == "auto":
+        return text
+    if text not in tuple(str(stage) for stage in ZERO_STAGES):
+        raise argparse.ArgumentTypeError(f"expected auto or one of {ZERO_STAGES}, got {text!r}")
+    return int(text)
 
 
 
@@ -93,7 +101,7 @@ def build_parser(prog: str = "rpt-train", *, planner: bool = False) -> argparse.
     g.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
                    help="linear warmup from 0 to --lr, then the --lr-scheduler")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch, split over ranks")
-    g.add_argument("--eval-batch-size", type=int, default=None, help="global (default: --batch-size)")
+    g.add_argument("--eval-batch-size", type=int, default=None, help="global (default: 4x --batch-size, at least 8 per rank)")
     g.add_argument("--epochs", type=int, default=None,
                    help=f"passes over the training set (default: with no --max-steps either, {DEFAULT_STEPS} steps)")
     g.add_argument("--max-steps", type=int, default=None,
@@ -131,16 +139,22 @@ def build_parser(prog: str = "rpt-train", *, planner: bool = False) -> argparse.
     g = p.add_argument_group("scale")
     g.add_argument("--no-deepspeed", dest="deepspeed", action="store_false",
                    help="train with plain PyTorch in one process instead of DeepSpeed")
-    g.add_argument("--zero-stage", type=int, choices=ZERO_STAGES, default=d.zero_stage,
-                   help="DeepSpeed ZeRO stage (3 partitions the frozen backbone over the ranks)")
-    g.add_argument("--offload-param", choices=OFFLOAD_DEVICES, default=d.offload_param,
-                   help="where ZeRO-3 keeps the backbone between uses")
+    g.add_argument("--zero-stage", type=_zero_stage, default=d.zero_stage,
+                   help=f"DeepSpeed ZeRO stage, one of {ZERO_STAGES} (3 partitions the frozen backbone over the "
+                        "ranks), or auto: the fastest the memory planner predicts to fit the device")
+    g.add_argument("--offload-param", choices=("auto", *OFFLOAD_DEVICES), default=d.offload_param,
+                   help="where ZeRO-3 keeps the backbone between uses (auto: chosen with --zero-stage auto)")
     g.add_argument("--nvme-path", default=None, help="folder for --offload-param nvme (default: none)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 backbone and compute (default: fp32)")
     g.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute the backbone's activations in backward: less memory, more time")
     g.add_argument("--max-live-parameters", type=int, default=d.max_live_parameters,
-                   help="ZeRO-3: most gathered backbone parameters kept at once (prefetch and reuse take half)")
+                   help="ZeRO-3: most gathered backbone parameters kept at once (default: from the model's sizes)")
+    g.add_argument("--gpu-memory", default=None,
+                   help="memory per GPU, e.g. 80GB: for the auto choice, and with --plan the fits / does not fit "
+                        "verdict (default: the GPU's own, or the host's RAM per rank on CPU)")
+    g.add_argument("--eval-mode", choices=EVAL_MODES, default=d.eval_mode,
+                   help="generate: greedy decoding; likelihood: pick the likeliest label string (classification)")
     g.add_argument("--deepspeed-config", default=None,
                    help="a DeepSpeed JSON merged over the generated config, its keys win (default: none)")
     g.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -150,8 +164,6 @@ def build_parser(prog: str = "rpt-train", *, planner: bool = False) -> argparse.
     if not planner:
         g.add_argument("--plan", action="store_true",
                        help="print this run's predicted memory per GPU and host (as rpt-memory does) and exit")
-    g.add_argument("--gpu-memory", default=None,
-                   help=f"{with_plan}the GPU's size, e.g. 80GB: says whether the run fits and what would (default: none)")
     g.add_argument("--world-size", type=int, default=None,
                    help=f"{with_plan}number of GPUs (default: the launcher's WORLD_SIZE, else 1)")
 
@@ -189,14 +201,13 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         cfg, options = parse(argv)
-        for name in ("gpu_memory", "world_size"):
-            if options[name] is not None and not options["plan"]:
-                raise UsageError(name, "only with --plan (the run itself takes its ranks from the launcher)")
+        if options["world_size"] is not None and not options["plan"]:
+            raise UsageError("world_size", "only with --plan (the run itself takes its ranks from the launcher)")
         if options["plan"]:
             from ..memory import report_plan
 
             cfg.validate()
-            text = report_plan(cfg, options["world_size"], options["gpu_memory"])
+            text = report_plan(cfg, options["world_size"])
             if reports_errors():  # under a launcher: once per node
                 print(text)
             return

@@ -12,6 +12,7 @@ from .errors import UsageError
 
 OFFLOAD_DEVICES = ("none", "cpu", "nvme")
 ZERO_STAGES = (0, 1, 2, 3)
+EVAL_MODES = ("generate", "likelihood")
 PROMPT_INITS = ("vocab", "random")
 REPARAMS = ("residual", "none")
 LR_SCHEDULERS = ("constant", "linear")
@@ -67,15 +68,20 @@ class TrainConfig:
     wsc_format: str = "span"
     # Scale.
     deepspeed: bool = True
-    zero_stage: int = 3
-    offload_param: str = "none"
+    # "auto": chosen from the memory planner and the device's memory (see autoplan.py).
+    zero_stage: int | str = "auto"
+    offload_param: str = "auto"
     nvme_path: str | None = None
     bf16: bool = False
     gradient_checkpointing: bool = False
-    # ZeRO-3 keeps at most this many gathered parameters live (prefetch and reuse take half):
-    # DeepSpeed's default (1e9) would keep most of a T5-XL on the GPU.
-    max_live_parameters: int = 100_000_000
+    # ZeRO-3 keeps at most this many gathered parameters live (prefetch and reuse take half);
+    # None: twice the largest parameter, at least 1e8, prefetching a block (autoplan.py).
+    max_live_parameters: int | None = None
+    gpu_memory: str | None = None  # device memory for the auto choice, e.g. "80GB"
     deepspeed_config: str | None = None
+    # Evaluation: "generate" (greedy decoding) or "likelihood" (the label string with the
+    # highest likelihood; classification tasks with a fixed label set).
+    eval_mode: str = "generate"
     # Output, checkpoints.
     output_dir: str | None = None
     save_interval: int = 0
@@ -87,7 +93,7 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Raises ValueError (a :class:`~rpt_fast.train.errors.UsageError` or one whose message
         starts with the field's name) naming the first bad setting; returns self."""
-        positive = ("num_tokens", "bottleneck", "batch_size", "max_input_length", "max_live_parameters",
+        positive = ("num_tokens", "bottleneck", "batch_size", "max_input_length",
                     "max_target_length", "log_interval", "save_total_limit")
         for name in positive:
             _check_int(name, getattr(self, name), minimum=1)
@@ -112,18 +118,7 @@ class TrainConfig:
             raise UsageError("report_to", f"expected one of {REPORT_TO}, got {self.report_to!r}")
         if self.prompt_init not in PROMPT_INITS:
             raise ValueError(f"prompt_init: expected one of {PROMPT_INITS}, got {self.prompt_init!r}")
-        if self.zero_stage not in ZERO_STAGES:
-            raise ValueError(f"zero_stage: expected one of {ZERO_STAGES}, got {self.zero_stage!r}")
-        if self.offload_param not in OFFLOAD_DEVICES:
-            raise ValueError(f"offload_param: expected one of {OFFLOAD_DEVICES}, got {self.offload_param!r}")
-        if self.offload_param != "none" and (not self.deepspeed or self.zero_stage != 3):
-            raise UsageError(
-                "offload_param",
-                f"{self.offload_param} needs DeepSpeed ZeRO stage 3 (--zero-stage 3), got "
-                f"{'--no-deepspeed' if not self.deepspeed else f'--zero-stage {self.zero_stage}'}",
-            )
-        if self.offload_param == "nvme" and not self.nvme_path:
-            raise UsageError("nvme_path", "--offload-param nvme needs a directory on a fast local disk, got none")
+        self._validate_scale()
         if self.deepspeed_config is not None and not os.path.isfile(self.deepspeed_config):
             raise UsageError("deepspeed_config", f"expected a JSON file, got {self.deepspeed_config!r} (no such file)")
         if self.resume and not self.output_dir:
@@ -153,6 +148,29 @@ class TrainConfig:
                     raise ValueError(f"{name}: sets the MLP, which reparam='none' does not have (got {getattr(self, name)!r})")
         return self
 
+    def _validate_scale(self) -> None:
+        if self.zero_stage != "auto" and self.zero_stage not in ZERO_STAGES:
+            raise ValueError(f"zero_stage: expected 'auto' or one of {ZERO_STAGES}, got {self.zero_stage!r}")
+        if self.offload_param != "auto" and self.offload_param not in OFFLOAD_DEVICES:
+            raise ValueError(f"offload_param: expected 'auto' or one of {OFFLOAD_DEVICES}, got {self.offload_param!r}")
+        if self.offload_param not in ("none", "auto") and (not self.deepspeed or self.zero_stage not in (3, "auto")):
+            raise UsageError(
+                "offload_param",
+                f"{self.offload_param} needs DeepSpeed ZeRO stage 3 (--zero-stage 3), got "
+                f"{'--no-deepspeed' if not self.deepspeed else f'--zero-stage {self.zero_stage}'}",
+            )
+        if self.offload_param == "nvme" and not self.nvme_path:
+            raise UsageError("nvme_path", "--offload-param nvme needs a directory on a fast local disk, got none")
+        if self.max_live_parameters is not None:
+            _check_int("max_live_parameters", self.max_live_parameters, minimum=1)
+        if self.gpu_memory is not None:
+            from ..memory import parse_bytes
+
+            if parse_bytes(self.gpu_memory) <= 0:
+                raise ValueError(f"gpu_memory: expected a positive size like '80GB', got {self.gpu_memory!r}")
+        if self.eval_mode not in EVAL_MODES:
+            raise ValueError(f"eval_mode: expected one of {EVAL_MODES}, got {self.eval_mode!r}")
+
     def total_steps(self, steps_per_epoch: int) -> int:
         """``max_steps`` and ``epochs`` both bound the run; with neither, the demo's length."""
         bounds = [b for b in (self.max_steps, self.epochs and self.epochs * steps_per_epoch) if b]
@@ -160,7 +178,7 @@ class TrainConfig:
 
     @property
     def total_eval_batch_size(self) -> int:
-        return self.eval_batch_size or self.batch_size
+        return self.eval_batch_size or 4 * self.batch_size
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

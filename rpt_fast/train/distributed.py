@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import launch_env
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -50,15 +52,6 @@ def _skip_cpu_shm_op() -> None:
         table["deepspeed_shm_comm"] = False
 
 
-def _fill_single_process_env() -> None:
-    """Started without a launcher: this process is rank 0 of 1 on a free local port."""
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("LOCAL_RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
-
-
 def _device(local_rank: int) -> torch.device:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
@@ -69,18 +62,21 @@ def _device(local_rank: int) -> torch.device:
 def init_distributed(use_deepspeed: bool) -> DistInfo:
     """Initializes the process group (NCCL on GPUs, gloo on CPU) and returns this rank's place.
 
-    Plain PyTorch mode runs one process: a launcher's WORLD_SIZE > 1 is an error there.
+    The rank comes from the launcher (see :mod:`launch_env`: torchrun/deepspeed variables, or
+    Open MPI, MVAPICH2, Slurm and PMI ones mapped onto them). Plain PyTorch mode runs one
+    process: a launcher's world size > 1 is an error there.
     """
     if not use_deepspeed:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        world = launch_env.discover().world_size
         if world != 1:
             raise RuntimeError(
-                f"--no-deepspeed trains in a single process, but WORLD_SIZE={world}: "
+                f"--no-deepspeed trains in a single process, but the launcher started {world}: "
                 "use DeepSpeed (any --zero-stage) for several ranks"
             )
         return DistInfo(0, 1, 0, _device(0))
     choose_accelerator()
-    _fill_single_process_env()
+    launch = launch_env.discover()
+    launch_env.export(launch, _free_port)
     # DeepSpeed calls torch.distributed APIs that torch deprecates, once per call: noise.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
     import deepspeed
@@ -95,6 +91,11 @@ def init_distributed(use_deepspeed: bool) -> DistInfo:
     return DistInfo(
         torch.distributed.get_rank(), torch.distributed.get_world_size(), local_rank, device
     )
+
+
+def local_world_size() -> int:
+    """Ranks on this node (the launchers' LOCAL_WORLD_SIZE, else all of them)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("WORLD_SIZE") or 1)
 
 
 def barrier(info: DistInfo) -> None:

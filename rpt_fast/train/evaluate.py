@@ -1,10 +1,13 @@
-"""Evaluation by greedy generation: each rank decodes its shard of the eval set, rank 0 puts the
-predictions back in order and scores them with the task's metrics (every rank gets the scores)."""
+"""Evaluation by greedy generation (with the KV cache, whatever the training's ``use_cache``) or
+by label likelihood (:mod:`likelihood`): each rank predicts its shard of the eval set, rank 0
+puts the predictions back in order and scores them with the task's metrics (every rank gets the
+scores)."""
 
 from __future__ import annotations
 
 import torch
 
+from . import likelihood
 from .data import Encoded, collate_generate, eval_shard
 from .distributed import DistInfo, all_gather_objects, broadcast_object
 
@@ -12,10 +15,13 @@ from .distributed import DistInfo, all_gather_objects, broadcast_object
 @torch.no_grad()
 def evaluate(model, task, encoded: list[Encoded], tokenizer, info: DistInfo, *, batch_size: int,
              max_new_tokens: int, synced_gpus: bool, autocast_dtype: torch.dtype | None,
-             examples=None) -> dict[str, float]:
+             examples=None, mode: str = "generate", max_input_length: int | None = None) -> dict[str, float]:
     """Scores ``model`` on ``examples`` (default ``task.eval``), encoded as ``encoded``;
     ``batch_size`` is the global eval batch. ``synced_gpus`` keeps ZeRO-3 ranks generating in
-    lockstep (their parameter gathers are collective)."""
+    lockstep (their parameter gathers are collective). ``mode="likelihood"`` picks the likeliest
+    training label instead of generating."""
+    labels = likelihood.candidate_labels(task) if mode == "likelihood" else None
+    examples = list(task.eval if examples is None else examples)
     was_training = model.training
     model.eval()
     indices = eval_shard(len(encoded), info.rank, info.world_size)
@@ -25,6 +31,12 @@ def evaluate(model, task, encoded: list[Encoded], tokenizer, info: DistInfo, *, 
     try:
         for start in range(0, len(indices), per_rank):
             chunk = indices[start : start + per_rank]
+            if labels is not None:
+                texts = likelihood.predict(model, [examples[i] for i in chunk], labels, tokenizer, info.device,
+                                           max_input_length=max_input_length, max_target_length=max_new_tokens,
+                                           autocast_dtype=autocast_dtype)
+                predictions.update(zip(chunk, texts))
+                continue
             batch = collate_generate([encoded[i] for i in chunk], pad_id, encoder_decoder=model.is_encoder_decoder)
             batch = {k: v.to(info.device) for k, v in batch.items()}
             with torch.autocast(info.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -34,6 +46,7 @@ def evaluate(model, task, encoded: list[Encoded], tokenizer, info: DistInfo, *, 
                     do_sample=False,
                     num_beams=1,
                     synced_gpus=synced_gpus,
+                    use_cache=True,  # the backbone's config may say False (gradient checkpointing)
                     pad_token_id=pad_id,
                     eos_token_id=tokenizer.eos_token_id,
                 )
@@ -49,5 +62,5 @@ def evaluate(model, task, encoded: list[Encoded], tokenizer, info: DistInfo, *, 
         for part in parts:
             merged.update(part)
         ordered = [merged[i] for i in range(len(encoded))]
-        scores = {k: float(v) for k, v in task.metrics(ordered, list(task.eval if examples is None else examples)).items()}
+        scores = {k: float(v) for k, v in task.metrics(ordered, examples).items()}
     return broadcast_object(info, scores)

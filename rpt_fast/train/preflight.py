@@ -6,6 +6,7 @@ data files are read once."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from ..presets import T5_PRESETS
@@ -50,7 +51,10 @@ def _check_scale(cfg: TrainConfig, world_size: int) -> None:
         return
     from .ds_config import build_ds_config
 
-    build_ds_config(cfg, world_size, pin_memory=False)  # the batch split and the user JSON
+    # The batch split and the user JSON; they do not depend on the stage "auto" resolves to later.
+    concrete = dataclasses.replace(cfg, zero_stage=3 if cfg.zero_stage == "auto" else cfg.zero_stage,
+                                   offload_param="none" if cfg.offload_param == "auto" else cfg.offload_param)
+    build_ds_config(concrete, world_size, pin_memory=False)
 
 
 def load_task(cfg: TrainConfig):

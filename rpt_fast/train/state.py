@@ -17,8 +17,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import checkpoint
-from .distributed import DistInfo, barrier, broadcast_object
+from .distributed import DistInfo, all_gather_objects, barrier, broadcast_object
 from .export import make_public
+from .rank_errors import on_every_rank
 
 TRAINER_STATE = "trainer_state.json"
 BEST = "best_trainable.safetensors"
@@ -78,7 +79,10 @@ def save(root: str, step: int, info: DistInfo, *, trainer_state: dict, best: dic
         with open(os.path.join(tmp, TRAINER_STATE), "w", encoding="utf-8") as handle:
             json.dump(public, handle, indent=1)
     barrier(info)
-    folder = checkpoint.seal(root, tmp, step, keep=keep) if info.is_main else None
+    files: dict = {}
+    for part in all_gather_objects(info, checkpoint.describe(tmp, info.rank)):
+        files.update(part)  # every rank hashes its own files: rank 0's listing may be stale (NFS)
+    folder = checkpoint.seal(root, tmp, step, files, keep=keep) if info.is_main else None
     barrier(info)
     return folder
 
@@ -93,7 +97,7 @@ def find_resumable(root: str, info: DistInfo) -> str | None:
             result = ("error", str(exc))
     kind, value = broadcast_object(info, result)
     if kind == "error":
-        raise checkpoint.CheckpointError(value)
+        raise on_every_rank(checkpoint.CheckpointError(value))
     return value
 
 

@@ -20,15 +20,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import state
+from . import autoplan, state
 from . import summary as run_summary
 from .backbone import build_backbone, load_tokenizer
 from .config import TrainConfig
 from .data import StepSampler, collate_train, encode_examples
-from .distributed import DistInfo, all_reduce_mean, barrier, broadcast_object, init_distributed, shutdown
+from .distributed import DistInfo, all_reduce_mean, local_world_size, barrier, broadcast_object, init_distributed, shutdown
 from .ds_config import build_ds_config
 from .evaluate import evaluate
 from .optim import build_optimizer, lr_lambda
+from .rank_errors import propagate as propagate_failures
+from .shared_fs import require_shared
 from .zero3 import register_fused_parameters
 from .export import export_prompt, gathered, load_trainable, trainable_tensors
 
@@ -37,17 +39,26 @@ CHECKPOINTS = "checkpoints"
 
 
 def _output_dir(cfg: TrainConfig, info: DistInfo) -> str:
-    """The run folder's path, the same on every rank; :func:`train` creates it once the run is
-    built, so a run that fails to start leaves nothing behind."""
+    """``--output-dir`` as this rank names it (every rank gets the same flags), else a new
+    folder rank 0 names; every rank must see the same folder (:func:`require_shared`). Made
+    once the run's inputs passed their checks (:mod:`preflight`); :func:`train` removes it again
+    if the run fails before writing anything into it."""
     path = cfg.output_dir
-    if path is None and info.is_main:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = os.path.join("rpt-runs", f"{stamp}-{cfg.task}")
-        path, n = base, 1
-        while os.path.exists(path):
-            n += 1
-            path = f"{base}-{n}"
-    return os.path.abspath(broadcast_object(info, path))
+    if path is None:
+        if info.is_main:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            base = os.path.join("rpt-runs", f"{stamp}-{cfg.task}")
+            path, n = base, 1
+            while os.path.exists(path):
+                n += 1
+                path = f"{base}-{n}"
+        path = broadcast_object(info, path)
+    path = os.path.abspath(path)
+    if info.is_main:
+        os.makedirs(path, exist_ok=True)
+    barrier(info)
+    require_shared(info, path)
+    return path
 
 
 class MetricsLog:
@@ -102,12 +113,21 @@ def _seed_everything(seed: int) -> None:
 class Run:
     """A built run: model, optimizer, data, and where things go."""
 
-    def __init__(self, cfg: TrainConfig, info: DistInfo, task=None):
+    def __init__(self, cfg: TrainConfig, info: DistInfo, task=None, out: str | None = None):
         from ..prompt import ResidualPromptModel
         from .preflight import load_task
 
+        if info.device.type == "cpu":
+            # Denormal floats (from the attention softmax, once the prompt trains) slowed CPU
+            # steps by ~10% (t5-small, vs PEFT in the same loop); flushing them to zero costs
+            # nothing in accuracy. GPUs flush in their own kernels.
+            torch.set_flush_denormal(True)
+        # "auto" ZeRO settings chosen from the memory planner and this device's memory
+        cfg, reason = autoplan.resolve(cfg, info.world_size, info.device, local_world_size())
+        if reason and info.is_main:
+            print(f"rpt-train: {reason}", flush=True)
         self.cfg, self.info = cfg, info
-        self.out = _output_dir(cfg, info)
+        self.out = out or _output_dir(cfg, info)
         self.tokenizer = load_tokenizer(cfg)
         self.task = task if task is not None else load_task(cfg)
         self.ds_config = build_ds_config(cfg, info.world_size, pin_memory=info.device.type == "cuda") \
@@ -191,11 +211,17 @@ class Run:
 
     def evaluate(self, test: bool = False) -> dict[str, float]:
         """Scores the eval set, or with ``test`` the held-out test half (``eval_split="halves"``)."""
+        cfg = self.cfg
         data, examples = (self.test_data, self.task.test) if test else (self.eval_data, self.task.eval)
+        # Default: 4x the training batch and at least 8 per rank (generation saves no activations).
+        batch = cfg.eval_batch_size or max(cfg.total_eval_batch_size, 8 * self.info.world_size)
+        # Generation: the task's length; likelihood: the longest label string scored.
+        length = self.max_new_tokens if cfg.eval_mode == "generate" else cfg.max_target_length
         return evaluate(
             self.model, self.task, data, self.tokenizer, self.info, examples=examples,
-            batch_size=self.cfg.total_eval_batch_size, max_new_tokens=self.max_new_tokens,
+            batch_size=batch, max_new_tokens=length,
             synced_gpus=self.zero3 and self.info.world_size > 1, autocast_dtype=self.autocast_dtype,
+            mode=cfg.eval_mode, max_input_length=cfg.max_input_length,
         )
 
     def save(self, step: int, best: dict | None, train_time_s: float = 0.0) -> None:
@@ -303,17 +329,23 @@ def train(cfg: TrainConfig, task=None) -> dict:
     ``task``: the run's task if already loaded (by :func:`~rpt_fast.train.preflight.preflight`)."""
     cfg.validate()
     info = init_distributed(cfg.deepspeed)
-    resume_from = None
-    if cfg.resume:  # checked before the (possibly long) model build
-        resume_from = state.find_resumable(os.path.join(os.path.abspath(cfg.output_dir), CHECKPOINTS), info)
-        if resume_from is None and info.is_main:
-            print(f"--resume: no checkpoint in {cfg.output_dir} yet, starting from step 0", flush=True)
-    run = Run(cfg, info, task)
-    if info.is_main:
-        os.makedirs(run.out, exist_ok=True)
-        with open(os.path.join(run.out, "config.json"), "w", encoding="utf-8") as handle:
-            json.dump({"train": cfg.to_dict(), "deepspeed": run.ds_config}, handle, indent=1)
-    barrier(info)  # the folder exists for every rank
-    summary = _run_loop(run, resume_from)
+    with propagate_failures(info):  # one rank's exception stops every rank within seconds
+        resume_from = None
+        if cfg.resume:  # checked before the (possibly long) model build
+            resume_from = state.find_resumable(os.path.join(os.path.abspath(cfg.output_dir), CHECKPOINTS), info)
+            if resume_from is None and info.is_main:
+                print(f"--resume: no checkpoint in {cfg.output_dir} yet, starting from step 0", flush=True)
+        made_here = not (cfg.output_dir and os.path.isdir(cfg.output_dir))
+        out = _output_dir(cfg, info)
+        try:
+            run = Run(cfg, info, task, out=out)
+        except BaseException:
+            if made_here and info.is_main and not os.listdir(out):  # a failed start leaves nothing
+                os.rmdir(out)
+            raise
+        if info.is_main:
+            with open(os.path.join(run.out, "config.json"), "w", encoding="utf-8") as handle:
+                json.dump({"train": run.cfg.to_dict(), "deepspeed": run.ds_config}, handle, indent=1)
+        summary = _run_loop(run, resume_from)
     shutdown(info, cfg.deepspeed)
     return summary

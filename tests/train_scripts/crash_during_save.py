@@ -12,12 +12,12 @@ _seal = checkpoint.seal
 _calls = 0
 
 
-def _crashing_seal(root, tmp, step, **kwargs):
+def _crashing_seal(root, tmp, step, *args, **kwargs):
     global _calls
     _calls += 1
     if _calls == int(os.environ["CRASH_AT_SAVE"]):
         os.kill(os.getpid(), signal.SIGKILL)
-    return _seal(root, tmp, step, **kwargs)
+    return _seal(root, tmp, step, *args, **kwargs)
 
 
 checkpoint.seal = _crashing_seal

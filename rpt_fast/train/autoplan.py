@@ -1,0 +1,223 @@
+"""The run's ZeRO configuration and DeepSpeed buffer sizes, chosen from the memory planner
+(:mod:`rpt_fast.memory`) and the memory of the device the run is on.
+
+``--zero-stage auto`` / ``--offload-param auto`` (the defaults) take the first setting
+predicted to fit, fastest first: no partitioning (ZeRO stage 0: plain data parallel, the frozen
+backbone replicated), ZeRO-3 partitioning (several ranks only: on one rank it stores the same
+bytes), ZeRO-3 with parameter offload to CPU memory, then offload plus gradient checkpointing.
+Flags given explicitly are kept and only the rest is chosen. The choice and its reason are
+printed in one line.
+
+Device memory: ``--gpu-memory`` if given, else the CUDA device's total memory, else (CPU ranks)
+the machine's RAM shared by the ranks on this node. The planner models T5 exactly; for other
+backbones the choice falls back to ZeRO-3 (the setting that fits most), and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+
+from .config import TrainConfig
+
+# Every ZeRO-3 gather keeps at least this many parameters live (DeepSpeed's 1e8 limit was
+# below T5-XXL's 131.6M-element embedding: nothing was prefetched).
+MIN_LIVE_PARAMETERS = 100_000_000
+# NVMe swap buffers: DeepSpeed's default size and count; larger partitions get larger buffers.
+NVME_MIN_BUFFER = 100_000_000
+NVME_BUFFER_COUNT = 5
+# Parameters at most this large stay whole on every ZeRO-3 rank (DeepSpeed's default 1e5): the
+# norms and position biases. 1e6 (T5-small/base attention matrices whole) measured no faster on
+# one CPU rank; the planner models what is persistent.
+PERSISTENCE_THRESHOLD = 100_000
+# The trainable part's gradient bucket is one reduce for all of P and the MLP, capped here.
+MAX_REDUCE_BUCKET = 500_000_000
+
+
+@dataclass(frozen=True)
+class ModelSizes:
+    """What the DeepSpeed settings need to know about the backbone (no weights loaded)."""
+
+    d_model: int
+    largest_tensor: int  # numel of the largest backbone parameter (the embedding, usually)
+    layer_params: int  # numel of the largest transformer block
+    trainable: int  # P and the residual MLP(s)
+    t5: bool  # the planner models this backbone exactly
+
+
+def model_sizes(cfg: TrainConfig) -> ModelSizes:
+    from ..memory import Setup, backbone_tensors, load_arch, trainable_params
+    from ..presets import T5_PRESETS
+
+    setup = Setup(num_tokens=cfg.num_tokens, bottleneck=cfg.bottleneck, separate=cfg.separate)
+    try:
+        arch = load_arch(cfg.model)
+    except (ValueError, FileNotFoundError):
+        arch = None
+    if arch is not None and (cfg.model in T5_PRESETS or _model_type(cfg.model) in ("t5", "mt5", "umt5")):
+        tensors = backbone_tensors(arch)
+        d, i, f = arch.d_model, arch.inner, arch.d_ff
+        layer = 8 * d * i + (3 if arch.gated else 2) * d * f + 3 * d  # a decoder block
+        return ModelSizes(d, max(n for _, n, _ in tensors), layer, trainable_params(d, setup), True)
+    from .backbone import _model_config
+
+    config = _model_config(cfg)
+    d = int(next(getattr(config, k) for k in ("d_model", "hidden_size", "n_embd") if hasattr(config, k)))
+    inner = int(getattr(config, "intermediate_size", None) or 4 * d)
+    layer = 4 * d * d + 3 * d * inner
+    return ModelSizes(d, max(config.vocab_size * d, layer), layer, trainable_params(d, setup), False)
+
+
+def _model_type(model: str) -> str | None:
+    import json
+
+    path = os.path.join(model, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle).get("model_type")
+
+
+def zero3_limits(sizes: ModelSizes, cfg: TrainConfig) -> dict[str, int]:
+    """ZeRO-3 live/prefetch/reuse limits: ``--max-live-parameters`` if given, else room for the
+    largest parameter twice over; prefetch and reuse one block (at least half the live limit)."""
+    live = cfg.max_live_parameters or max(MIN_LIVE_PARAMETERS, 2 * sizes.largest_tensor)
+    ahead = min(live, max(live // 2, sizes.layer_params)) if cfg.max_live_parameters is None else live // 2
+    return {"max_live_parameters": live, "prefetch_bucket_size": ahead, "max_reuse_distance": ahead}
+
+
+def reduce_bucket_size(sizes: ModelSizes) -> int:
+    """One bucket holding every trainable gradient (instead of DeepSpeed's 5e8 elements)."""
+    return min(MAX_REDUCE_BUCKET, max(sizes.trainable, 1_000_000))
+
+
+def nvme_buffer_size(sizes: ModelSizes, world_size: int) -> int:
+    """Elements per NVMe swap buffer: at least one rank's partition of the largest parameter
+    (DeepSpeed aborts at model build otherwise), rounded up to a whole million."""
+    need = math.ceil(sizes.largest_tensor / world_size)
+    return max(NVME_MIN_BUFFER, -(-need // 1_000_000) * 1_000_000)
+
+
+def planner_setup(cfg: TrainConfig, world_size: int, sizes: ModelSizes | None = None):
+    """The memory planner's description of this (resolved) run, per rank."""
+    from ..memory import Setup
+    from ..presets import T5_PRESETS
+
+    sizes = sizes or model_sizes(cfg)
+    limits = zero3_limits(sizes, cfg)
+    dropout = cfg.backbone_dropout
+    if dropout is None:
+        dropout = T5_PRESETS.get(cfg.model, {}).get("dropout_rate", Setup.dropout)
+    accumulation = getattr(cfg, "gradient_accumulation_steps", 1)
+    return Setup(
+        model=cfg.model,
+        batch_size=max(1, cfg.batch_size // world_size),
+        source_length=cfg.max_input_length,
+        target_length=cfg.max_target_length,
+        num_tokens=cfg.num_tokens,
+        bottleneck=cfg.bottleneck,
+        separate=cfg.separate,
+        bf16=cfg.bf16,
+        zero_stage=cfg.zero_stage if cfg.deepspeed else 0,
+        offload_param=cfg.offload_param,
+        grad_checkpointing=cfg.gradient_checkpointing,
+        world_size=world_size,
+        dropout=dropout,
+        gradient_accumulation=accumulation,
+        reduce_bucket_size=reduce_bucket_size(sizes),
+        nvme_buffer_size=nvme_buffer_size(sizes, world_size),
+        param_persistence_threshold=PERSISTENCE_THRESHOLD,
+        **limits,
+    )
+
+
+def device_memory(cfg: TrainConfig, device, local_world_size: int) -> tuple[float, str]:
+    """(bytes one rank may use, where the number came from)."""
+    from ..memory import parse_bytes
+
+    if cfg.gpu_memory:
+        return parse_bytes(cfg.gpu_memory), f"--gpu-memory {cfg.gpu_memory}"
+    if device is not None and device.type == "cuda":
+        import torch
+
+        total = torch.cuda.get_device_properties(device).total_memory
+        return float(total), f"{torch.cuda.get_device_name(device)} total"
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return total / local_world_size, f"host RAM / {local_world_size} rank(s) on this node"
+
+
+def _predicted(cfg: TrainConfig, world_size: int, sizes: ModelSizes, on_cuda: bool) -> float:
+    from ..memory import plan
+
+    p = plan(planner_setup(cfg, world_size, sizes))
+    # On CPU ranks the device is the host: what the planner puts on the GPU and on the host.
+    return p["gpu_total"] if on_cuda else p["gpu_allocated_peak"] + p["host_total"]
+
+
+def _candidates(cfg: TrainConfig, world_size: int) -> list[dict]:
+    ladder = [
+        {"zero_stage": 0, "offload_param": "none", "gradient_checkpointing": False},
+        {"zero_stage": 3, "offload_param": "none", "gradient_checkpointing": False},
+        {"zero_stage": 3, "offload_param": "cpu", "gradient_checkpointing": False},
+        {"zero_stage": 3, "offload_param": "cpu", "gradient_checkpointing": True},
+    ]
+    if world_size == 1 and cfg.zero_stage == "auto":  # one rank: ZeRO-3 alone stores what stage 0 does
+        ladder.pop(1)
+    out = []
+    for knobs in ladder:
+        if cfg.zero_stage != "auto" and knobs["zero_stage"] != cfg.zero_stage:
+            continue
+        if cfg.offload_param != "auto" and knobs["offload_param"] != cfg.offload_param:
+            continue
+        knobs = dict(knobs, gradient_checkpointing=knobs["gradient_checkpointing"] or cfg.gradient_checkpointing)
+        if knobs not in out:
+            out.append(knobs)
+    if not out:  # explicit flags outside the ladder (stage 1/2, offload nvme): only fill the rest
+        stage = cfg.zero_stage if cfg.zero_stage != "auto" else 3
+        offload = cfg.offload_param if cfg.offload_param != "auto" else "none"
+        out.append({"zero_stage": stage, "offload_param": offload if stage == 3 else "none",
+                    "gradient_checkpointing": cfg.gradient_checkpointing})
+    return out
+
+
+def _describe(knobs: dict) -> str:
+    stage = knobs["zero_stage"]
+    text = "ZeRO stage 0 (no partitioning)" if stage == 0 else f"ZeRO stage {stage}"
+    if knobs["offload_param"] != "none":
+        text += f" + parameter offload to {knobs['offload_param']}"
+    if knobs["gradient_checkpointing"]:
+        text += " + gradient checkpointing"
+    return text
+
+
+def resolve(cfg: TrainConfig, world_size: int, device=None, local_world_size: int = 1) -> tuple[TrainConfig, str]:
+    """``cfg`` with ``zero_stage``/``offload_param`` concrete, and the one-line reason."""
+    if not cfg.deepspeed:
+        return dataclasses.replace(cfg, zero_stage=0, offload_param="none"), ""
+    if cfg.zero_stage != "auto" and cfg.offload_param != "auto":
+        return cfg, ""
+    candidates = _candidates(cfg, world_size)
+    sizes = model_sizes(cfg)
+    if not sizes.t5:
+        knobs = next((k for k in candidates if k["zero_stage"] == 3), candidates[-1])
+        return dataclasses.replace(cfg, **knobs), (
+            f"{_describe(knobs)}: the memory planner models T5 only, so the setting that fits most "
+            "was taken (set --zero-stage / --offload-param to choose)")
+    budget, source = device_memory(cfg, device, local_world_size)
+    # --gpu-memory names a GPU's memory (e.g. planning on a login node): the GPU side counts
+    on_cuda = bool(cfg.gpu_memory) or (device is not None and device.type == "cuda")
+    tried = []
+    for knobs in candidates:
+        need = _predicted(dataclasses.replace(cfg, **knobs), world_size, sizes, on_cuda)
+        tried.append((knobs, need))
+        if need <= budget:
+            break
+    knobs, need = tried[-1]
+    verdict = "fits" if need <= budget else "does NOT fit (nothing predicted to fit: the last resort was taken)"
+    skipped = "; ".join(f"{_describe(k)} needs {n / 2**30:.1f} GiB" for k, n in tried[:-1])
+    reason = (f"{_describe(knobs)}: predicted {need / 2**30:.1f} GiB per rank {verdict} in "
+              f"{budget / 2**30:.1f} GiB ({source}){'; ' + skipped if skipped else ''}; "
+              "--zero-stage / --offload-param override")
+    return dataclasses.replace(cfg, **knobs), reason

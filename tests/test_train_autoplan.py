@@ -1,0 +1,119 @@
+"""The planner-chosen configuration (``--zero-stage auto`` / ``--offload-param auto``) and the
+DeepSpeed settings derived from the model's sizes: precision, buffers, ZeRO-3 limits."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from rpt_fast.memory import GIB, plan
+from rpt_fast.train import autoplan
+from rpt_fast.train.config import TrainConfig
+from rpt_fast.train.ds_config import build_ds_config
+
+
+CUDA = torch.device("cuda", 0)  # only its type is read: the memory comes from --gpu-memory
+
+
+def _need(cfg, world, **knobs):
+    return autoplan._predicted(dataclasses.replace(cfg, **knobs), world, autoplan.model_sizes(cfg), True)
+
+
+def _resolve(cfg, world, memory):
+    cfg = dataclasses.replace(cfg, gpu_memory=f"{memory / GIB:.6f}GiB").validate()
+    return autoplan.resolve(cfg, world, CUDA)
+
+
+def test_auto_prefers_no_partitioning_then_zero3_then_offload_then_checkpointing():
+    cfg = TrainConfig(model="t5-xl", bf16=True, max_input_length=512)
+    stage0 = _need(cfg, 2, zero_stage=0, offload_param="none")
+    zero3 = _need(cfg, 2, zero_stage=3, offload_param="none")
+    offload = _need(cfg, 2, zero_stage=3, offload_param="cpu")
+    ckpt = _need(cfg, 2, zero_stage=3, offload_param="cpu", gradient_checkpointing=True)
+    assert stage0 > zero3 > offload > ckpt
+    for budget, expected in [(stage0 * 1.01, (0, "none", False)), (zero3 * 1.01, (3, "none", False)),
+                             (offload * 1.01, (3, "cpu", False)), (ckpt * 1.01, (3, "cpu", True))]:
+        chosen, reason = _resolve(cfg, 2, budget)
+        assert (chosen.zero_stage, chosen.offload_param, chosen.gradient_checkpointing) == expected, reason
+        assert "fits in" in reason and "override" in reason
+    # --gpu-memory alone (planning on a machine without the GPU) judges the GPU side too
+    on_login_node = autoplan.resolve(dataclasses.replace(cfg, gpu_memory=f"{zero3 * 1.01 / GIB:.6f}GiB"), 2, None)
+    assert (on_login_node[0].zero_stage, on_login_node[0].offload_param) == (3, "none")
+    chosen, reason = _resolve(cfg, 2, ckpt / 2)  # nothing fits: the last resort, said plainly
+    assert (chosen.zero_stage, chosen.offload_param, chosen.gradient_checkpointing) == (3, "cpu", True)
+    assert "does NOT fit" in reason
+
+
+def test_one_rank_never_picks_zero3_without_offload_and_explicit_flags_win():
+    cfg = TrainConfig(model="t5-small")
+    chosen, reason = _resolve(cfg, 1, 1000 * GIB)
+    assert (chosen.zero_stage, chosen.offload_param) == (0, "none") and "no partitioning" in reason
+    stage0 = _need(cfg, 1, zero_stage=0, offload_param="none")
+    chosen, _ = _resolve(cfg, 1, stage0 * 0.99)
+    assert (chosen.zero_stage, chosen.offload_param) == (3, "cpu")
+    # --zero-stage 3 given: only the offload is chosen, and none is preferred
+    chosen, _ = _resolve(dataclasses.replace(cfg, zero_stage=3), 1, 1000 * GIB)
+    assert (chosen.zero_stage, chosen.offload_param) == (3, "none")
+    # --offload-param cpu given: ZeRO-3 follows
+    chosen, _ = _resolve(dataclasses.replace(cfg, offload_param="cpu"), 1, 1000 * GIB)
+    assert (chosen.zero_stage, chosen.offload_param) == (3, "cpu")
+    # both given, or no DeepSpeed: nothing chosen, nothing printed
+    both = dataclasses.replace(cfg, zero_stage=2, offload_param="none")
+    assert autoplan.resolve(both, 1, None) == (both, "")
+    plain, reason = autoplan.resolve(dataclasses.replace(cfg, deepspeed=False), 1, None)
+    assert (plain.zero_stage, plain.offload_param, reason) == (0, "none", "")
+
+
+def test_cpu_ranks_share_the_host_memory_where_offload_saves_nothing():
+    budget, source = autoplan.device_memory(TrainConfig(), None, local_world_size=4)
+    assert 0 < budget and "host RAM / 4" in source
+    cfg = TrainConfig(model="t5-xl", max_input_length=512)
+    sizes = autoplan.model_sizes(cfg)
+    on_host = [autoplan._predicted(dataclasses.replace(cfg, zero_stage=3, offload_param=o), 1, sizes, False)
+               for o in ("none", "cpu")]
+    assert on_host[0] == on_host[1]
+
+
+def _ds(world=1, **kw):
+    return build_ds_config(TrainConfig(**kw).validate(), world_size=world, pin_memory=False)
+
+
+def test_bf16_keeps_the_trainable_part_fp32_and_communicates_in_fp32():
+    assert _ds(bf16=True, zero_stage=3, offload_param="none")["bf16"]["enabled"] is True
+    for stage in (0, 1, 2):  # DeepSpeed's bf16 would cast P and the MLP: the backbone is built bf16
+        assert _ds(bf16=True, zero_stage=stage, offload_param="none")["bf16"]["enabled"] is False
+    assert _ds(bf16=True, zero_stage=3, offload_param="none")["communication_data_type"] == "fp32"
+
+
+def test_fp16_from_a_user_json_is_refused(tmp_path):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps({"fp16": {"enabled": True}}))
+    with pytest.raises(ValueError, match="deepspeed_config: fp16 is not supported.*use --bf16"):
+        _ds(deepspeed_config=str(path), zero_stage=3, offload_param="none")
+
+
+def test_buffers_come_from_the_model_sizes(tmp_path):
+    sizes = autoplan.model_sizes(TrainConfig(model="t5-xxl"))
+    assert sizes.largest_tensor == 32128 * 4096 and sizes.trainable == 100 * 4096 + 2 * 800 * 4096 + 800 + 3 * 4096
+    zero = _ds(model="t5-xxl", zero_stage=3, offload_param="nvme", nvme_path=str(tmp_path))["zero_optimization"]
+    assert zero["reduce_bucket_size"] == sizes.trainable  # not DeepSpeed's 5e8 elements
+    # one rank holds the whole 131.6M-element embedding: the swap buffer must take it
+    assert zero["offload_param"]["buffer_size"] >= sizes.largest_tensor
+    assert _ds(world=8, batch_size=8, model="t5-xxl", zero_stage=3, offload_param="nvme",
+               nvme_path=str(tmp_path))["zero_optimization"]["offload_param"]["buffer_size"] == 100_000_000
+    assert zero["stage3_max_live_parameters"] >= 2 * sizes.largest_tensor  # the embedding and more
+    assert zero["stage3_prefetch_bucket_size"] >= sizes.layer_params  # a whole block ahead
+    ds = _ds(model="t5-xxl", zero_stage=3, offload_param="nvme", nvme_path=str(tmp_path))
+    assert ds["aio"]["block_size"] == 1 << 20
+    # the planner models both: one bucket's fp32 bytes on the GPU, the swap buffers on the host
+    setup = autoplan.planner_setup(TrainConfig(model="t5-xxl", bf16=True, zero_stage=3, offload_param="nvme",
+                                               nvme_path=str(tmp_path)), 1)
+    p = plan(setup)
+    assert p["gpu_terms"]["gradient reduce bucket (fp32)"] == 4 * sizes.trainable
+    assert p["host_terms"]["nvme swap buffers (pinned)"] == 5 * zero["offload_param"]["buffer_size"] * 2
+
+
+def test_batch_must_divide_over_ranks_and_accumulation():
+    with pytest.raises(ValueError, match="global batch 8 must split evenly over 16 ranks x 1 .* multiples of 16"):
+        _ds(world=16, zero_stage=3, offload_param="none")

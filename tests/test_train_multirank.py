@@ -1,0 +1,107 @@
+"""Multi-rank behaviour on CPU ranks started the way ``mpirun`` starts them: each process gets
+only Open MPI's variables (OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK) plus MASTER_ADDR/PORT, no
+RANK/WORLD_SIZE. Covers launcher discovery end to end and failure propagation."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "train_scripts"))
+import harness  # noqa: E402
+
+from rpt_fast.train import checkpoint  # noqa: E402
+
+RUN = [*harness.SMALL, "--max-steps", "6", "--eval-interval", "0", "--backend", "eager"]
+
+
+def spawn_mpi_style(command: list[str], per_rank_args: list[list[str]], timeout: float = 300):
+    """``python COMMAND ARGS`` once per entry of ``per_rank_args``, each with its rank's Open MPI
+    variables; returns [(returncode, stderr, exit time)] by rank."""
+    world = len(per_rank_args)
+    port = str(harness.free_port())
+    procs = []
+    for rank, args in enumerate(per_rank_args):
+        env = {**harness.env(), "OMPI_COMM_WORLD_RANK": str(rank), "OMPI_COMM_WORLD_SIZE": str(world),
+               "OMPI_COMM_WORLD_LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        procs.append(subprocess.Popen([sys.executable, *command, *args], env=env, cwd=harness.REPO,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    deadline = time.monotonic() + timeout
+    ended = [None] * world
+    while None in ended and time.monotonic() < deadline:
+        for rank, proc in enumerate(procs):
+            if ended[rank] is None and proc.poll() is not None:
+                ended[rank] = time.monotonic()
+        time.sleep(0.2)
+    results = []
+    for rank, proc in enumerate(procs):
+        if ended[rank] is None:
+            proc.kill()
+        _, err = proc.communicate()
+        results.append((proc.returncode, err, ended[rank]))
+    return results
+
+
+@pytest.mark.timeout(360)
+def test_rank0_only_failure_stops_every_rank_with_the_same_error(tmp_path):
+    out = str(tmp_path / "run")
+    script = os.path.join(harness.SCRIPTS, "fail_on_main.py")
+    args = ["--output-dir", out, "--save-interval", "2", *RUN]
+    results = spawn_mpi_style([script], [args, args])
+    expected = "rpt-train: error: rank 0 failed: OSError: [Errno 28] No space left on device (injected)"
+    for rank, (code, err, ended) in enumerate(results):
+        assert ended is not None, f"rank {rank} still running:\n{err[-3000:]}"
+        assert code != 0, f"rank {rank} exited 0:\n{err[-3000:]}"
+        assert expected in err, f"rank {rank}:\n{err[-3000:]}"
+    # rank 1 waits in a collective that can never finish: it leaves within seconds, not 30 min
+    assert abs(results[0][2] - results[1][2]) < 10
+
+
+@pytest.mark.timeout(360)
+def test_two_ranks_launched_the_mpi_way_train_save_and_resume_as_one_run(tmp_path):
+    out = str(tmp_path / "run")
+    args = ["--output-dir", out, "--save-interval", "3", *RUN]
+    results = spawn_mpi_style(["-m", "rpt_fast.train"], [args, args])
+    for rank, (code, err, _) in enumerate(results):
+        assert code == 0, f"rank {rank}:\n{err[-3000:]}"
+    summary = harness.summary(out)
+    assert summary["world_size"] == 2 and summary["mode"] == "deepspeed zero-0"  # one job, not 2 runs
+    manifest = checkpoint.verify(os.path.join(out, "checkpoints", "step-00000003"))
+    assert {"rng_rank00000.pt", "rng_rank00001.pt"} <= set(manifest["files"])  # each rank's own files
+    whole = harness.prompt(out)
+    results = spawn_mpi_style(["-m", "rpt_fast.train"], [[*args, "--resume"]] * 2)  # from step 3
+    for rank, (code, err, _) in enumerate(results):
+        assert code == 0, f"rank {rank}:\n{err[-3000:]}"
+    assert harness.summary(out)["resumed_from_step"] == 3
+    assert torch.equal(harness.prompt(out), whole)
+
+
+@pytest.mark.timeout(360)
+def test_node_local_output_folders_are_refused_at_start_on_every_rank(tmp_path):
+    # Two simulated nodes: the same run folder name resolves to a different disk on each rank.
+    per_rank = [["--output-dir", str(tmp_path / f"node{rank}" / "run"), "--save-interval", "3", *RUN]
+                for rank in range(2)]
+    results = spawn_mpi_style(["-m", "rpt_fast.train"], per_rank)
+    for rank, (code, err, _) in enumerate(results):
+        assert code == 2, f"rank {rank} exited {code}:\n{err[-3000:]}"
+        assert "is not shared: rank 1 on" in err and "node-local disks are not supported" in err, err[-3000:]
+        assert "Traceback" not in err
+    assert not os.path.exists(tmp_path / "node0" / "run" / "checkpoints")  # nothing trained
+
+
+@pytest.mark.timeout(360)
+def test_likelihood_evaluation_under_zero3_on_two_ranks_matches_one_process(tmp_path):
+    # 9 eval examples: the second rank's shard is padded, so both run the same forwards
+    args = [*harness.SMALL, "--max-eval-examples", "9", "--max-steps", "4", "--eval-interval", "2",
+            "--eval-mode", "likelihood", "--zero-stage", "3", "--backend", "eager", "--backbone-dropout", "0"]
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    harness.train("--output-dir", one, *args)
+    results = spawn_mpi_style(["-m", "rpt_fast.train"], [["--output-dir", two, *args]] * 2)
+    for rank, (code, err, _) in enumerate(results):
+        assert code == 0, f"rank {rank}:\n{err[-3000:]}"
+    a, b = harness.summary(one), harness.summary(two)
+    assert b["world_size"] == 2 and b["mode"] == "deepspeed zero-3"
+    assert a["best_metrics"] == b["best_metrics"] and a["best_step"] == b["best_step"]
