@@ -27,7 +27,8 @@ import torch  # noqa: E402
 
 from rpt_fast.train.config import TrainConfig  # noqa: E402
 from rpt_fast.train.distributed import init_distributed, shutdown  # noqa: E402
-from rpt_fast.train.trainer import Run, _lr_lambda  # noqa: E402
+from rpt_fast.train.optim import lr_lambda  # noqa: E402
+from rpt_fast.train.trainer import Run  # noqa: E402
 
 
 def _proc_status_bytes(key: str) -> int | None:
@@ -104,15 +105,16 @@ class PlainLoop:
             self.model = ResidualPromptModel(backbone, cfg.num_tokens, cfg.bottleneck, backend=cfg.backend,
                                              seed=cfg.seed)
             params = self.model.trainable_parameters()
-        self.params = params
+        self.params, self.max_grad_norm = params, cfg.max_grad_norm
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        # rpt-train's schedule, so the "loop" row's losses equal the rpt-train rows'
-        factor = _lr_lambda(cfg.warmup_steps, cfg.total_steps(1))
+        # rpt-train's schedule and clipping, so the "loop" row's losses equal the rpt-train rows'
+        factor = lr_lambda(cfg.lr_scheduler, cfg.warmup_steps, cfg.total_steps(1))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
 
-    def optimizer_step(self, loss: torch.Tensor) -> None:
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+    def optimizer_step(self) -> None:
+        """The update from the gradients of the last backward (as ``Run.optimizer_step``)."""
+        if self.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -147,12 +149,17 @@ def synthetic_batch(run: Run, spec: dict) -> dict:
 
 
 def train_step(run: Run, batch: dict) -> float:
-    """One optimizer step as Run.forward_loss + Run.optimizer_step take it, on ``batch``."""
+    """One optimizer step on ``batch``, as ``Run.train_step`` takes it without accumulation."""
     module = run.engine if run.engine is not None else run.model
     dtype = run.autocast_dtype
     with torch.autocast(run.info.device.type, dtype=dtype, enabled=dtype is not None):
         loss = module(**batch).loss
-    run.optimizer_step(loss)
+    if run.engine is not None:
+        run.engine.backward(loss)
+        run.engine.step()
+    else:
+        loss.backward()
+        run.optimizer_step()
     return loss.item()  # waits for the device
 
 

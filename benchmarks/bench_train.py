@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -238,17 +237,11 @@ def comparison_table(entries: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def worker_env(device: str) -> dict:
-    """One local rank on a free port; DeepSpeed on the CPU accelerator without CUDA; C++ ops
+    """One local rank (port 0: the OS picks); DeepSpeed on the CPU accelerator without CUDA; C++ ops
     (if any get built) in a private extensions folder."""
     env = dict(os.environ, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-               MASTER_PORT=str(_free_port()))
+               MASTER_PORT="0")  # one rank: the OS picks the store's port
     if device == "cpu":
         env["DS_ACCELERATOR"] = "cpu"
     env.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(tempfile.gettempdir(), "rpt-bench-train-extensions"))

@@ -4,7 +4,6 @@ nodes), ``torchrun``, or a single process started by hand, on GPUs or CPU ranks.
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 from dataclasses import dataclass
 
@@ -30,12 +29,6 @@ def choose_accelerator() -> None:
     (an unset variable on a CPU-only machine is set here, before any DeepSpeed import)."""
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _skip_cpu_shm_op() -> None:
@@ -76,7 +69,7 @@ def init_distributed(use_deepspeed: bool) -> DistInfo:
         return DistInfo(0, 1, 0, _device(0))
     choose_accelerator()
     launch = launch_env.discover()
-    launch_env.export(launch, _free_port)
+    launch_env.export(launch)
     # DeepSpeed calls torch.distributed APIs that torch deprecates, once per call: noise.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
     import deepspeed

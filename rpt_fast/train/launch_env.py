@@ -72,7 +72,7 @@ def _checked(info: LaunchEnv) -> LaunchEnv:
     return info
 
 
-def export(info: LaunchEnv, free_port) -> None:
+def export(info: LaunchEnv) -> None:
     """Sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT in ``os.environ`` for
     ``torch.distributed``'s env:// rendezvous. A multi-process job that did not say where rank
     0 listens (MASTER_ADDR) is refused: guessing would hang every rank."""
@@ -86,4 +86,5 @@ def export(info: LaunchEnv, free_port) -> None:
     os.environ.setdefault("WORLD_SIZE", str(info.world_size))
     os.environ.setdefault("LOCAL_RANK", str(info.local_rank))
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(free_port()) if info.world_size == 1 else "29500")
+    # One process: port 0 lets its store bind a port the OS picks (no race with other runs).
+    os.environ.setdefault("MASTER_PORT", "0" if info.world_size == 1 else "29500")
