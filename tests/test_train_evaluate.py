@@ -7,7 +7,7 @@ from transformers import ByT5Tokenizer, GPT2Config, GPT2LMHeadModel
 
 from rpt_fast.prompt import ResidualPromptModel
 from rpt_fast.train import likelihood
-from rpt_fast.train.backbone import _model_config
+from rpt_fast.train.backbone import model_config
 from rpt_fast.train.config import TrainConfig
 from rpt_fast.train.data import encode_examples
 from rpt_fast.train.distributed import DistInfo
@@ -28,7 +28,7 @@ def _t5(gradient_checkpointing: bool):
     from transformers import T5ForConditionalGeneration
 
     torch.manual_seed(0)
-    config = _model_config(TrainConfig(gradient_checkpointing=gradient_checkpointing))
+    config = model_config(TrainConfig(gradient_checkpointing=gradient_checkpointing))
     backbone = T5ForConditionalGeneration(config).double()
     if gradient_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -18,15 +18,18 @@ from rpt_fast.train import checkpoint  # noqa: E402
 RUN = [*harness.SMALL, "--max-steps", "6", "--eval-interval", "0", "--backend", "eager"]
 
 
-def spawn_mpi_style(command: list[str], per_rank_args: list[list[str]], timeout: float = 300):
+def spawn_mpi_style(command: list[str], per_rank_args: list[list[str]], timeout: float = 300,
+                    one_rank_per_node: bool = False):
     """``python COMMAND ARGS`` once per entry of ``per_rank_args``, each with its rank's Open MPI
-    variables; returns [(returncode, stderr, exit time)] by rank."""
+    variables (``one_rank_per_node``: each the first process of its own simulated node);
+    returns [(returncode, stderr, exit time)] by rank."""
     world = len(per_rank_args)
     port = str(harness.free_port())
     procs = []
     for rank, args in enumerate(per_rank_args):
         env = {**harness.env(), "OMPI_COMM_WORLD_RANK": str(rank), "OMPI_COMM_WORLD_SIZE": str(world),
-               "OMPI_COMM_WORLD_LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+               "OMPI_COMM_WORLD_LOCAL_RANK": "0" if one_rank_per_node else str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
         procs.append(subprocess.Popen([sys.executable, *command, *args], env=env, cwd=harness.REPO,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     deadline = time.monotonic() + timeout
@@ -84,8 +87,8 @@ def test_node_local_output_folders_are_refused_at_start_on_every_rank(tmp_path):
     # Two simulated nodes: the same run folder name resolves to a different disk on each rank.
     per_rank = [["--output-dir", str(tmp_path / f"node{rank}" / "run"), "--save-interval", "3", *RUN]
                 for rank in range(2)]
-    results = spawn_mpi_style(["-m", "rpt_fast.train"], per_rank)
-    for rank, (code, err, _) in enumerate(results):
+    results = spawn_mpi_style(["-m", "rpt_fast.train"], per_rank, one_rank_per_node=True)
+    for rank, (code, err, _) in enumerate(results):  # each node's first process reports
         assert code == 2, f"rank {rank} exited {code}:\n{err[-3000:]}"
         assert "is not shared: rank 1 on" in err and "node-local disks are not supported" in err, err[-3000:]
         assert "Traceback" not in err

@@ -61,9 +61,9 @@ def model_sizes(cfg: TrainConfig) -> ModelSizes:
         d, i, f = arch.d_model, arch.inner, arch.d_ff
         layer = 8 * d * i + (3 if arch.gated else 2) * d * f + 3 * d  # a decoder block
         return ModelSizes(d, max(n for _, n, _ in tensors), layer, trainable_params(d, setup), True)
-    from .backbone import _model_config
+    from .backbone import model_config
 
-    config = _model_config(cfg)
+    config = model_config(cfg)
     d = int(next(getattr(config, k) for k in ("d_model", "hidden_size", "n_embd") if hasattr(config, k)))
     inner = int(getattr(config, "intermediate_size", None) or 4 * d)
     layer = 4 * d * d + 3 * d * inner

@@ -7,7 +7,7 @@ import sys
 from rpt_fast.train import checkpoint, cli
 
 
-def _failing_seal(root, tmp, step, *args):
+def _failing_seal(root, tmp, step, *args, **kwargs):
     raise OSError(28, "No space left on device (injected)")
 
 

@@ -20,8 +20,7 @@ def probe(cfg, info) -> dict:
     run = trainer.Run(cfg, info)
     params = run.model.trainable_parameters()
     before = [p.ds_tensor.clone() if hasattr(p, "ds_tensor") else p.detach().clone() for p in params]
-    loss = run.forward_loss(0)
-    run.optimizer_step(loss)
+    loss = run.train_step(0)
     after = [p.ds_tensor if hasattr(p, "ds_tensor") else p.detach() for p in params]
     frozen = next(p for p in run.model.backbone.parameters())
     optimizer = getattr(run.engine, "optimizer", None)
