@@ -107,6 +107,32 @@ def splitk_partials_kernel(
 
 
 @triton.jit
+def _data_and_weight_grads(g_ptr, w_ptr, dw_ptr, act, M, K, N, k_first, k_last,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                           PRECISION: tl.constexpr):
+    """For program column block ``program_id(0)`` over weight rows ``k_first..k_last`` of W
+    (K, N): returns ``g[:, k] @ W[k, n-block]`` (fp32) and stores ``dW[k, n-block] = g[:, k]^T
+    @ act`` (act: the (BLOCK_M, BLOCK_N) tile of the layer's input), so each weight tile is read
+    once for both gradients. g (M, K) and W, dW contiguous."""
+    rm = tl.arange(0, BLOCK_M)
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    m_ok = rm < M
+    n_ok = rn < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(k_first, k_last, BLOCK_K):
+        k_ok = k + rk < k_last
+        g = tl.load(g_ptr + rm[:, None] * K + (k + rk)[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        w_offs = (k + rk)[:, None] * N + rn[None, :]
+        w_ok = k_ok[:, None] & n_ok[None, :]
+        w = tl.load(w_ptr + w_offs, mask=w_ok, other=0.0)
+        acc = tl.dot(g, w, acc, input_precision=PRECISION)
+        dw = tl.dot(tl.trans(g), act, input_precision=PRECISION)
+        tl.store(dw_ptr + w_offs, dw.to(dw_ptr.dtype.element_ty), mask=w_ok)
+    return acc
+
+
+@triton.jit
 def da_dw2_kernel(
     dz_ptr, w2_ptr, h_ptr, da_ptr, db1_ptr, dw2_ptr, part_ptr, count_ptr,
     M, D, HID, k_chunk,
@@ -116,25 +142,14 @@ def da_dw2_kernel(
     w2 and dw2 (D, HID), all contiguous; part (S, M, HID) fp32."""
     rm = tl.arange(0, BLOCK_M)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
     m_ok = rm < M
     n_ok = rn < HID
     ok = m_ok[:, None] & n_ok[None, :]
     offs = rm[:, None] * HID + rn[None, :]
     h = tl.load(h_ptr + offs, mask=ok, other=0.0)
     k_first = tl.program_id(1) * k_chunk
-    k_last = tl.minimum(k_first + k_chunk, D)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(k_first, k_last, BLOCK_K):
-        k_ok = k + rk < k_last
-        dz = tl.load(dz_ptr + rm[:, None] * D + (k + rk)[None, :],
-                     mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-        w_offs = (k + rk)[:, None] * HID + rn[None, :]
-        w_ok = k_ok[:, None] & n_ok[None, :]
-        w2 = tl.load(w2_ptr + w_offs, mask=w_ok, other=0.0)
-        acc = tl.dot(dz, w2, acc, input_precision=PRECISION)
-        dw2 = tl.dot(tl.trans(dz), h, input_precision=PRECISION)
-        tl.store(dw2_ptr + w_offs, dw2.to(dw2_ptr.dtype.element_ty), mask=w_ok)
+    acc = _data_and_weight_grads(dz_ptr, w2_ptr, dw2_ptr, h, M, D, HID, k_first, tl.minimum(k_first + k_chunk, D),
+                                 BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
     tl.store(part_ptr + tl.program_id(1) * M * HID + offs, acc, mask=ok)
     if _last_to_arrive(count_ptr, tl.program_id(0), tl.num_programs(1)):
         acc = _sum_partials(part_ptr, M * HID, offs, ok, tl.num_programs(1), BLOCK_M, BLOCK_N)
@@ -187,25 +202,14 @@ def dx_dw1_kernel(
     else:
         rm = tl.arange(0, BLOCK_M)
         rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        rk = tl.arange(0, BLOCK_K)
         m_ok = rm < M
         n_ok = rn < D
         ok = m_ok[:, None] & n_ok[None, :]
         offs = rm[:, None] * D + rn[None, :]
         x = tl.load(x_ptr + offs, mask=ok, other=0.0)
         k_first = tl.program_id(1) * k_chunk
-        k_last = tl.minimum(k_first + k_chunk, HID)
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k in range(k_first, k_last, BLOCK_K):
-            k_ok = k + rk < k_last
-            da = tl.load(da_ptr + rm[:, None] * HID + (k + rk)[None, :],
-                         mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-            w_offs = (k + rk)[:, None] * D + rn[None, :]
-            w_ok = k_ok[:, None] & n_ok[None, :]
-            w1 = tl.load(w1_ptr + w_offs, mask=w_ok, other=0.0)
-            acc = tl.dot(da, w1, acc, input_precision=PRECISION)
-            dw1 = tl.dot(tl.trans(da), x, input_precision=PRECISION)
-            tl.store(dw1_ptr + w_offs, dw1.to(dw1_ptr.dtype.element_ty), mask=w_ok)
+        acc = _data_and_weight_grads(da_ptr, w1_ptr, dw1_ptr, x, M, HID, D, k_first,
+                                     tl.minimum(k_first + k_chunk, HID), BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
         tl.store(part_ptr + tl.program_id(1) * M * D + offs, acc, mask=ok)
         if _last_to_arrive(count_ptr, tl.program_id(0), n_splits):
             acc = _sum_partials(part_ptr, M * D, offs, ok, n_splits, BLOCK_M, BLOCK_N)
