@@ -26,6 +26,14 @@ inline void check_x(const at::Tensor& x, const char* name = "x") {
               x.strides());
 }
 
+// What an empty 1-D weight most likely is: its own error says so.
+inline const char* released_hint(const at::Tensor& t) {
+  return t.dim() == 1 && t.numel() == 0
+             ? "; this looks like a DeepSpeed ZeRO-3 parameter that was released and not gathered "
+               "again: call the op inside the forward of the module that owns the parameter"
+             : "";
+}
+
 // t must have `shape`, x's dtype and device; any strides unless `contiguous`.
 inline void check_like(const char* name, const at::Tensor& t, const at::Tensor& x,
                        at::IntArrayRef shape, bool contiguous = false) {
@@ -34,7 +42,8 @@ inline void check_like(const char* name, const at::Tensor& t, const at::Tensor& 
               " (the device of x), got ", t.device());
   TORCH_CHECK(t.scalar_type() == x.scalar_type(), name, ": expected dtype ", x.scalar_type(),
               " (the dtype of x), got ", t.scalar_type());
-  TORCH_CHECK(t.sizes() == shape, name, ": expected shape ", shape, ", got ", t.sizes());
+  TORCH_CHECK(t.sizes() == shape, name, ": expected shape ", shape, ", got ", t.sizes(),
+              released_hint(t));
   TORCH_CHECK(!contiguous || t.is_contiguous(), name, ": expected a contiguous tensor, got strides ",
               t.strides());
 }
@@ -66,7 +75,7 @@ inline int64_t bottleneck(const at::Tensor& w1, const at::Tensor& x, int64_t lea
   TORCH_CHECK(w1.defined(), "w1: expected a tensor, got None");
   TORCH_CHECK(w1.dim() == lead_dims + 2 && w1.size(-1) == x.size(1) && w1.size(-2) >= 1,
               "w1: expected shape ", (lead_dims ? "(n, m, " : "(m, "), x.size(1),
-              ") with m >= 1, got ", w1.sizes());
+              ") with m >= 1, got ", w1.sizes(), released_hint(w1));
   return w1.size(-2);
 }
 

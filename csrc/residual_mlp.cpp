@@ -46,8 +46,7 @@ Forward residual_mlp_forward(const at::Tensor& x, const at::Tensor& w1, const at
   // b1 inside the GEMM, as nn.Linear: one rounding before the ReLU, so a bfloat16 h has the
   // eager backend's sign pattern (a flipped ReLU mask would cost a whole gradient element).
   at::Tensor h = at::empty({rows, m}, x.options());
-  tiled_mm_out(h, x, w1.t(), &b1);
-  at::relu_(h);
+  run_gemms({mm_job(h, x, w1.t(), b1, /*relu=*/true)});
   // zb = z - b2 = h @ w2^T is kept for the backward, so no GEMM recomputes it there; the row
   // kernels add b2 in at::opmath_type, so a bfloat16 z is never rounded, as when it was
   // recomputed (same results).
@@ -56,7 +55,7 @@ Forward residual_mlp_forward(const at::Tensor& x, const at::Tensor& w1, const at
   at::Tensor mean = at::empty({rows}, x.options().dtype(stats_dtype(x)));
   at::Tensor rstd = at::empty({rows}, x.options().dtype(stats_dtype(x)));
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "residual_mlp_forward", [&] {
-    tiled_mm_out(zb, h, w2.t());
+    run_gemms({mm_job(zb, h, w2.t())});
     layer_norm_residual_(zb.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), b2c.data_ptr<scalar_t>(),
                          gc.data_ptr<scalar_t>(), bc.data_ptr<scalar_t>(), 0,
                          y.data_ptr<scalar_t>(), mean.data_ptr<stat_t<scalar_t>>(),
@@ -87,6 +86,8 @@ Backward residual_mlp_backward(const at::Tensor& dy, const at::Tensor& x, const 
   at::Tensor db2 = at::empty({d}, x.options());
   at::Tensor db1 = at::empty({m}, x.options());
   at::Tensor dh = at::empty({rows, m}, x.options());
+  at::Tensor dw2 = at::empty_like(w2);
+  at::Tensor dw1 = at::empty_like(w1);
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, x.scalar_type(), "residual_mlp_backward", [&] {
     layer_norm_backward_shared_(zb.data_ptr<scalar_t>(), dy.data_ptr<scalar_t>(),
                                 b2c.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
@@ -95,16 +96,14 @@ Backward residual_mlp_backward(const at::Tensor& dy, const at::Tensor& x, const 
                                 dz.data_ptr<scalar_t>(),
                                 dgamma.data_ptr<scalar_t>(), dbeta.data_ptr<scalar_t>(),
                                 db2.data_ptr<scalar_t>());
-    tiled_mm_out(dh, dz, w2);
+    // dh = dz @ w2 and dw2 = dz^T h both read dz only: one parallel region.
+    run_gemms({mm_job(dh, dz, w2), mm_job(dw2, dz.t(), h)});
     relu_backward_shared_(dh.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), rows, m,
                           db1.data_ptr<scalar_t>());
   });
-  at::Tensor dw2 = at::empty_like(w2);
-  tiled_mm_out(dw2, dz.t(), h);
+  // dx = dy + dh @ w1 (the residual) and dw1 = dh^T x both read dh only: one parallel region.
   at::Tensor dx = at::empty_like(x);
-  tiled_mm_out(dx, dh, w1, &dy);  // the residual: dx = dy + dh @ w1
-  at::Tensor dw1 = at::empty_like(w1);
-  tiled_mm_out(dw1, dh.t(), x);
+  run_gemms({mm_job(dx, dh, w1, dy), mm_job(dw1, dh.t(), x)});
   return {dx, dw1, db1, dw2, db2, dgamma, dbeta};
 }
 

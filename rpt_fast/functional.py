@@ -1,8 +1,8 @@
 """Public functional ops: input checks, autocast, backend choice and the autograd Functions.
 
-The Functions save the weight tensors they are given (the ``nn.Parameter`` objects
-themselves, never copies or transposes), so DeepSpeed ZeRO-3 can release them after the
-forward and gather them again before the backward. Every tensor that reaches a kernel backend
+The Functions (here, and the native ops' own in ``csrc/autograd.cpp``) save the weight tensors
+they are given (the ``nn.Parameter`` objects themselves, never copies or transposes), so
+DeepSpeed ZeRO-3 can release them after the forward and gather them again before the backward. Every tensor that reaches a kernel backend
 is contiguous (strided views are copied once per call here), so kernels may assume it.
 """
 
@@ -13,6 +13,7 @@ import torch
 from . import _library
 from ._backends import resolve_backend
 from ._validation import check_eps, check_grouped_inputs, check_residual_mlp_inputs
+from .ops import native
 from .ops.reference import grouped_residual_mlp_reference, residual_mlp_reference
 
 
@@ -58,18 +59,33 @@ def _autocast(tensors: tuple) -> tuple:
 
 def _run(tensors, eps, backend, grouped):
     x = tensors[0]
-    device_type = x.device.type
     name = resolve_backend(backend, x)
-    with torch.autocast(device_type, enabled=False):
-        if name == "eager":
-            ref = grouped_residual_mlp_reference if grouped else residual_mlp_reference
-            return ref(*tensors, eps)
-        weights = _contiguous(tensors[1:])
-        if x.dim() == 2 and x.is_contiguous():  # no view nodes in the autograd graph
-            return _ResidualMLPFunction.apply(x, *weights, eps, name, grouped)
-        x2d = x.reshape(-1, x.shape[-1]).contiguous()
-        y = _ResidualMLPFunction.apply(x2d, *weights, eps, name, grouped)
-        return y.view(x.shape)
+    if torch.is_autocast_enabled(x.device.type):  # cast already: run in that dtype, as given
+        with torch.autocast(x.device.type, enabled=False):
+            return _dispatch(tensors, eps, name, grouped)
+    return _dispatch(tensors, eps, name, grouped)
+
+
+def _dispatch(tensors, eps, name, grouped):
+    x = tensors[0]
+    if name == "eager":
+        ref = grouped_residual_mlp_reference if grouped else residual_mlp_reference
+        return ref(*tensors, eps)
+    weights = _contiguous(tensors[1:])
+    if x.dim() == 2 and x.is_contiguous():  # no view nodes in the autograd graph
+        return _apply(x, weights, eps, name, grouped)
+    y = _apply(x.reshape(-1, x.shape[-1]).contiguous(), weights, eps, name, grouped)
+    return y.view(x.shape)
+
+
+def _apply(x, weights, eps, backend, grouped):
+    """y for a 2-D contiguous x. The native ops carry their own autograd in C++ (no Python
+    between forward and backward kernels: a third of the time at prompt shapes); under
+    torch.compile, and for no rows, the Function around the custom ops serves every backend."""
+    if backend == "native" and x.shape[0] > 0 and not _compiling():
+        fused = native.grouped_residual_mlp if grouped else native.residual_mlp
+        return fused(x, *weights, eps)
+    return _ResidualMLPFunction.apply(x, *weights, eps, backend, grouped)
 
 
 def _contiguous(tensors: tuple) -> tuple:

@@ -182,6 +182,7 @@ THREAD_SHAPES = [  # (grouped, rows, d, m): one-tile and multi-tile GEMMs (600 r
     # torch's own multi-threaded GEMM gives different bits for 1 and 2 threads
     (False, 7, 96, 40), (False, 100, 256, 64), (False, 1000, 64, 48), (False, 600, 520, 48),
     (True, 5, 256, 96),
+    (False, 10, 768, 400),  # skinny tiles of dh and dx sharing their regions with dw2 and dw1
 ]
 
 
@@ -205,6 +206,43 @@ def test_bitwise_identical_across_thread_counts(case, dtype):
     for threads in (2, 3):
         for name, a, b in zip(NAMES, results[1], results[threads]):
             assert torch.equal(a, b), f"{name}: 1 vs {threads} threads differ"
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["shared", "grouped"])
+def test_autograd_runs_in_cpp(grouped, poisoned):
+    """Outside torch.compile the native backend's gradient is the C++ Function's
+    (csrc/autograd.cpp), with the reference's values (checked above through the same path)."""
+    n, d, m = 4, 16, 8
+    tensors = [t.float().requires_grad_() for t in make_inputs(n, d, m, groups=n if grouped else None)]
+    fn = rpt_fast.grouped_residual_mlp if grouped else rpt_fast.residual_mlp
+    y = fn(*tensors, backend="native")
+    assert "ResidualMLPFunction" in y.grad_fn.name(), y.grad_fn.name()
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["shared", "grouped"])
+def test_inference_mode_runs_the_forward(grouped, poisoned):
+    """Below autograd (inference mode) the ops' CPU kernel alone serves the call."""
+    n, d, m = 4, 16, 8
+    tensors = make_inputs(n, d, m, groups=n if grouped else None)
+    fn = rpt_fast.grouped_residual_mlp if grouped else rpt_fast.residual_mlp
+    ref_fn = grouped_residual_mlp_reference if grouped else residual_mlp_reference
+    with torch.inference_mode():
+        y = fn(*tensors, backend="native")
+    assert not y.requires_grad
+    torch.testing.assert_close(y, ref_fn(*tensors), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["shared", "grouped"])
+def test_weight_released_before_backward_is_named(grouped):
+    """ZeRO-3 releases weights after the forward: one not gathered again fails the backward
+    with an error naming it."""
+    n, d, m = 4, 16, 8
+    tensors = [t.requires_grad_() for t in make_inputs(n, d, m, groups=n if grouped else None)]
+    fn = rpt_fast.grouped_residual_mlp if grouped else rpt_fast.residual_mlp
+    y = fn(*tensors, backend="native")
+    tensors[3].data = torch.empty(0, dtype=tensors[3].dtype)  # w2, as DeepSpeed releases it
+    with pytest.raises(RuntimeError, match=r"w2: expected shape .* ZeRO-3 parameter"):
+        y.sum().backward()
 
 
 def raw_args(grouped, rows=5, d=12, m=7, dtype=torch.float32):
@@ -292,8 +330,8 @@ def test_unavailable_reasons():
 def test_auto_uses_native_and_float16_falls_back(monkeypatch):
     tensors = make_inputs(3, 8, 4, dtype=torch.float32)
     calls = []
-    original = native.residual_mlp_forward
-    monkeypatch.setattr(native, "residual_mlp_forward", lambda *a: calls.append(1) or original(*a))
+    original = native.residual_mlp
+    monkeypatch.setattr(native, "residual_mlp", lambda *a: calls.append(1) or original(*a))
     rpt_fast.residual_mlp(*tensors)
     assert calls == [1]
     y = rpt_fast.residual_mlp(*[t.half() for t in tensors])

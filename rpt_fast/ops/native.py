@@ -25,6 +25,8 @@ import torch
 
 __all__ = [
     "unavailable_reason",
+    "residual_mlp",
+    "grouped_residual_mlp",
     "residual_mlp_forward",
     "residual_mlp_backward",
     "grouped_residual_mlp_forward",
@@ -167,9 +169,24 @@ def _register_fakes() -> None:
                        z, mean, rstd)
         return gradients_like(x, w1, w2, b2, ln_weight)
 
+    def with_autograd(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
+        return forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps)[0]
+
     for prefix in ("", "grouped_"):
         torch.library.register_fake(f"rpt_fast_native::{prefix}residual_mlp_forward")(forward)
         torch.library.register_fake(f"rpt_fast_native::{prefix}residual_mlp_backward")(backward)
+        torch.library.register_fake(f"rpt_fast_native::{prefix}residual_mlp")(with_autograd)
+
+
+def residual_mlp(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
+    """y of the shared op with its autograd in C++ (csrc/autograd.cpp): no Python runs between
+    the forward and backward kernels, which matters at prompt shapes."""
+    return torch.ops.rpt_fast_native.residual_mlp(x, w1, b1, w2, b2, ln_weight, ln_bias, eps)
+
+
+def grouped_residual_mlp(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
+    """y of the grouped op with its autograd in C++, as :func:`residual_mlp`."""
+    return torch.ops.rpt_fast_native.grouped_residual_mlp(x, w1, b1, w2, b2, ln_weight, ln_bias, eps)
 
 
 def residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):

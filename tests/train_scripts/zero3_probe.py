@@ -23,8 +23,10 @@ KERNELS = ("residual_mlp_forward", "residual_mlp_backward",
 
 
 def count_kernel_calls(backend: str) -> dict:
-    """Wraps the backend module's entry points with counters; returns {name: calls}."""
-    module, calls = load_backend(backend), {}
+    """Wraps the backend module's entry points with counters; returns {name: calls}. The native
+    ops carry their autograd in C++: their forward entry is counted, and their backward by a
+    hook on the autograd node each forward returns."""
+    module, calls = load_backend(backend), {name: 0 for name in KERNELS}
 
     def counted(name, fn):
         def wrapper(*args):
@@ -32,9 +34,24 @@ def count_kernel_calls(backend: str) -> dict:
             return fn(*args)
         return wrapper
 
-    for name in KERNELS:
-        calls[name] = 0
-        setattr(module, name, counted(name, getattr(module, name)))
+    def counted_autograd(op, fn):
+        def backward_ran(*_):
+            calls[f"{op}_backward"] += 1
+
+        def wrapper(*args):
+            calls[f"{op}_forward"] += 1
+            y = fn(*args)
+            if y.grad_fn is not None:
+                y.grad_fn.register_hook(backward_ran)
+            return y
+        return wrapper
+
+    if backend == "native":
+        for op in ("residual_mlp", "grouped_residual_mlp"):
+            setattr(module, op, counted_autograd(op, getattr(module, op)))
+    else:
+        for name in KERNELS:
+            setattr(module, name, counted(name, getattr(module, name)))
     return calls
 
 
