@@ -2,7 +2,8 @@
 
 eager: the pure-PyTorch reference under autograd (for the grouped op: its batched bmm form);
 eager-loop (grouped only): one shared-op reference call per row; compile / compile-max:
-torch.compile of the reference (default / max-autotune); triton, native: rpt_fast backends."""
+torch.compile of the reference (default / max-autotune); triton, native: rpt_fast backends;
+gemms (shared only): the op's six GEMMs alone, a bound rather than an implementation."""
 
 from __future__ import annotations
 
@@ -11,7 +12,25 @@ import torch
 import rpt_fast
 from rpt_fast.ops.reference import grouped_residual_mlp_reference, residual_mlp_reference
 
-PROVIDERS = ("eager", "eager-loop", "compile", "compile-max", "triton", "native")
+PROVIDERS = ("eager", "eager-loop", "compile", "compile-max", "triton", "native", "gemms")
+
+
+class _GemmsOnly(torch.autograd.Function):
+    """The shared op's two forward and four backward GEMMs through torch's BLAS, and nothing
+    else (no ReLU, LayerNorm, bias or residual work). No implementation built on that BLAS runs
+    the op faster, so eager's time over this one bounds what fusing can gain over eager."""
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, ln_weight, ln_bias):
+        h = torch.addmm(b1, x, w1.t())
+        ctx.save_for_backward(x, w1, w2, h)
+        return h @ w2.t()
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w1, w2, h = ctx.saved_tensors
+        dh = dy @ w2
+        return torch.addmm(dy, dh, w1), dh.t() @ x, None, dy.t() @ h, None, None, None
 
 
 def _loop(x, *weights):
@@ -37,6 +56,10 @@ def make(op: str, name: str, *, dynamic: bool | None = None):
         return torch.compile(reference, mode=mode, dynamic=dynamic)
     if name in ("triton", "native"):
         return lambda *t: public(*t, backend=name)
+    if name == "gemms":
+        if op != "shared":
+            raise ValueError("gemms applies to the shared op only")
+        return _GemmsOnly.apply
     raise ValueError(f"provider: expected one of {PROVIDERS}, got {name!r}")
 
 
@@ -64,6 +87,6 @@ def mode_fn(fn, tensors, mode: str, dy):
     if mode == "fwd":
         return lambda: fn(*tensors)
     if mode == "full":
-        return lambda: torch.autograd.grad(fn(*tensors), tensors, dy)
+        return lambda: torch.autograd.grad(fn(*tensors), tensors, dy, allow_unused=True)
     y = fn(*tensors)
-    return lambda: torch.autograd.grad(y, tensors, dy, retain_graph=True)
+    return lambda: torch.autograd.grad(y, tensors, dy, retain_graph=True, allow_unused=True)

@@ -176,6 +176,8 @@ def providers_for(op, args, device, notes) -> list[str]:
     names = _csv_list(args.provider, PROVIDERS, "provider") if args.provider else list(PROVIDERS)
     if op == "shared" and "eager-loop" in names:
         names.remove("eager-loop")
+    if op == "grouped" and "gemms" in names:
+        names.remove("gemms")
     if device.type != "cuda" and "compile-max" in names and not args.provider:
         names.remove("compile-max")
         notes.append("compile-max (max-autotune) skipped on CPU by default: it autotunes GPU "

@@ -51,7 +51,7 @@ constexpr int64_t kMinTileSide = 256;
 // Narrower tiles for a skinny output (a side under kMinTileSide: the prompt's M <= 128 rows),
 // so its other side still splits across threads. Such a tile streams its share of the weight
 // once, as the whole GEMM would: no packing is repeated.
-constexpr int64_t kMinSkinnyTileSide = 64;
+constexpr int64_t kMinSkinnyTileSide = 128;
 
 // Tile edge rounded to a multiple of 16 rows/columns.
 inline int64_t tile_edge(int64_t len, int64_t parts) {
@@ -68,8 +68,9 @@ struct GemmJob {
 // The tile grid is a function of (rows, cols, depth) only: up to 64 tiles of >= ~2 MFLOP, the
 // longer output side halved first, never below kMinTileSide (kMinSkinnyTileSide for a skinny
 // output). Small tiles are slow: one thread, fwd+bwd at (8192, 2048, 400), measured ~30% slower
-// with 16-row tiles, ~5-10% with 256, than untiled; dx at (10, 768, 400) took 0.10 ms as eight
-// 96-column tiles against 0.065 ms as two.
+// with 16-row tiles, ~5-10% with 256, than untiled; one thread, dx at (10, 768, 400) took
+// 0.10 ms as eight 96-column tiles against 0.065 ms as two, zb at (100, 768, 400) 0.43-0.46 ms
+// as eight against 0.38-0.40 ms as one to four.
 struct TileGrid {
   int64_t edge_rows, edge_cols, n_rows, n_cols;
   int64_t tiles() const { return n_rows * n_cols; }

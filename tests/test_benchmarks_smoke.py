@@ -24,7 +24,8 @@ def _run(*args, timeout=60):
 def test_bench_report_plot(tmp_path):
     out = tmp_path / "results"
     proc = _run(BENCH / "bench_kernels.py", "--device", "cpu", "--shapes", "6,32,16;3,16,8",
-                "--op", "shared,grouped", "--mode", "fwd,full", "--provider", "eager,eager-loop,triton",
+                "--op", "shared,grouped", "--mode", "fwd,full", "--provider",
+                "eager,eager-loop,triton,gemms",
                 "--budget", "0.005", "--threads", "1", "--out", out)
     assert "eager" in proc.stdout and "ceilings:" in proc.stdout
     report = json.loads((out / "kernels.json").read_text())
@@ -35,8 +36,8 @@ def test_bench_report_plot(tmp_path):
     c = report["ceilings"]
     assert c["copy_GBps"] > 0 and c["matmul_TFLOPs"]["fp32"] > 0 and c["empty_op_us"] > 0
     rows = report["results"]
-    # 2 shapes x 2 modes x (shared: eager, triton; grouped: eager, eager-loop, triton)
-    assert len(rows) == 2 * 2 * 5
+    # 2 shapes x 2 modes x (shared: eager, triton, gemms; grouped: eager, eager-loop, triton)
+    assert len(rows) == 2 * 2 * 6
     for r in rows:
         assert ROW_KEYS <= set(r), r
         if r["provider"] == "triton":
@@ -47,6 +48,8 @@ def test_bench_report_plot(tmp_path):
     assert all(r["status"] == "ok" and r["speedup_vs_eager"] == 1.0 for r in eager)
     loop = [r for r in rows if r["provider"] == "eager-loop"]
     assert loop and all(r["op"] == "grouped" and r["status"] == "ok" for r in loop)
+    gemms = [r for r in rows if r["provider"] == "gemms"]
+    assert gemms and all(r["op"] == "shared" and r["status"] == "ok" for r in gemms)
     with open(out / "kernels.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
 
