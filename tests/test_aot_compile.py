@@ -5,7 +5,6 @@ The compile runs in a subprocess with TRITON_INTERPRET unset: under the interpre
 conftest.py turns on without a GPU) ``@triton.jit`` functions cannot be compiled.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,8 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("module", KERNEL_MODULES)
 def test_every_config_compiles_without_spills(module):
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} is not written yet")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.run(

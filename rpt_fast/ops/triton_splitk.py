@@ -45,11 +45,12 @@ def _sum_partials(part_ptr, part_stride, offs, ok, n_splits,
 
 
 @triton.jit
-def _splitk_dot(
-    a_ptr, b_ptr, M, N, K, k_chunk, stride_bk, stride_bn,
+def _splitk_partial(
+    a_ptr, b_ptr, part_ptr, M, N, K, k_chunk, stride_bk, stride_bn,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """``A[:, K_s] @ B[K_s, n-block]`` for program (n, s): A (M, K) contiguous, B by strides."""
+    """Stores ``part[s] = A[:, K_s] @ B[K_s, n-block]`` (fp32) for program (n, s): A (M, K)
+    contiguous, B by strides, part (S, M, N). Returns the tile's offsets and mask in (M, N)."""
     rm = tl.arange(0, BLOCK_M)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
@@ -65,7 +66,10 @@ def _splitk_dot(
         b = tl.load(b_ptr + (k + rk)[:, None] * stride_bk + rn[None, :] * stride_bn,
                     mask=k_ok[:, None] & n_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
-    return acc
+    ok = m_ok[:, None] & n_ok[None, :]
+    offs = rm[:, None] * N + rn[None, :]
+    tl.store(part_ptr + tl.program_id(1) * M * N + offs, acc, mask=ok)
+    return offs, ok
 
 
 @triton.jit
@@ -75,17 +79,12 @@ def splitk_bias_relu_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """``C = relu(A @ B + bias)`` (NaN stays NaN); C (M, N) contiguous, part (S, M, N) fp32."""
-    acc = _splitk_dot(a_ptr, b_ptr, M, N, K, k_chunk, stride_bk, stride_bn,
-                      BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
-    rm = tl.arange(0, BLOCK_M)
-    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_ok = rn < N
-    ok = (rm < M)[:, None] & n_ok[None, :]
-    offs = rm[:, None] * N + rn[None, :]
-    tl.store(part_ptr + tl.program_id(1) * M * N + offs, acc, mask=ok)
+    offs, ok = _splitk_partial(a_ptr, b_ptr, part_ptr, M, N, K, k_chunk, stride_bk, stride_bn,
+                               BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
     if _last_to_arrive(count_ptr, tl.program_id(0), tl.num_programs(1)):
         acc = _sum_partials(part_ptr, M * N, offs, ok, tl.num_programs(1), BLOCK_M, BLOCK_N)
-        acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
         acc = tl.where(acc < 0.0, 0.0, acc)
         tl.store(c_ptr + offs, acc.to(c_ptr.dtype.element_ty), mask=ok)
         tl.store(count_ptr + tl.program_id(0), 0)
@@ -98,12 +97,8 @@ def splitk_partials_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """``part[s] = A[:, K_s] @ B[K_s, :]`` in fp32, (S, M, N); the consumer sums them in order."""
-    acc = _splitk_dot(a_ptr, b_ptr, M, N, K, k_chunk, stride_bk, stride_bn,
-                      BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
-    rm = tl.arange(0, BLOCK_M)
-    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    ok = (rm < M)[:, None] & (rn < N)[None, :]
-    tl.store(part_ptr + tl.program_id(1) * M * N + rm[:, None] * N + rn[None, :], acc, mask=ok)
+    _splitk_partial(a_ptr, b_ptr, part_ptr, M, N, K, k_chunk, stride_bk, stride_bn,
+                    BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
 
 
 @triton.jit
