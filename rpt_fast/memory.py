@@ -28,6 +28,8 @@ Backbone weights on the GPU
     if larger (parameters reused within it are not released); at most N_np:
     gathered = min(N_np, F_max + max(max_live if prefetch > 0 else 0, reuse_distance)) e.
     With the defaults (max_live 1e9) this is most of a T5-XL: lower max_live to save memory.
+    rpt-train sets max_live to what the budget leaves after every other term (and prefetch and
+    reuse to half of it), so its planned peak is the budget (rpt_fast.train.autoplan).
 
 Trainable part (exact sizes; AdamW): fp32 master + 2 fp32 states (12 bytes/param) partitioned
 by world size at ZeRO >= 1 (on the host with Setup(offload_optimizer="cpu")), the working copy (e) and
@@ -287,15 +289,17 @@ def activation_terms(a: Arch, s: Setup) -> dict[str, float]:
     return {"activations": layers + bias + head + loss, "backward_workspace": workspace}
 
 
+def nonpersistent_numel(a: Arch, threshold: int) -> tuple[int, int]:
+    """(largest, total) numel of the backbone tensors ZeRO-3 partitions: those above the
+    persistence ``threshold`` (the rest stay whole on every rank)."""
+    sizes = [(n, c) for _, n, c in backbone_tensors(a) if n > threshold]
+    return max((n for n, _ in sizes), default=0), sum(n * c for n, c in sizes)
+
+
 def _gathered_numel(a: Arch, s: Setup) -> tuple[int, int]:
     """(persistent numel, peak gathered non-persistent numel) under ZeRO-3."""
-    persistent, largest, rest = 0, 0, 0
-    for _, n, c in backbone_tensors(a):
-        if n <= s.param_persistence_threshold:
-            persistent += n * c
-        else:
-            rest += n * c
-            largest = max(largest, n)
+    largest, rest = nonpersistent_numel(a, s.param_persistence_threshold)
+    persistent = backbone_params(a) - rest
     # Prefetched parameters accumulate up to max_live; the module being computed comes on top.
     kept = max(s.max_live_parameters if s.prefetch_bucket_size > 0 else 0, s.max_reuse_distance)
     return persistent, min(rest, largest + kept)

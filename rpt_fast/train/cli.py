@@ -149,7 +149,8 @@ def build_parser(prog: str = "rpt-train", *, planner: bool = False) -> argparse.
     g.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute the backbone's activations in backward: less memory, more time")
     g.add_argument("--max-live-parameters", type=int, default=d.max_live_parameters,
-                   help="ZeRO-3: most gathered backbone parameters kept at once (default: from the model's sizes)")
+                   help="ZeRO-3: most gathered backbone parameters kept at once, prefetch half of it (default: "
+                        "what the device memory leaves for the model and world size, at least two blocks)")
     g.add_argument("--gpu-memory", default=None,
                    help="memory per GPU, e.g. 80GB: for the auto choice, and with --plan the fits / does not fit "
                         "verdict (default: the GPU's own, or the host's RAM per rank on CPU)")
