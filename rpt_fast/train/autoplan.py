@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 from .config import TrainConfig
 
-# Every ZeRO-3 gather keeps at least this many parameters live (DeepSpeed's 1e8 limit was
-# below T5-XXL's 131.6M-element embedding: nothing was prefetched).
+# Backbones the planner does not model keep at least this many parameters live (DeepSpeed's
+# 1e8 limit was below T5-XXL's 131.6M-element embedding: nothing was prefetched); T5's limit is
+# planned from the memory left (planned_live_parameters).
 MIN_LIVE_PARAMETERS = 100_000_000
 # NVMe swap buffers: DeepSpeed's default size and count; larger partitions get larger buffers.
 NVME_MIN_BUFFER = 100_000_000
