@@ -76,7 +76,7 @@ setup(
     entry_points={
         "console_scripts": [
             "rpt-train=rpt_fast.train.cli:main",
-            "rpt-memory=rpt_fast.memory:main",
+            "rpt-memory=rpt_fast.train.memory_cli:main",
         ]
     },
 )

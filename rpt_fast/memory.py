@@ -1,5 +1,7 @@
 """Memory planner: predicts peak GPU and host memory of a residual prompt tuning run on a frozen
-T5 before anything is allocated, and suggests settings that fit a GPU (``rpt-memory``).
+T5 before anything is allocated, and suggests settings that fit a GPU. Pure arithmetic on the
+architecture: the ``rpt-memory`` program and ``rpt-train --plan``, which read a run's flags,
+live in :mod:`rpt_fast.train.memory_cli`.
 
 Why: T5-XL/XXL prompt tuning is limited by memory, not compute; the right mix of ZeRO-3,
 parameter offload, live-parameter limits and gradient checkpointing is cheaper to compute than
@@ -28,6 +30,8 @@ Backbone weights on the GPU
     if larger (parameters reused within it are not released); at most N_np:
     gathered = min(N_np, F_max + max(max_live if prefetch > 0 else 0, reuse_distance)) e.
     With the defaults (max_live 1e9) this is most of a T5-XL: lower max_live to save memory.
+    rpt-train sets max_live to what the budget leaves after every other term (and prefetch and
+    reuse to half of it), so its planned peak is the budget (rpt_fast.train.autoplan).
 
 Trainable part (exact sizes; AdamW): fp32 master + 2 fp32 states (12 bytes/param) partitioned
 by world size at ZeRO >= 1 (on the host with Setup(offload_optimizer="cpu")), the working copy (e) and
@@ -67,12 +71,10 @@ offloaded optimizer states, and a per-process baseline of 3 GiB (Python, torch, 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import re
-import sys
 from dataclasses import asdict, dataclass, replace
 
 GIB = 1024**3
@@ -287,15 +289,17 @@ def activation_terms(a: Arch, s: Setup) -> dict[str, float]:
     return {"activations": layers + bias + head + loss, "backward_workspace": workspace}
 
 
+def nonpersistent_numel(a: Arch, threshold: int) -> tuple[int, int]:
+    """(largest, total) numel of the backbone tensors ZeRO-3 partitions: those above the
+    persistence ``threshold`` (the rest stay whole on every rank)."""
+    sizes = [(n, c) for _, n, c in backbone_tensors(a) if n > threshold]
+    return max((n for n, _ in sizes), default=0), sum(n * c for n, c in sizes)
+
+
 def _gathered_numel(a: Arch, s: Setup) -> tuple[int, int]:
     """(persistent numel, peak gathered non-persistent numel) under ZeRO-3."""
-    persistent, largest, rest = 0, 0, 0
-    for _, n, c in backbone_tensors(a):
-        if n <= s.param_persistence_threshold:
-            persistent += n * c
-        else:
-            rest += n * c
-            largest = max(largest, n)
+    largest, rest = nonpersistent_numel(a, s.param_persistence_threshold)
+    persistent = backbone_params(a) - rest
     # Prefetched parameters accumulate up to max_live; the module being computed comes on top.
     kept = max(s.max_live_parameters if s.prefetch_bucket_size > 0 else 0, s.max_reuse_distance)
     return persistent, min(rest, largest + kept)
@@ -470,33 +474,6 @@ def format_verdict(p: dict, gpu_bytes: float, suggestions: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def setup_for_run(cfg, world_size: int | None = None) -> tuple[Setup, str]:
-    """(the planner's :class:`Setup`, the reason for any "auto" choice) of an ``rpt-train`` run
-    (a ``TrainConfig``) on ``world_size`` GPUs (default: the launcher's WORLD_SIZE, else 1), with
-    "auto" settings chosen as the run itself chooses them (``rpt_fast.train.autoplan``)."""
-    import torch
-
-    from .train import autoplan
-
-    world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    cfg, reason = autoplan.resolve(cfg, world, device, local_world)
-    return autoplan.planner_setup(cfg, world), reason
-
-
-def report_plan(cfg, world_size: int | None) -> str:
-    """The plan of an ``rpt-train`` run as text, with a verdict and pasteable ``rpt-train``
-    flags when the run names its GPU memory (``--gpu-memory``, e.g. "80GB")."""
-    s, reason = setup_for_run(cfg, world_size)
-    p = plan(s)
-    lines = ([reason] if reason else []) + [format_plan(p)]
-    if cfg.gpu_memory:
-        budget = parse_bytes(cfg.gpu_memory)
-        lines.append(format_verdict(p, budget, suggest(s, budget)))
-    return "\n".join(lines)
-
-
 def goals(base: Setup) -> list[dict]:
     """The design goals: T5-XL in 8 GB, T5-XXL in 16 GB (with offload), bf16, batch 8 per GPU,
     input 512, target 128, 100 prompt tokens, T5's dropout 0.1; the other settings from ``base``."""
@@ -508,68 +485,3 @@ def goals(base: Setup) -> list[dict]:
         out.append({"model": model, "gpu_memory": size, "fits": bool(fits),
                     "settings": fits[0] if fits else None})
     return out
-
-
-# rpt-memory's old flags, now spelled as rpt-train spells them.
-RENAMED_FLAGS = {
-    "--source-length": "--max-input-length",
-    "--target-length": "--max-target-length",
-    "--grad-checkpointing": "--gradient-checkpointing",
-    "--gradient-accumulation": "--gradient-accumulation-steps",
-    "--dropout": "--backbone-dropout",
-    "--fp32": "nothing (fp32 is the default; --bf16 for bfloat16)",
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """``rpt-train``'s flags with the same meaning (a global ``--batch-size``, the same lengths
-    and defaults), plus ``--goals`` and ``--json``."""
-    from .train.cli import build_parser as train_parser
-
-    ap = train_parser("rpt-memory", planner=True)
-    ap.hints = RENAMED_FLAGS
-    g = ap.add_argument_group("planner")
-    g.add_argument("--goals", action="store_true",
-                   help="check the design goals: T5-XL in 8 GB, T5-XXL in 16 GB (bf16, batch 8 per GPU, input 512, target 128)")
-    g.add_argument("--json", action="store_true", help="print JSON instead of text")
-    return ap
-
-
-def main(argv=None) -> int:
-    """``rpt-memory``: the plan of the ``rpt-train`` run its flags describe."""
-    from .train.cli import parse
-    from .train.errors import as_usage_error, debug_requested, exit_with
-
-    argv = sys.argv[1:] if argv is None else list(argv)
-    cfg, options = parse(argv, build_parser())
-    try:
-        cfg.validate()
-        s, reason = setup_for_run(cfg, options["world_size"])
-        result: dict = {"plan": plan(s), "choice": reason}
-        if cfg.gpu_memory:
-            budget = parse_bytes(cfg.gpu_memory)
-            result.update(gpu_memory=budget, fits=result["plan"]["gpu_total"] <= budget,
-                          suggestions=suggest(s, budget))
-        if options["goals"]:
-            result["goals"] = goals(s)
-    except (ValueError, FileNotFoundError) as exc:
-        usage = as_usage_error(exc) if isinstance(exc, ValueError) else None
-        if debug_requested(argv):
-            raise
-        exit_with("rpt-memory", str(usage or exc))
-    if options["json"]:
-        print(json.dumps(result, indent=2))
-        return 0
-    if reason:
-        print(reason)
-    print(format_plan(result["plan"]))
-    if cfg.gpu_memory:
-        print(format_verdict(result["plan"], result["gpu_memory"], result["suggestions"]))
-    for g in result.get("goals", []):
-        verdict = f"fits with {train_flags(g['settings'])}" if g["fits"] else "does NOT fit"
-        print(f"goal {g['model']} in {g['gpu_memory'] / GIB:.0f} GB: {verdict}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -122,13 +122,13 @@ def test_help_shows_every_flag_with_help_and_its_real_default(tmp_path):
 
 def test_rpt_memory_and_plan_speak_rpt_trains_flags(tmp_path):
     flags = ["--model", "t5-xl", "--bf16", "--max-input-length", "512", "--zero-stage", "0", "--gpu-memory", "8GB"]
-    memory = subprocess.run([sys.executable, "-m", "rpt_fast.memory", *flags], cwd=tmp_path, env=env(),
+    memory = subprocess.run([sys.executable, "-m", "rpt_fast.train.memory_cli", *flags], cwd=tmp_path, env=env(),
                             capture_output=True, text=True, timeout=120)
     plan = rpt_train(tmp_path, "--plan", *flags)
     assert memory.returncode == plan.returncode == 0, memory.stderr + plan.stderr
     assert memory.stdout == plan.stdout and "does not fit: about" in plan.stdout
     assert "append to the rpt-train command" in plan.stdout and "  --zero-stage 3 --offload-param cpu" in plan.stdout
-    old = subprocess.run([sys.executable, "-m", "rpt_fast.memory", "--source-length", "512"], cwd=tmp_path,
+    old = subprocess.run([sys.executable, "-m", "rpt_fast.train.memory_cli", "--source-length", "512"], cwd=tmp_path,
                          env=env(), capture_output=True, text=True, timeout=120)
     assert old.returncode == 2 and len(old.stderr.strip().splitlines()) == 1
     assert "--source-length: use --max-input-length" in old.stderr

@@ -19,13 +19,13 @@ from rpt_fast.memory import (
     activation_terms,
     backbone_params,
     load_arch,
-    main,
     parse_bytes,
     plan,
     suggest,
     trainable_params,
 )
 from rpt_fast.presets import t5_config
+from rpt_fast.train.memory_cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "benchmarks" / "check_memory.py"
@@ -220,3 +220,27 @@ def test_cli_errors_are_one_line_naming_the_flag(capsys):
     with pytest.raises(SystemExit):
         main(["--gpu-memory", "eight"])
     assert capsys.readouterr().err.startswith("rpt-memory: error: --gpu-memory: expected a size like '8GB'")
+
+
+def test_the_core_package_never_imports_the_training_package():
+    # ARCHITECTURE.md: imports point down only; rpt-memory's command line lives in train/
+    import ast
+
+    core = ROOT / "rpt_fast"
+    offenders = []
+    for path in core.rglob("*.py"):
+        if (core / "train") in path.parents:
+            continue
+        parts = path.relative_to(ROOT).parent.parts  # the file's package, e.g. ("rpt_fast", "ops")
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):  # "from ..train import x" -> rpt_fast.train(.x)
+                base = ".".join(parts[: len(parts) - node.level + 1]) if node.level else ""
+                module = ".".join(filter(None, [base, node.module]))
+                names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+            else:
+                continue
+            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                          if n == "rpt_fast.train" or n.startswith("rpt_fast.train.")]
+    assert offenders == []

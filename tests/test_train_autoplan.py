@@ -117,3 +117,42 @@ def test_buffers_come_from_the_model_sizes(tmp_path):
 def test_batch_must_divide_over_ranks_and_accumulation():
     with pytest.raises(ValueError, match="global batch 8 must split evenly over 16 ranks x 1 .* multiples of 16"):
         _ds(world=16, zero_stage=3, offload_param="none")
+
+
+def test_zero3_live_limits_grow_with_the_world_size_and_the_planned_peak_fits():
+    # T5-XXL with parameter offload on 16 GB GPUs: more ranks, less of the batch and of the
+    # optimizer state per rank, more memory left to prefetch into
+    cfg = TrainConfig(model="t5-xxl", bf16=True, zero_stage=3, offload_param="cpu", batch_size=16,
+                      max_input_length=256, gpu_memory="16GB").validate()
+    sizes = autoplan.model_sizes(cfg)
+    lives = []
+    for world in (4, 8, 16):
+        resolved, reason = autoplan.resolve(cfg, world, CUDA)
+        live = resolved.max_live_parameters
+        assert "gathered parameters live" in reason
+        p = plan(autoplan.planner_setup(resolved, world))
+        assert 0.99 * 16 * GIB < p["gpu_total"] <= 16 * GIB  # fits, and the room is used
+        zero = build_ds_config(resolved, world, pin_memory=False)["zero_optimization"]
+        assert zero["stage3_max_live_parameters"] == p["setup"]["max_live_parameters"] == live
+        assert zero["stage3_prefetch_bucket_size"] == p["setup"]["prefetch_bucket_size"] == live // 2
+        assert zero["stage3_max_reuse_distance"] == p["setup"]["max_reuse_distance"] == live // 2
+        assert live // 2 >= sizes.layer_params  # a whole block prefetched
+        lives.append(live)
+    assert lives[0] < lives[1] < lives[2]
+
+
+def test_zero3_live_limits_are_clamped_and_an_explicit_limit_wins():
+    cfg = TrainConfig(model="t5-xl", bf16=True, zero_stage=3, offload_param="none", max_input_length=256)
+    sizes = autoplan.model_sizes(cfg)
+    from rpt_fast.memory import load_arch, nonpersistent_numel
+
+    largest, total = nonpersistent_numel(load_arch("t5-xl"), autoplan.PERSISTENCE_THRESHOLD)
+    roomy, _ = _resolve(cfg, 8, 1000 * GIB)
+    assert roomy.max_live_parameters == total - largest  # everything gathered: nothing more to gain
+    tight, reason = _resolve(cfg, 8, 2 * GIB)  # not even one block of prefetch fits
+    assert tight.max_live_parameters == 2 * sizes.layer_params
+    assert plan(autoplan.planner_setup(tight, 8))["gpu_total"] > 2 * GIB
+    given = dataclasses.replace(cfg, max_live_parameters=12345)
+    assert autoplan.resolve(given, 8, CUDA) == (given, "")
+    # the planned limit depends on the world size the run was started with
+    assert _resolve(cfg, 2, 10 * GIB)[0].max_live_parameters < _resolve(cfg, 8, 10 * GIB)[0].max_live_parameters

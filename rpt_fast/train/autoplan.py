@@ -11,6 +11,9 @@ printed in one line.
 Device memory: ``--gpu-memory`` if given, else the CUDA device's total memory, else (CPU ranks)
 the machine's RAM shared by the ranks on this node. The planner models T5 exactly; for other
 backbones the choice falls back to ZeRO-3 (the setting that fits most), and says so.
+
+Under ZeRO-3 the same budget sets how many gathered parameters may be live (prefetched or kept
+for reuse): :func:`planned_live_parameters`, for the run's world size.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from dataclasses import dataclass
 
 from .config import TrainConfig
 
-# Every ZeRO-3 gather keeps at least this many parameters live (DeepSpeed's 1e8 limit was
-# below T5-XXL's 131.6M-element embedding: nothing was prefetched).
+# Backbones the planner does not model keep at least this many parameters live (DeepSpeed's
+# 1e8 limit was below T5-XXL's 131.6M-element embedding: nothing was prefetched); T5's limit is
+# planned from the memory left (planned_live_parameters).
 MIN_LIVE_PARAMETERS = 100_000_000
 # NVMe swap buffers: DeepSpeed's default size and count; larger partitions get larger buffers.
 NVME_MIN_BUFFER = 100_000_000
@@ -81,11 +85,47 @@ def _model_type(model: str) -> str | None:
 
 
 def zero3_limits(sizes: ModelSizes, cfg: TrainConfig) -> dict[str, int]:
-    """ZeRO-3 live/prefetch/reuse limits: ``--max-live-parameters`` if given, else room for the
-    largest parameter twice over; prefetch and reuse one block (at least half the live limit)."""
-    live = cfg.max_live_parameters or max(MIN_LIVE_PARAMETERS, 2 * sizes.largest_tensor)
-    ahead = min(live, max(live // 2, sizes.layer_params)) if cfg.max_live_parameters is None else live // 2
+    """ZeRO-3 live/prefetch/reuse limits: ``--max-live-parameters`` (or the number
+    :func:`resolve` planned into it) live, prefetch and reuse half of it. Unplanned (a backbone
+    the planner does not model): room for the largest parameter twice over, at least 1e8,
+    prefetching one block."""
+    if cfg.max_live_parameters is not None:
+        live = cfg.max_live_parameters
+        return {"max_live_parameters": live, "prefetch_bucket_size": live // 2, "max_reuse_distance": live // 2}
+    live = max(MIN_LIVE_PARAMETERS, 2 * sizes.largest_tensor)
+    ahead = min(live, max(live // 2, sizes.layer_params))
     return {"max_live_parameters": live, "prefetch_bucket_size": ahead, "max_reuse_distance": ahead}
+
+
+def planned_live_parameters(cfg: TrainConfig, world_size: int, sizes: ModelSizes, budget: float,
+                            on_cuda: bool) -> int:
+    """``stage3_max_live_parameters`` for a ZeRO-3 run of ``world_size`` ranks that may use
+    ``budget`` bytes per rank: what the budget leaves once everything else is placed.
+
+    The planner (:mod:`rpt_fast.memory`) predicts a rank's peak as ``rest + gathered``, where
+    ``rest`` is the per-rank partition (N_np e / world, or none when offloaded), the persistent
+    parameters, the trainable part's share, the activations of batch / world examples, and on
+    CPU ranks the host terms; ``gathered = min(N_np, F_max + live) e`` (the largest parameter
+    F_max being computed, plus ``live`` prefetched or kept). So
+    ``live = (allowed - rest(live=0)) / e`` elements, with ``allowed`` the budget less the CUDA
+    context and fragmentation the planner adds (on CPU ranks: the budget). More ranks shrink the
+    partition and the per-rank batch, leaving more to prefetch. Clamped to at least two
+    transformer blocks (prefetch, half of it, takes a whole block; a setting that cannot afford
+    that counts as not fitting) and at most N_np - F_max (everything gathered).
+    """
+    from ..memory import CUDA_CONTEXT_BYTES, FRAGMENTATION, load_arch, nonpersistent_numel, plan
+
+    setup = dataclasses.replace(planner_setup(cfg, world_size, sizes), max_live_parameters=0,
+                                prefetch_bucket_size=0, max_reuse_distance=0)
+    p = plan(setup)
+    if on_cuda:
+        rest, allowed = p["gpu_allocated_peak"], (budget - CUDA_CONTEXT_BYTES) / (1 + FRAGMENTATION)
+    else:
+        rest, allowed = p["gpu_allocated_peak"] + p["host_total"], budget
+    largest, total = nonpersistent_numel(load_arch(cfg.model), setup.param_persistence_threshold)
+    floor = 2 * sizes.layer_params
+    room = int((allowed - rest) // (2 if cfg.bf16 else 4))
+    return max(floor, min(room, total - largest))
 
 
 def reduce_bucket_size(sizes: ModelSizes) -> int:
@@ -192,15 +232,38 @@ def _describe(knobs: dict) -> str:
     return text
 
 
+def _with_planned_limits(cfg: TrainConfig, world_size: int, sizes: ModelSizes, budget: float,
+                         on_cuda: bool) -> TrainConfig:
+    """``cfg`` with ZeRO-3's live-parameter limit planned (:func:`planned_live_parameters`)
+    unless given or not ZeRO-3."""
+    if cfg.zero_stage != 3 or cfg.max_live_parameters is not None:
+        return cfg
+    live = planned_live_parameters(cfg, world_size, sizes, budget, on_cuda)
+    return dataclasses.replace(cfg, max_live_parameters=live)
+
+
+def _describe_limits(before: TrainConfig, after: TrainConfig) -> str:
+    if before.max_live_parameters is not None or after.max_live_parameters is None:
+        return ""
+    live = after.max_live_parameters
+    return (f"ZeRO-3 keeps up to {live / 1e6:.1f}M gathered parameters live and prefetches "
+            f"{live // 2 / 1e6:.1f}M, planned from the memory left (--max-live-parameters overrides)")
+
+
 def resolve(cfg: TrainConfig, world_size: int, device=None, local_world_size: int = 1) -> tuple[TrainConfig, str]:
-    """``cfg`` with ``zero_stage``/``offload_param`` concrete, and the one-line reason."""
+    """``cfg`` with ``zero_stage``/``offload_param`` concrete and, under ZeRO-3, the
+    live-parameter limit planned for ``world_size`` ranks (the run's actual world size), and
+    the one-line reason ("" when nothing was chosen)."""
     if not cfg.deepspeed:
         return dataclasses.replace(cfg, zero_stage=0, offload_param="none"), ""
-    if cfg.zero_stage != "auto" and cfg.offload_param != "auto":
+    choose = cfg.zero_stage == "auto" or cfg.offload_param == "auto"
+    if not choose and (cfg.zero_stage != 3 or cfg.max_live_parameters is not None):
         return cfg, ""
-    candidates = _candidates(cfg, world_size)
     sizes = model_sizes(cfg)
     if not sizes.t5:
+        if not choose:
+            return cfg, ""
+        candidates = _candidates(cfg, world_size)
         knobs = next((k for k in candidates if k["zero_stage"] == 3), candidates[-1])
         return dataclasses.replace(cfg, **knobs), (
             f"{_describe(knobs)}: the memory planner models T5 only, so the setting that fits most "
@@ -208,16 +271,21 @@ def resolve(cfg: TrainConfig, world_size: int, device=None, local_world_size: in
     budget, source = device_memory(cfg, device, local_world_size)
     # --gpu-memory names a GPU's memory (e.g. planning on a login node): the GPU side counts
     on_cuda = bool(cfg.gpu_memory) or (device is not None and device.type == "cuda")
+    if not choose:
+        planned = _with_planned_limits(cfg, world_size, sizes, budget, on_cuda)
+        return planned, f"{_describe_limits(cfg, planned)} ({budget / 2**30:.1f} GiB, {source})"
     tried = []
-    for knobs in candidates:
-        need = _predicted(dataclasses.replace(cfg, **knobs), world_size, sizes, on_cuda)
-        tried.append((knobs, need))
+    for knobs in _candidates(cfg, world_size):
+        candidate = _with_planned_limits(dataclasses.replace(cfg, **knobs), world_size, sizes, budget, on_cuda)
+        need = _predicted(candidate, world_size, sizes, on_cuda)
+        tried.append((knobs, candidate, need))
         if need <= budget:
             break
-    knobs, need = tried[-1]
+    knobs, chosen, need = tried[-1]
     verdict = "fits" if need <= budget else "does NOT fit (nothing predicted to fit: the last resort was taken)"
-    skipped = "; ".join(f"{_describe(k)} needs {n / 2**30:.1f} GiB" for k, n in tried[:-1])
+    skipped = "; ".join(f"{_describe(k)} needs {n / 2**30:.1f} GiB" for k, _, n in tried[:-1])
+    limits = _describe_limits(cfg, chosen)
     reason = (f"{_describe(knobs)}: predicted {need / 2**30:.1f} GiB per rank {verdict} in "
               f"{budget / 2**30:.1f} GiB ({source}){'; ' + skipped if skipped else ''}; "
-              "--zero-stage / --offload-param override")
-    return dataclasses.replace(cfg, **knobs), reason
+              f"{limits + '; ' if limits else ''}--zero-stage / --offload-param override")
+    return chosen, reason

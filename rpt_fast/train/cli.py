@@ -2,7 +2,7 @@
 with the byte-level tokenizer learns the built-in synthetic task under ZeRO-3 in about a minute
 on two CPU cores. Every flag maps to the :class:`~rpt_fast.train.config.TrainConfig` field of
 its name (``--num-tokens`` -> ``num_tokens``); the others (``--plan``, ``--debug``, ...) steer
-the program. ``rpt-memory`` takes the same flags (:mod:`rpt_fast.memory`).
+the program. ``rpt-memory`` takes the same flags (:mod:`rpt_fast.train.memory_cli`).
 
 A user error (a bad flag, a missing path, a malformed data file, a checkpoint that cannot be
 resumed) ends the run with one line, ``rpt-train: error: --flag: ...``, and exit code 2, on
@@ -149,7 +149,8 @@ def build_parser(prog: str = "rpt-train", *, planner: bool = False) -> argparse.
     g.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute the backbone's activations in backward: less memory, more time")
     g.add_argument("--max-live-parameters", type=int, default=d.max_live_parameters,
-                   help="ZeRO-3: most gathered backbone parameters kept at once (default: from the model's sizes)")
+                   help="ZeRO-3: most gathered backbone parameters kept at once, prefetch half of it (default: "
+                        "what the device memory leaves for the model and world size, at least two blocks)")
     g.add_argument("--gpu-memory", default=None,
                    help="memory per GPU, e.g. 80GB: for the auto choice, and with --plan the fits / does not fit "
                         "verdict (default: the GPU's own, or the host's RAM per rank on CPU)")
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         if options["world_size"] is not None and not options["plan"]:
             raise UsageError("world_size", "only with --plan (the run itself takes its ranks from the launcher)")
         if options["plan"]:
-            from ..memory import report_plan
+            from .memory_cli import report_plan
 
             cfg.validate()
             text = report_plan(cfg, options["world_size"])

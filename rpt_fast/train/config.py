@@ -75,7 +75,8 @@ class TrainConfig:
     bf16: bool = False
     gradient_checkpointing: bool = False
     # ZeRO-3 keeps at most this many gathered parameters live (prefetch and reuse take half);
-    # None: twice the largest parameter, at least 1e8, prefetching a block (autoplan.py).
+    # None: planned at start from the device memory the rest of the run leaves, for the run's
+    # world size (autoplan.planned_live_parameters).
     max_live_parameters: int | None = None
     gpu_memory: str | None = None  # device memory for the auto choice, e.g. "80GB"
     deepspeed_config: str | None = None

@@ -31,7 +31,7 @@ from .evaluate import evaluate
 from .optim import build_optimizer, lr_lambda
 from .rank_errors import propagate as propagate_failures
 from .shared_fs import require_shared
-from .zero3 import register_fused_parameters
+from .zero3 import partition_trainables_off_nvme, register_fused_parameters
 from .export import export_prompt, gathered, load_trainable, trainable_tensors
 
 METRICS_FILE = "metrics.jsonl"
@@ -157,6 +157,7 @@ class Run:
         if cfg.deepspeed:
             import deepspeed
 
+            partition_trainables_off_nvme(model.prompt_encoder, self.ds_config)  # fp32 under --bf16
             self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
                 model=model, optimizer=optimizer, config=self.ds_config,
                 lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, factor),
