@@ -2,8 +2,9 @@
 
 The Functions (here, and the native ops' own in ``csrc/autograd.cpp``) save the weight tensors
 they are given (the ``nn.Parameter`` objects themselves, never copies or transposes), so
-DeepSpeed ZeRO-3 can release them after the forward and gather them again before the backward. Every tensor that reaches a kernel backend
-is contiguous (strided views are copied once per call here), so kernels may assume it.
+DeepSpeed ZeRO-3 can release them after the forward and gather them again before the
+backward. Every tensor that reaches a kernel backend is contiguous (strided views are copied
+once per call here), so kernels may assume it.
 """
 
 from __future__ import annotations
@@ -79,9 +80,10 @@ def _dispatch(tensors, eps, name, grouped):
 
 
 def _apply(x, weights, eps, backend, grouped):
-    """y for a 2-D contiguous x. The native ops carry their own autograd in C++ (no Python
-    between forward and backward kernels: a third of the time at prompt shapes); under
-    torch.compile, and for no rows, the Function around the custom ops serves every backend."""
+    """y for a 2-D contiguous x. The native ops carry their own autograd in C++, so no Python
+    runs between their forward and backward kernels (csrc/autograd.cpp says what that saves);
+    under torch.compile, and for no rows, the Function around the custom ops serves every
+    backend."""
     if backend == "native" and x.shape[0] > 0 and not _compiling():
         fused = native.grouped_residual_mlp if grouped else native.residual_mlp
         return fused(x, *weights, eps)
