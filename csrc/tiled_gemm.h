@@ -49,8 +49,8 @@ class SerialBlas {
 
 constexpr int64_t kMinTileSide = 256;
 // Narrower tiles for a skinny output (a side under kMinTileSide: the prompt's M <= 128 rows),
-// so its other side still splits across threads. Such a tile streams its share of the weight
-// once, as the whole GEMM would: no packing is repeated.
+// so its other side still splits across threads. Each such tile streams its own slice of the
+// weight; only the small M-row operand is read again per tile.
 constexpr int64_t kMinSkinnyTileSide = 128;
 
 // Tile edge rounded to a multiple of 16 rows/columns.
@@ -102,13 +102,16 @@ inline void run_gemms(const std::vector<GemmJob>& jobs) {
   std::vector<std::pair<size_t, int64_t>> tiles;  // (job, tile): the work list
   for (const GemmJob& job : jobs) {
     grids.emplace_back(&job, tile_grid(job.rows, job.cols, job.depth));
-    for (int64_t t = 0; t < grids.back().second.tiles(); ++t) tiles.emplace_back(grids.size() - 1, t);
+    for (int64_t t = 0; t < grids.back().second.tiles(); ++t) {
+      tiles.emplace_back(grids.size() - 1, t);
+    }
   }
   const auto run = [&](const std::pair<size_t, int64_t>& item) {
     const auto& [job, g] = grids[item.first];
     const int64_t r0 = (item.second / g.n_cols) * g.edge_rows;
     const int64_t c0 = (item.second % g.n_cols) * g.edge_cols;
-    job->tile(r0, std::min(g.edge_rows, job->rows - r0), c0, std::min(g.edge_cols, job->cols - c0));
+    job->tile(r0, std::min(g.edge_rows, job->rows - r0), c0,
+              std::min(g.edge_cols, job->cols - c0));
   };
   const int64_t n = static_cast<int64_t>(tiles.size());
   const int threads = at::in_parallel_region() ? 1 : at::get_num_threads();

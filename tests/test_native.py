@@ -213,7 +213,8 @@ def test_autograd_runs_in_cpp(grouped, poisoned):
     """Outside torch.compile the native backend's gradient is the C++ Function's
     (csrc/autograd.cpp), with the reference's values (checked above through the same path)."""
     n, d, m = 4, 16, 8
-    tensors = [t.float().requires_grad_() for t in make_inputs(n, d, m, groups=n if grouped else None)]
+    inputs = make_inputs(n, d, m, groups=n if grouped else None)
+    tensors = [t.float().requires_grad_() for t in inputs]
     fn = rpt_fast.grouped_residual_mlp if grouped else rpt_fast.residual_mlp
     y = fn(*tensors, backend="native")
     assert "ResidualMLPFunction" in y.grad_fn.name(), y.grad_fn.name()

@@ -186,7 +186,9 @@ def residual_mlp(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
 
 def grouped_residual_mlp(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
     """y of the grouped op with its autograd in C++, as :func:`residual_mlp`."""
-    return torch.ops.rpt_fast_native.grouped_residual_mlp(x, w1, b1, w2, b2, ln_weight, ln_bias, eps)
+    return torch.ops.rpt_fast_native.grouped_residual_mlp(
+        x, w1, b1, w2, b2, ln_weight, ln_bias, eps
+    )
 
 
 def residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
