@@ -26,6 +26,18 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+
+@triton.jit
+def _row_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Column block ``program_id(0)`` of a row-major (M, N) matrix whose M <= BLOCK_M rows fit
+    one tile: row and column indices, their masks, the tile's mask and offsets."""
+    rm = tl.arange(0, BLOCK_M)
+    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = rm < M
+    n_ok = rn < N
+    return rm, rn, m_ok, n_ok, m_ok[:, None] & n_ok[None, :], rm[:, None] * N + rn[None, :]
+
+
 @triton.jit
 def _last_to_arrive(count_ptr, block, n_splits):
     """True in the program that arrives last of the ``n_splits`` at column block ``block``."""
@@ -50,12 +62,10 @@ def _splitk_partial(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """Stores ``part[s] = A[:, K_s] @ B[K_s, n-block]`` (fp32) for program (n, s): A (M, K)
-    contiguous, B by strides, part (S, M, N). Returns the tile's offsets and mask in (M, N)."""
-    rm = tl.arange(0, BLOCK_M)
-    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    contiguous, B by strides, part (S, M, N). Returns the tile's columns, their mask, and the
+    tile's mask and offsets in (M, N)."""
+    rm, rn, m_ok, n_ok, ok, offs = _row_tile(M, N, BLOCK_M, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
-    m_ok = rm < M
-    n_ok = rn < N
     k_first = tl.program_id(1) * k_chunk
     k_last = tl.minimum(k_first + k_chunk, K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -66,10 +76,8 @@ def _splitk_partial(
         b = tl.load(b_ptr + (k + rk)[:, None] * stride_bk + rn[None, :] * stride_bn,
                     mask=k_ok[:, None] & n_ok[None, :], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
-    ok = m_ok[:, None] & n_ok[None, :]
-    offs = rm[:, None] * N + rn[None, :]
     tl.store(part_ptr + tl.program_id(1) * M * N + offs, acc, mask=ok)
-    return offs, ok
+    return rn, n_ok, ok, offs
 
 
 @triton.jit
@@ -79,12 +87,11 @@ def splitk_bias_relu_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """``C = relu(A @ B + bias)`` (NaN stays NaN); C (M, N) contiguous, part (S, M, N) fp32."""
-    offs, ok = _splitk_partial(a_ptr, b_ptr, part_ptr, M, N, K, k_chunk, stride_bk, stride_bn,
-                               BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
+    rn, n_ok, ok, offs = _splitk_partial(a_ptr, b_ptr, part_ptr, M, N, K, k_chunk, stride_bk,
+                                         stride_bn, BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
     if _last_to_arrive(count_ptr, tl.program_id(0), tl.num_programs(1)):
         acc = _sum_partials(part_ptr, M * N, offs, ok, tl.num_programs(1), BLOCK_M, BLOCK_N)
-        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
         acc = tl.where(acc < 0.0, 0.0, acc)
         tl.store(c_ptr + offs, acc.to(c_ptr.dtype.element_ty), mask=ok)
         tl.store(count_ptr + tl.program_id(0), 0)
@@ -109,11 +116,8 @@ def _data_and_weight_grads(g_ptr, w_ptr, dw_ptr, act, M, K, N, k_first, k_last,
     (K, N): returns ``g[:, k] @ W[k, n-block]`` (fp32) and stores ``dW[k, n-block] = g[:, k]^T
     @ act`` (act: the (BLOCK_M, BLOCK_N) tile of the layer's input), so each weight tile is read
     once for both gradients. g (M, K) and W, dW contiguous."""
-    rm = tl.arange(0, BLOCK_M)
-    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm, rn, m_ok, n_ok, _, _ = _row_tile(M, N, BLOCK_M, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
-    m_ok = rm < M
-    n_ok = rn < N
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(k_first, k_last, BLOCK_K):
         k_ok = k + rk < k_last
@@ -135,12 +139,7 @@ def da_dw2_kernel(
 ):
     """Program (n, s): hidden columns n-block, d rows K_s. dz (M, D), h and da (M, HID),
     w2 and dw2 (D, HID), all contiguous; part (S, M, HID) fp32."""
-    rm = tl.arange(0, BLOCK_M)
-    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_ok = rm < M
-    n_ok = rn < HID
-    ok = m_ok[:, None] & n_ok[None, :]
-    offs = rm[:, None] * HID + rn[None, :]
+    _, rn, _, n_ok, ok, offs = _row_tile(M, HID, BLOCK_M, BLOCK_N)
     h = tl.load(h_ptr + offs, mask=ok, other=0.0)
     k_first = tl.program_id(1) * k_chunk
     acc = _data_and_weight_grads(dz_ptr, w2_ptr, dw2_ptr, h, M, D, HID, k_first, tl.minimum(k_first + k_chunk, D),
@@ -162,12 +161,7 @@ def _layer_norm_param_grads(
 ):
     """Column block ``program_id(0)`` of dln_weight = sum dy * zhat, dln_bias = sum dy and
     db2 = sum dz over the M <= BLOCK_M rows, from the tensors themselves (no partials)."""
-    rm = tl.arange(0, BLOCK_M)
-    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_ok = rm < M
-    n_ok = rn < D
-    ok = m_ok[:, None] & n_ok[None, :]
-    offs = rm[:, None] * D + rn[None, :]
+    rm, rn, m_ok, n_ok, ok, offs = _row_tile(M, D, BLOCK_M, BLOCK_N)
     dy = tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32)
     z = tl.load(zb_ptr + offs, mask=ok, other=0.0).to(tl.float32)
     z += tl.load(b2_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -195,12 +189,7 @@ def dx_dw1_kernel(
         _layer_norm_param_grads(dy_ptr, zb_ptr, b2_ptr, dz_ptr, mean_ptr, rstd_ptr,
                                 dlnw_ptr, dlnb_ptr, db2_ptr, M, D, BLOCK_M, BLOCK_N)
     else:
-        rm = tl.arange(0, BLOCK_M)
-        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        m_ok = rm < M
-        n_ok = rn < D
-        ok = m_ok[:, None] & n_ok[None, :]
-        offs = rm[:, None] * D + rn[None, :]
+        _, _, _, _, ok, offs = _row_tile(M, D, BLOCK_M, BLOCK_N)
         x = tl.load(x_ptr + offs, mask=ok, other=0.0)
         k_first = tl.program_id(1) * k_chunk
         acc = _data_and_weight_grads(da_ptr, w1_ptr, dw1_ptr, x, M, HID, D, k_first,
