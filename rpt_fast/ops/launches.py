@@ -42,6 +42,13 @@ class Launch:
         )
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for the launch plans. ``triton.cdiv`` (and ``triton.next_power_of_2``) are
+    constexpr functions, 1.7 us per call from Python on triton 3.6 and 3.9: the 21-28 calls of a
+    forward + backward plan cost 35-50 us of host time, paid on every eagerly launched call."""
+    return -(-a // b)
+
+
 def tensor_bytes(*tensors) -> int:
     """Bytes of the given tensors (each counted once)."""
     return sum(t.numel() * t.element_size() for t in tensors)

@@ -33,6 +33,7 @@ import triton
 import triton.language as tl
 
 from .aot import KernelSpec, make_signature, triton_type
+from .launches import cdiv
 
 # Tile shapes and warps of each kernel; one config per kernel for every dtype (see aot_specs).
 CONFIGS = {
@@ -288,31 +289,31 @@ def _grouped_input_grad_kernel(dy_ptr, dx_part_ptr, dx_ptr, d, num_parts,
 def _splits(programs: int, tiles: int) -> tuple[int, int]:
     """(splits, tiles per split) of a loop over ``tiles`` tiles, so that a launch of
     ``programs`` programs per split reaches TARGET_PROGRAMS (never more splits than tiles)."""
-    want = max(1, min(tiles, triton.cdiv(TARGET_PROGRAMS, programs)))
-    per = triton.cdiv(tiles, want)
-    return triton.cdiv(tiles, per), per
+    want = max(1, min(tiles, cdiv(TARGET_PROGRAMS, programs)))
+    per = cdiv(tiles, want)
+    return cdiv(tiles, per), per
 
 
 def plan(n: int, d: int, m: int) -> dict[str, dict]:
     """Grid and runtime tiling of every launch at shape (n, d, m): the one source the launchers
     and :func:`launch_plan` read. ``parts`` counts the partial rows a launch writes per group."""
     c = CONFIGS
-    out_parts = triton.cdiv(d, c["output"]["BLOCK_D"])
-    stat_parts = triton.cdiv(d, c["norm_grad"]["BLOCK_D"])
-    dh_parts = triton.cdiv(d, c["up_grad"]["BLOCK_D"])
-    dx_parts = triton.cdiv(m, c["down_grad"]["BLOCK_M"])
-    up_splits, up_tiles = _splits(n * dh_parts, triton.cdiv(m, c["up_grad"]["BLOCK_M"]))
-    down_splits, down_tiles = _splits(n * dx_parts, triton.cdiv(d, c["down_grad"]["BLOCK_D"]))
+    out_parts = cdiv(d, c["output"]["BLOCK_D"])
+    stat_parts = cdiv(d, c["norm_grad"]["BLOCK_D"])
+    dh_parts = cdiv(d, c["up_grad"]["BLOCK_D"])
+    dx_parts = cdiv(m, c["down_grad"]["BLOCK_M"])
+    up_splits, up_tiles = _splits(n * dh_parts, cdiv(m, c["up_grad"]["BLOCK_M"]))
+    down_splits, down_tiles = _splits(n * dx_parts, cdiv(d, c["down_grad"]["BLOCK_D"]))
     return {
-        "hidden": {"grid": (n, triton.cdiv(m, c["hidden"]["BLOCK_M"]))},
+        "hidden": {"grid": (n, cdiv(m, c["hidden"]["BLOCK_M"]))},
         "output": {"grid": (n, out_parts), "parts": out_parts},
-        "norm": {"grid": (n, triton.cdiv(d, c["norm"]["BLOCK_D"]))},
+        "norm": {"grid": (n, cdiv(d, c["norm"]["BLOCK_D"]))},
         "norm_grad": {"grid": (n, stat_parts), "parts": stat_parts},
         "up_grad": {"grid": (n, dh_parts, up_splits), "parts": dh_parts,
                     "chunk": up_tiles * c["up_grad"]["BLOCK_M"]},
         "down_grad": {"grid": (n, dx_parts, down_splits), "parts": dx_parts,
                       "chunk": down_tiles * c["down_grad"]["BLOCK_D"]},
-        "input_grad": {"grid": (n, triton.cdiv(d, c["input_grad"]["BLOCK_D"]))},
+        "input_grad": {"grid": (n, cdiv(d, c["input_grad"]["BLOCK_D"]))},
     }
 
 

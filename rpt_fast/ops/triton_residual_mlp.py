@@ -25,9 +25,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import triton
 
-from .launches import Launch, tensor_bytes
+from .launches import Launch, cdiv, tensor_bytes
 from .precision import dot_precision
 from .triton_layer_norm import (
     layer_norm_backward_kernel,
@@ -146,24 +145,24 @@ def small_m_block(rows: int) -> int | None:
     """BLOCK_M of the split-K path for ``rows`` rows, or None when the tiled path serves them."""
     if rows > SMALL_M:
         return None
-    return max(16, triton.next_power_of_2(rows))
+    return max(16, 1 << (rows - 1).bit_length())  # next power of 2 (not triton's: see cdiv)
 
 
 def split_k(cols: int, K: int, cfg: SplitKConfig, target: int | None = None) -> SplitK:
     """Column block and K chunking so that ``blocks x splits >= target`` programs where K is
     long enough (chunks are whole BLOCK_K steps); the fewest splits that reach the target."""
     target = TARGET_PROGRAMS if target is None else target
-    k_steps = triton.cdiv(K, cfg.block_k)
+    k_steps = cdiv(K, cfg.block_k)
     best = None
     for block_n in cfg.block_ns:
-        blocks = triton.cdiv(cols, block_n)
-        wanted = min(triton.cdiv(target, blocks), k_steps)
+        blocks = cdiv(cols, block_n)
+        wanted = min(cdiv(target, blocks), k_steps)
         # The longest chunk (fewest partials) that still gives `wanted` splits.
-        chunk_steps = triton.cdiv(k_steps, wanted)
-        while chunk_steps > 1 and triton.cdiv(k_steps, chunk_steps) < wanted:
+        chunk_steps = cdiv(k_steps, wanted)
+        while chunk_steps > 1 and cdiv(k_steps, chunk_steps) < wanted:
             chunk_steps -= 1
         k_chunk = chunk_steps * cfg.block_k
-        plan = SplitK(block_n, k_chunk, triton.cdiv(K, k_chunk), blocks)
+        plan = SplitK(block_n, k_chunk, cdiv(K, k_chunk), blocks)
         if plan.blocks * plan.splits >= target:
             return plan
         if best is None or plan.blocks * plan.splits > best.blocks * best.splits:
@@ -175,10 +174,10 @@ def grad_split(rows: int, dw_tiles: int, cfg: MatmulConfig) -> tuple[int, int]:
     """(k_chunk, splits) of the M-row reduction of dW1/dW2 (many rows): enough splits that
     their ``dw_tiles`` tiles give TARGET_PROGRAMS programs, chunks of at least
     ``MIN_GRAD_CHUNK_STEPS`` BLOCK_K steps, each a whole number of steps."""
-    steps = triton.cdiv(rows, cfg.block_k)
-    splits = max(1, min(triton.cdiv(TARGET_PROGRAMS, dw_tiles), steps // MIN_GRAD_CHUNK_STEPS))
-    k_chunk = triton.cdiv(steps, splits) * cfg.block_k
-    return k_chunk, triton.cdiv(rows, k_chunk)
+    steps = cdiv(rows, cfg.block_k)
+    splits = max(1, min(cdiv(TARGET_PROGRAMS, dw_tiles), steps // MIN_GRAD_CHUNK_STEPS))
+    k_chunk = cdiv(steps, splits) * cfg.block_k
+    return k_chunk, cdiv(rows, k_chunk)
 
 
 def _counters(device: torch.device, n: int) -> torch.Tensor:
@@ -196,7 +195,7 @@ def _counters(device: torch.device, n: int) -> torch.Tensor:
 
 
 def _tiles(rows: int, cols: int, cfg: MatmulConfig) -> int:
-    return triton.cdiv(rows, cfg.block_m) * triton.cdiv(cols, cfg.block_n)
+    return cdiv(rows, cfg.block_m) * cdiv(cols, cfg.block_n)
 
 
 def _matmul_launch(name, a, b, b_strides, c, bias, aux, K, epilogue, precision, nbytes, flops):
@@ -270,7 +269,7 @@ def forward_plan(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
     rstd = torch.empty((M,), **f32)
     launches.append(Launch(
         f"F3 zb(+partials)+b2, layer norm, +x ({rows.block_r}x{rows.block_n})",
-        layer_norm_forward_kernel, (triton.cdiv(M, rows.block_r),),
+        layer_norm_forward_kernel, (cdiv(M, rows.block_r),),
         dict(part_ptr=part2, b2_ptr=b2, x_ptr=x, w_ptr=ln_weight, b_ptr=ln_bias, y_ptr=y,
              zb_ptr=zb, mean_ptr=mean, rstd_ptr=rstd, M=M, N=d, S=part2.shape[0], eps=eps),
         dict(BLOCK_R=rows.block_r, BLOCK_N=rows.block_n, STORE_ZB=store_zb), rows.num_warps,
@@ -300,8 +299,8 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
     block_r = 1 if rows.wide_backward else rows.block_r
     rows_per_program = block_r
     if partials:
-        rows_per_program = triton.cdiv(triton.cdiv(M, MAX_PARTIALS), block_r) * block_r
-    n_programs = triton.cdiv(M, rows_per_program)
+        rows_per_program = cdiv(cdiv(M, MAX_PARTIALS), block_r) * block_r
+    n_programs = cdiv(M, rows_per_program)
     dz = torch.empty_like(x)
     ln_parts = [torch.empty((n_programs if partials else 0, d), **f32) for _ in range(3)]
     ln_args = dict(dy_ptr=dy, zb_ptr=zb, b2_ptr=b2, w_ptr=ln_weight, mean_ptr=mean,
@@ -373,7 +372,7 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
     part_dw1 = torch.empty((splits, m, d), **f32)
     part_db1 = torch.empty((splits, m), **f32)
     part_dw2 = torch.empty((splits, d, m), **f32)
-    b3_programs = triton.cdiv(d, REDUCE_BLOCK_C) + dw_tiles * splits + _tiles(M, d, cfg)
+    b3_programs = cdiv(d, REDUCE_BLOCK_C) + dw_tiles * splits + _tiles(M, d, cfg)
     launches.append(Launch(
         "B3 dw1=da.T@x (+db1), dw2=dz.T@h, dx=da@w1+dy, LN sums", backward_grads_kernel,
         (b3_programs,),
