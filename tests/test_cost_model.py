@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import triton
 
 from rpt_fast.ops import cost_model, plan
 from rpt_fast.ops import triton_residual_mlp as trm
@@ -79,3 +80,28 @@ def test_cli_grouped_op_uses_its_launch_plan_when_present(capsys):
         return
     assert plan.main(["--op", "grouped", "--shape", "100,2048,800"]) == 0
     assert "grouped op" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shape", [*HEADLINE_SMALL_M, LARGE_M], ids=str)
+def test_launch_plans_call_no_triton_constexpr_function(shape, monkeypatch):
+    """A plan is built on every eager call, so its host time is the op's at prompt shapes.
+    triton.cdiv and friends are constexpr functions there (1.7 us per call on triton 3.6 and
+    3.9): the plans use plain integer arithmetic instead. Counted, not timed."""
+    from triton.runtime.jit import ConstexprFunction
+
+    from rpt_fast.ops import triton_grouped
+
+    calls = []
+    original = ConstexprFunction.__call__
+
+    def counting(self, *args, **kwargs):
+        calls.append(getattr(self, "__name__", repr(self)))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ConstexprFunction, "__call__", counting)
+    assert triton.cdiv(7, 2) == 4 and calls, "the counter must see a constexpr function call"
+    calls.clear()
+    trm.plans(*shape, torch.bfloat16)
+    triton_grouped.plan(*shape)
+    triton_grouped.launch_plan(*shape, 2)
+    assert calls == []
