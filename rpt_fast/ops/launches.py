@@ -50,10 +50,10 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+_NBYTES = operator.attrgetter("nbytes")
+
+
 def tensor_bytes(*tensors) -> int:
     """Bytes of the given tensors (each counted once). Priced on every launch plan, so one
     attribute read per tensor: 0.54 us for five tensors, 0.95 us as numel() * element_size()."""
     return sum(map(_NBYTES, tensors))
-
-
-_NBYTES = operator.attrgetter("nbytes")
