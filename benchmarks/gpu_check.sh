@@ -3,8 +3,9 @@
 # dtype against float64 (plus CUDA-graph replay and bitwise determinism), the kernel benchmark
 # and its plots/report, and a T5-XL training-memory row (bench_train.py: bf16, batch 8, source
 # 512, 100 prompt tokens, ZeRO-3 with checkpointing, with and without parameter offload; skipped
-# with a message when deepspeed does not import). Writes gpu_check.log, kernels.json/.csv,
-# train.json/.csv, report.md and bench.tar.gz (plots and all results) to $OUT. Each step has its
+# with a message when deepspeed does not import), and the Triton path's host time per eager
+# call (bench_host.py). Writes gpu_check.log, kernels.json/.csv, train.json/.csv, host.json,
+# report.md and bench.tar.gz (plots and all results) to $OUT. Each step has its
 # own time limit; a failing step does not stop the others, and the exit status is non-zero if
 # any failed.
 #
@@ -77,6 +78,8 @@ if [[ $DRY -eq 1 ]]; then
     --shapes "8,32,16;24,32,16" --provider eager,eager-loop,native,triton --mode fwd,full \
     --compile dynamic --budget 0.01 --threads 1 --out "$OUT/bench/results"
   train_bench 120 --quick --config-timeout 50
+  step "host time (launches stubbed)" 30 python3 benchmarks/bench_host.py --device cpu \
+    --shapes "10,768,400" --budget 0.05 --out "$OUT/bench/results"
 else  # limits add up to 8.5 minutes; most steps end well before theirs
   XDIST=(); python3 -c "import xdist" 2>/dev/null && XDIST=(-n 4)
   if python3 -c "import pytest" 2>/dev/null; then
@@ -99,12 +102,15 @@ else  # limits add up to 8.5 minutes; most steps end well before theirs
   # first (the 8 GB goal), then without (the throughput ratio). Per mode: a build (62 s on 2
   # busy CPU cores here, random weights drawn on the CPU), 1 warm-up + 3 timed steps and one
   # gathered-bytes step; the row is written as each mode ends.
-  train_bench 190 --models t5-xl --modes zero3-offload-ckpt,zero3-ckpt --warmup 1 --steps 3 \
-    --config-timeout 95
+  train_bench 175 --models t5-xl --modes zero3-offload-ckpt,zero3-ckpt --warmup 1 --steps 3 \
+    --config-timeout 87
+  # host time of the Triton path per eager call, kernel launches stubbed (bench_host.py)
+  step "host time (launches stubbed)" 15 python3 benchmarks/bench_host.py --device cuda \
+    --dtype bf16 --budget 0.5 --out "$OUT/bench/results"
 fi
 step "plots" 20 python3 benchmarks/plot.py "$OUT/bench"
 step "report" 10 python3 benchmarks/report.py "$OUT/bench" --out "$OUT/report.md"
-for f in kernels.json kernels.csv train.json train.csv; do
+for f in kernels.json kernels.csv train.json train.csv host.json; do
   cp "$OUT/bench/results/$f" "$OUT/" 2>/dev/null
 done
 tar czf "$OUT/bench.tar.gz" -C "$OUT" bench && rm -rf "$OUT/bench"

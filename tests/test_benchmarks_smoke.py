@@ -63,3 +63,14 @@ def test_bench_report_plot(tmp_path):
     names = {p.name for p in plots.glob("*.png")}
     assert "time_vs_M_shared_fp32_full.png" in names and "speedup_grouped_fp32_fwd.png" in names
     assert all(p.stat().st_size > 1000 for p in plots.glob("*.png"))
+
+
+def test_bench_host_times_the_triton_path_without_a_gpu(tmp_path):
+    proc = _run(BENCH / "bench_host.py", "--shapes", "4,32,16;130,32,16", "--budget", "0.01",
+                "--out", tmp_path)
+    report = json.loads((tmp_path / "host.json").read_text())
+    assert report["launches"] == "stubbed" and report["versions"]["torch"]
+    assert [(r["M"], r["d"], r["m"]) for r in report["rows"]] == [(4, 32, 16), (130, 32, 16)]
+    for row in report["rows"]:  # the split-K (M <= 128) and the tiled plans both ran
+        assert 0 < row["plans_ms"] and 0 < row["forward_ms"] < row["full_ms"]
+    assert "fwd+bwd us" in proc.stdout

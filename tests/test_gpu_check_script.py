@@ -25,3 +25,4 @@ def test_gpu_check_dry_run_passes_and_packs_its_results(tmp_path):
         names = tar.getnames()
     assert any(n.endswith("kernels.json") for n in names), names
     assert any(n.endswith(".png") for n in names), names
+    assert "host time (launches stubbed): rc=0" in log and (tmp_path / "host.json").exists()
