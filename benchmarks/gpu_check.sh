@@ -102,10 +102,10 @@ else  # limits add up to 8.5 minutes; most steps end well before theirs
   # first (the 8 GB goal), then without (the throughput ratio). Per mode: a build (62 s on 2
   # busy CPU cores here, random weights drawn on the CPU), 1 warm-up + 3 timed steps and one
   # gathered-bytes step; the row is written as each mode ends.
-  train_bench 175 --models t5-xl --modes zero3-offload-ckpt,zero3-ckpt --warmup 1 --steps 3 \
-    --config-timeout 87
+  train_bench 170 --models t5-xl --modes zero3-offload-ckpt,zero3-ckpt --warmup 1 --steps 3 \
+    --config-timeout 85
   # host time of the Triton path per eager call, kernel launches stubbed (bench_host.py)
-  step "host time (launches stubbed)" 15 python3 benchmarks/bench_host.py --device cuda \
+  step "host time (launches stubbed)" 20 python3 benchmarks/bench_host.py --device cuda \
     --dtype bf16 --budget 0.5 --out "$OUT/bench/results"
 fi
 step "plots" 20 python3 benchmarks/plot.py "$OUT/bench"
