@@ -31,35 +31,30 @@ def parse_args(argv=None):
 
 
 def measure(shape, dtype, device, budget) -> dict:
-    """Median host ms of the launch plans alone, the forward, and the forward + backward."""
+    """Median host ms of the launch plans alone, the forward, and the forward + backward (the
+    calls ``bench_kernels.py`` times, on its inputs)."""
     import torch
 
-    import rpt_fast
+    from _providers import inputs, make, mode_fn
     from _timing import cpu_median_ms
     from rpt_fast.ops import triton_residual_mlp as trm
 
     M, d, m = shape
     g = torch.Generator().manual_seed(0)
-    shapes = ((M, d), (m, d), (m,), (d, m), (d,), (d,), (d,))
-    t = [torch.randn(*s, generator=g).to(device, dtype).requires_grad_() for s in shapes]
-    dy = torch.randn(M, d, generator=g).to(device, dtype)
-    raw = [a.detach() for a in t]
-    _, (y, h, zb, mean, rstd) = trm.forward_plan(*raw, 1e-5)
+    tensors = inputs("shared", M, d, m, dtype, device, g)
+    dy = torch.randn(M, d, generator=g).to(device=device, dtype=dtype)
+    raw = [t.detach() for t in tensors]
+    _, (_, h, zb, mean, rstd) = trm.forward_plan(*raw, 1e-5)
 
     def plans():
         trm.forward_plan(*raw, 1e-5)
         trm.backward_plan(dy, raw[0], raw[1], raw[3], raw[4], raw[5], h, zb, mean, rstd)
 
-    def forward():
-        return rpt_fast.residual_mlp(*t, backend="triton")
-
-    def full():
-        forward().backward(dy)
-        for p in t:
-            p.grad = None
-
+    triton = make("shared", "triton")
+    calls = (("plans_ms", plans), ("forward_ms", mode_fn(triton, tensors, "fwd", dy)),
+             ("full_ms", mode_fn(triton, tensors, "full", dy)))
     return {name: cpu_median_ms(fn, budget_s=budget, warmup=20, min_reps=50, max_reps=100000)
-            for name, fn in (("plans_ms", plans), ("forward_ms", forward), ("full_ms", full))}
+            for name, fn in calls}
 
 
 def main(argv=None) -> int:
