@@ -38,16 +38,29 @@ def setup_for_run(cfg, world_size: int | None = None) -> tuple[Setup, str]:
     return autoplan.planner_setup(cfg, world), reason
 
 
+def _result(cfg, world_size: int | None) -> dict:
+    """The plan of an ``rpt-train`` run, the reason for its "auto" choices, and where the run
+    names its GPU memory (``--gpu-memory``, e.g. "80GB") the verdict and suggested settings."""
+    s, reason = setup_for_run(cfg, world_size)
+    result: dict = {"plan": plan(s), "choice": reason, "setup": s}
+    if cfg.gpu_memory:
+        budget = parse_bytes(cfg.gpu_memory)
+        result.update(gpu_memory=budget, fits=result["plan"]["gpu_total"] <= budget,
+                      suggestions=suggest(s, budget))
+    return result
+
+
+def _text(result: dict) -> str:
+    lines = ([result["choice"]] if result["choice"] else []) + [format_plan(result["plan"])]
+    if "gpu_memory" in result:
+        lines.append(format_verdict(result["plan"], result["gpu_memory"], result["suggestions"]))
+    return "\n".join(lines)
+
+
 def report_plan(cfg, world_size: int | None) -> str:
     """The plan of an ``rpt-train`` run as text, with a verdict and pasteable ``rpt-train``
     flags when the run names its GPU memory (``--gpu-memory``, e.g. "80GB")."""
-    s, reason = setup_for_run(cfg, world_size)
-    p = plan(s)
-    lines = ([reason] if reason else []) + [format_plan(p)]
-    if cfg.gpu_memory:
-        budget = parse_bytes(cfg.gpu_memory)
-        lines.append(format_verdict(p, budget, suggest(s, budget)))
-    return "\n".join(lines)
+    return _text(_result(cfg, world_size))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,14 +86,10 @@ def main(argv=None) -> int:
     cfg, options = parse(argv, build_parser())
     try:
         cfg.validate()
-        s, reason = setup_for_run(cfg, options["world_size"])
-        result: dict = {"plan": plan(s), "choice": reason}
-        if cfg.gpu_memory:
-            budget = parse_bytes(cfg.gpu_memory)
-            result.update(gpu_memory=budget, fits=result["plan"]["gpu_total"] <= budget,
-                          suggestions=suggest(s, budget))
+        result = _result(cfg, options["world_size"])
+        setup = result.pop("setup")
         if options["goals"]:
-            result["goals"] = goals(s)
+            result["goals"] = goals(setup)
     except (ValueError, FileNotFoundError) as exc:
         usage = as_usage_error(exc) if isinstance(exc, ValueError) else None
         if debug_requested(argv):
@@ -89,11 +98,7 @@ def main(argv=None) -> int:
     if options["json"]:
         print(json.dumps(result, indent=2))
         return 0
-    if reason:
-        print(reason)
-    print(format_plan(result["plan"]))
-    if cfg.gpu_memory:
-        print(format_verdict(result["plan"], result["gpu_memory"], result["suggestions"]))
+    print(_text(result))
     for g in result.get("goals", []):
         verdict = f"fits with {train_flags(g['settings'])}" if g["fits"] else "does NOT fit"
         print(f"goal {g['model']} in {g['gpu_memory'] / GIB:.0f} GB: {verdict}")
