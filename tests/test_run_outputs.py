@@ -6,13 +6,13 @@ that match ``metrics.jsonl``."""
 
 import json
 import os
-import shutil
 import stat
 import sys
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "train_scripts"))
+import harness  # noqa: E402
 from cli_run import rpt_train  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -75,10 +75,7 @@ def test_outputs_are_honest_before_and_after_a_resume(tmp_path):
 
     _assert_tensorboard_matches_the_log(out)
 
-    # As if killed after logging step 5, before its checkpoint: the resume starts from step 4.
-    shutil.rmtree(os.path.join(root, "step-00000005"))
-    with open(os.path.join(root, "latest"), "w") as handle:
-        handle.write("step-00000004")
+    harness.rewind(out, 4)  # as if killed after logging step 5, before its checkpoint
     resumed = rpt_train(tmp_path, *RUN, "--max-steps", "7", "--output-dir", out, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = _summary(out)

@@ -68,7 +68,7 @@ def test_rank0_only_failure_stops_every_rank_with_the_same_error(tmp_path):
 @pytest.mark.timeout(360)
 def test_two_ranks_launched_the_mpi_way_train_save_and_resume_as_one_run(tmp_path):
     out = str(tmp_path / "run")
-    args = ["--output-dir", out, "--save-interval", "3", *RUN]
+    args = ["--output-dir", out, "--save-interval", "3", "--save-total-limit", "2", *RUN]
     results = spawn_mpi_style(["-m", "rpt_fast.train"], [args, args])
     for rank, (code, err, _) in enumerate(results):
         assert code == 0, f"rank {rank}:\n{err[-3000:]}"
@@ -77,7 +77,8 @@ def test_two_ranks_launched_the_mpi_way_train_save_and_resume_as_one_run(tmp_pat
     manifest = checkpoint.verify(os.path.join(out, "checkpoints", "step-00000003"))
     assert {"rng_rank00000.pt", "rng_rank00001.pt"} <= set(manifest["files"])  # each rank's own files
     whole = harness.prompt(out)
-    results = spawn_mpi_style(["-m", "rpt_fast.train"], [[*args, "--resume"]] * 2)  # from step 3
+    harness.rewind(out, 3)  # as if killed after step 3's checkpoint
+    results = spawn_mpi_style(["-m", "rpt_fast.train"], [[*args, "--resume"]] * 2)
     for rank, (code, err, _) in enumerate(results):
         assert code == 0, f"rank {rank}:\n{err[-3000:]}"
     assert harness.summary(out)["resumed_from_step"] == 3

@@ -251,12 +251,14 @@ def _format_scores(scores: dict[str, float], primary: str) -> str:
     return f"{primary} {scores[primary]:.3f}" + (f" ({rest})" if rest else "")
 
 
-def _run_loop(run: Run, stop: stopping.StopRequest, resume_from: str | None = None,
-              changes: dict | None = None) -> dict | stopping.Stopped:
+def _run_loop(run: Run, resume_from: str | None = None, changes: dict | None = None,
+              stop: stopping.StopRequest | None = None) -> dict | stopping.Stopped:
     """Trains from step 0, or from the verified checkpoint folder ``resume_from`` (with the
-    settings ``changes`` the resume makes); returns the summary, or on a ``stop`` request the
-    :class:`~stopping.Stopped` to raise once the process group is shut down."""
+    settings ``changes`` the resume makes); returns the summary, or on a ``stop`` request (from
+    :func:`stopping.stop_requests`) the :class:`~stopping.Stopped` to raise once the process
+    group is shut down."""
     cfg, info = run.cfg, run.info
+    stop = stop or stopping.StopRequest(info)  # no handlers: never asked to stop
     start_step, best = run.resume(resume_from, changes or {}) if resume_from else (0, None)
     resumed = resume_from is not None
     if not resumed:
@@ -314,6 +316,8 @@ def _run_loop(run: Run, stop: stopping.StopRequest, resume_from: str | None = No
             if saved_step != step:
                 run.save(step, best, train_time_s=run.earlier_train_time + time.time() - started)
             bar.close()
+            if log.tensorboard is not None:
+                log.tensorboard.close()
             folder = os.path.join(run.checkpoints, step_name(step))
             return stop.stopped(signum, step, run.total_steps, folder, run.out, info.world_size)
     bar.close()
@@ -374,7 +378,7 @@ def train(cfg: TrainConfig, task=None, resumption: resume.Resumption | None = No
             with open(os.path.join(run.out, resume.CONFIG_FILE), "w", encoding="utf-8") as handle:
                 json.dump({"train": run.cfg.recorded(), "deepspeed": run.ds_config}, handle, indent=1)
         with stopping.stop_requests(info) as stop:
-            result = _run_loop(run, stop, resume_from, resumption and resumption.changes)
+            result = _run_loop(run, resume_from, resumption and resumption.changes, stop)
     shutdown(info, cfg.deepspeed)
     if isinstance(result, stopping.Stopped):
         raise result
