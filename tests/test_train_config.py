@@ -168,6 +168,7 @@ def test_resume_refuses_every_setting_that_defines_the_run_and_takes_the_others(
     cfg, resumption = resume.prepare(TrainConfig(output_dir=out, resume=True, eval_interval=5, max_steps=20),
                                      {"eval_interval", "max_steps"})
     assert (cfg.lr, cfg.max_steps, cfg.eval_interval, cfg.resume) == (0.1, 20, 5, True)
+    assert cfg.progress and not resume.prepare(TrainConfig(output_dir=out, resume=True, progress=False), set())[0].progress
     assert resumption.changes == {"eval_interval": [100, 5], "max_steps": [10, 20]}
     # a linear schedule decays to 0 at the last step: the run keeps its length
     linear = _saved_run(tmp_path / "linear", lr_scheduler="linear", max_steps=10)

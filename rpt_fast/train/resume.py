@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from . import checkpoint
-from .config import FIXED, FREE, PATH_SETTINGS, RESUME_ROLES, TrainConfig, field_names
+from .config import FIXED, FREE, INVOCATION, PATH_SETTINGS, RESUME_ROLES, TrainConfig, field_names
 from .errors import UsageError, flag_name
 from .summary import SUMMARY_FILE
 
@@ -88,7 +88,8 @@ def prepare(cfg: TrainConfig, explicit) -> tuple[TrainConfig, Resumption | None]
         if name in explicit and RESUME_ROLES[name] == FIXED and not _same(name, getattr(cfg, name), saved[name]):
             raise UsageError(name, f"the run in {out} trains with {flag_name(name)} {saved[name]!r}, and a resumed "
                                    "run keeps what defines it (a new run in another --output-dir can change it)")
-    settings = dict(saved, output_dir=cfg.output_dir, resume=True)
+    settings = {**saved, **{name: getattr(cfg, name) for name in field_names() if RESUME_ROLES[name] == INVOCATION},
+                "resume": True}
     changes = {}
     for name in field_names():
         if name in explicit and RESUME_ROLES[name] == FREE and not _same(name, getattr(cfg, name), saved[name]):

@@ -8,9 +8,10 @@ after another; ``kill`` names one process), yet every rank must stop after the s
 write its part of the checkpoint. So at each step boundary the ranks all-reduce (max) the signal
 each has seen: one int, one tiny collective per step, outside every kernel.
 
-The same signal a second time stops at once, without a checkpoint. Outside the training steps
-(start-up, the final test evaluation and export) a signal interrupts at once: there is nothing
-new to save there (:class:`Interrupted`, a ``KeyboardInterrupt``).
+The same signal a second time stops at once, without a checkpoint. During start-up (until the
+model is built) a signal interrupts at once: there is nothing to save yet (:class:`Interrupted`,
+a ``KeyboardInterrupt``). During the last step, the final evaluation and the export the run
+finishes: its final state is checkpointed first.
 """
 
 from __future__ import annotations
