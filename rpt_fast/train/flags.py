@@ -7,12 +7,11 @@ setting (``--num-tokens`` -> ``num_tokens``), the others (``--plan``, ``--debug`
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from ..ops import BACKENDS
 from ..presets import T5_PRESETS
 from .config import (ACTIVATIONS, DEFAULT_STEPS, EVAL_MODES, EVAL_SPLITS, LR_SCHEDULERS, OFFLOAD_DEVICES,
-                     PROMPT_INITS, REPARAMS, REPORT_TO, WSC_FORMATS, ZERO_STAGES, TrainConfig)
+                     PROMPT_INITS, REPARAMS, REPORT_TO, WSC_FORMATS, ZERO_STAGES, TrainConfig, field_names)
 from .errors import UsageError, exit_with
 
 
@@ -199,7 +198,7 @@ def parse(argv: list[str] | None, parser: argparse.ArgumentParser | None = None)
     unset = object()  # argparse fills in a default only where the namespace has no value yet
     given = vars(parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(dests, unset))))
     given = {key: value for key, value in given.items() if value is not unset}
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = set(field_names())
     options = {key: given.get(key, parser.get_default(key)) for key in dests - fields}
     from_file = {}
     if options["config"] is not None:
