@@ -66,7 +66,8 @@ setup(
         "triton": ["triton>=3.6"],
         # deepspeed 0.19.2: older releases cast the trainable prompt to bf16 under ZeRO-3 + bf16
         # (tests/test_train_precision.py fails on 0.18.0 and 0.19.1).
-        "train": ["transformers>=5.17", "deepspeed>=0.19.2", "peft>=0.18", "sentencepiece"],
+        # pyyaml: rpt-train --config run.yaml (transformers requires it too, from 5.1).
+        "train": ["transformers>=5.17", "deepspeed>=0.19.2", "peft>=0.18", "sentencepiece", "pyyaml>=5.1"],
         "tensorboard": ["tensorboard"],
         "bench": ["matplotlib", "pytest-benchmark"],
         # numpy < 2.4: triton 3.6's interpreter (the CPU tests run kernels through it) breaks on 2.4.

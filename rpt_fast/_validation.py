@@ -73,11 +73,27 @@ def _bottleneck_of(name: str, w, d: int, lead: tuple) -> int:
     return int(w.shape[-2])
 
 
+def _check_width(x: torch.Tensor, w1, others: tuple) -> None:
+    """Raises the error naming ``x`` when its width is the odd one out: w1 and every other
+    parameter carrying d (w2, b2, ln_weight, ln_bias) agree on a d that is not x's (the error
+    path of :func:`_bottleneck_of`, which would blame w1)."""
+    if not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in (w1, *others)) or others[0].dim() < 2:
+        return
+    d = w1.shape[-1]
+    if d != x.shape[-1] and others[0].shape[-2] == d and all(t.shape[-1] == d for t in others[1:]):
+        raise ValueError(f"x: expected a last dimension d = {d} (the width of w1, w2, b2, ln_weight and ln_bias), "
+                         f"got {x.shape[-1]} (shape {tuple(x.shape)})")
+
+
 def check_residual_mlp_inputs(x, w1, b1, w2, b2, ln_weight, ln_bias) -> tuple[int, int]:
     """Checks the shared op's inputs; returns (d, m)."""
     check_x(x)
     d = int(x.shape[-1])
-    m = _bottleneck_of("w1", w1, d, ())
+    try:
+        m = _bottleneck_of("w1", w1, d, ())
+    except ValueError:
+        _check_width(x, w1, (w2, b2, ln_weight, ln_bias))
+        raise
     check_tensor("w1", w1, (m, d), x)
     check_tensor("b1", b1, (m,), x)
     check_tensor("w2", w2, (d, m), x)
@@ -91,7 +107,11 @@ def check_grouped_inputs(x, w1, b1, w2, b2, ln_weight, ln_bias) -> tuple[int, in
     """Checks the grouped ("separate") op's inputs; returns (n, d, m)."""
     check_x(x, ndim=2)
     n, d = (int(s) for s in x.shape)
-    m = _bottleneck_of("w1", w1, d, (n,))
+    try:
+        m = _bottleneck_of("w1", w1, d, (n,))
+    except ValueError:
+        _check_width(x, w1, (w2, b2, ln_weight, ln_bias))
+        raise
     check_tensor("w1", w1, (n, m, d), x)
     check_tensor("b1", b1, (n, m), x)
     check_tensor("w2", w2, (n, d, m), x)

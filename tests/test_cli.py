@@ -3,11 +3,14 @@ naming the flag, exit code 2, no traceback and no leftover folder (also under th
 launcher on two CPU ranks); ``--help`` shows every flag with its real default."""
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 
 import pytest
+
+from rpt_fast.train.cli import config_from_args
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "train_scripts"))
 from cli_run import env, rpt_train  # noqa: E402
@@ -38,17 +41,36 @@ BAD_INPUTS = [
     (["--num-tokens", "0"], "--num-tokens: expected an int >= 1, got 0"),
     (["--offload-param", "disk"], "--offload-param: invalid choice: 'disk'"),
     (["--batch-size", "32", "--max-train-examples", "10"], "--batch-size: expected at most the 10 training"),
+    (["--model", "EMPTY"], "--model: 'EMPTY' has no config.json: expected a Hugging Face checkpoint directory"),
+    (["--model", "T5"], "--model: 'T5' has a config.json (t5) but no weights: expected model.safetensors or"),
+    (["--model", "GPT2"], "--model: 'GPT2' has a config.json (gpt2) but no weights"),
+    (["--model", "ODD"], "--model: ODD/config.json: model_type 'nosuch' is not one that transformers"),
+    (["--config", "EMPTY"], "--config: cannot read 'EMPTY'"),
 ]
+
+
+def _model_folders(tmp_path):
+    """Checkpoint folders that cannot be loaded: configs without weights, an unknown model type."""
+    from transformers import GPT2Config
+
+    from rpt_fast.presets import t5_config
+
+    t5_config("t5-tiny").save_pretrained(tmp_path / "T5")
+    GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(tmp_path / "GPT2")
+    (tmp_path / "ODD").mkdir()
+    (tmp_path / "ODD" / "config.json").write_text(json.dumps({"model_type": "nosuch"}))
 
 
 @pytest.mark.parametrize("args, expected", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
 def test_bad_input_is_one_line_naming_the_flag_and_leaves_nothing(tmp_path, args, expected):
     (tmp_path / "EMPTY").mkdir()
     bad = _bad_data_dir(tmp_path)
+    _model_folders(tmp_path)
     args = [bad if a == "BAD" else a for a in args]
     before = set(os.listdir(tmp_path))
     proc = rpt_train(tmp_path, *args)
     assert_one_line_error(proc, expected.replace("BAD", bad))
+    assert proc.stdout == ""  # nothing before it (the memory planner's choice is made later)
     assert set(os.listdir(tmp_path)) == before  # no rpt-runs/ folder, nothing else
 
 
@@ -67,6 +89,7 @@ def test_bad_input_under_the_deepspeed_launcher_is_one_line_and_exit_code_2(tmp_
 def test_error_after_the_process_group_started_under_the_launcher_is_one_line_too(tmp_path):
     from rpt_fast.train import checkpoint
 
+    (tmp_path / "config.json").write_text(json.dumps({"train": config_from_args(["--num-tokens", "4"]).to_dict()}))
     tmp = checkpoint.begin(str(tmp_path / "checkpoints"), 4)
     with open(os.path.join(tmp, "plain_state.pt"), "wb") as handle:
         handle.write(b"0123456789")
@@ -86,7 +109,7 @@ def test_world_size_is_a_plan_option(tmp_path):
 
 
 def _options():
-    from rpt_fast.train.cli import build_parser
+    from rpt_fast.train.flags import build_parser
 
     parser = build_parser()
     return parser, [a for a in parser._actions if a.option_strings and a.help != argparse.SUPPRESS
@@ -133,3 +156,25 @@ def test_rpt_memory_and_plan_speak_rpt_trains_flags(tmp_path):
     assert old.returncode == 2 and len(old.stderr.strip().splitlines()) == 1
     assert "--source-length: use --max-input-length" in old.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_a_runs_config_json_is_a_config_file_that_reproduces_it_bit_exactly(tmp_path):
+    from safetensors.torch import load_file
+
+    run = ["--no-deepspeed", "--backend", "eager", "--num-tokens", "4", "--bottleneck", "8", "--max-train-examples",
+           "32", "--batch-size", "4", "--max-eval-examples", "8", "--max-steps", "3", "--eval-interval", "0",
+           "--log-interval", "1", "--lr", "0.05", "--seed", "7", "--prompt-dropout", "0.1", "--no-progress"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert rpt_train(tmp_path, *run, "--output-dir", str(first)).returncode == 0
+    config = str(first / "config.json")
+    refused = rpt_train(tmp_path, "--config", config)  # its output_dir is the first run's, which holds a run
+    assert_one_line_error(refused, f"--output-dir: {first} holds a run already")
+    proc = rpt_train(tmp_path, "--config", config, "--output-dir", str(second))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (load_file(folder / "prompt.safetensors") for folder in (first, second))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    losses = [[r["loss"] for r in map(json.loads, open(folder / "metrics.jsonl")) if r["type"] == "train"]
+              for folder in (first, second)]
+    assert losses[0] == losses[1] and len(losses[0]) == 3
+    settings = json.load(open(second / "config.json"))["train"]
+    assert settings == {**json.load(open(first / "config.json"))["train"], "output_dir": str(second)}

@@ -185,6 +185,19 @@ def test_bad_x(x, error, pattern):
         residual_mlp(*inputs)
 
 
+def test_x_of_the_wrong_width_is_named_not_w1():
+    # every parameter agrees on d = 8: the input is the odd one out, so the error names x
+    with pytest.raises(ValueError, match=r"^x: expected a last dimension d = 8 .* got 9 \(shape \(2, 3, 9\)\)"):
+        residual_mlp(*_bad(0, torch.randn(2, 3, 9)))
+    with pytest.raises(ValueError, match=r"^x: expected a last dimension d = 8 .* got 9"):
+        rpt_fast.FusedResidualMLP(8, 4)(torch.randn(3, 9))
+    n, d, m = 3, 8, 4
+    grouped = [torch.randn(n, m, d), torch.randn(n, m), torch.randn(n, d, m), torch.randn(n, d), torch.randn(n, d),
+               torch.randn(n, d)]
+    with pytest.raises(ValueError, match=r"^x: expected a last dimension d = 8 .* got 9"):
+        rpt_fast.grouped_residual_mlp(torch.randn(n, 9), *grouped)
+
+
 def test_non_tensor_weight_is_a_type_error():
     with pytest.raises(TypeError, match="b2: expected a torch.Tensor, got list"):
         residual_mlp(*_bad(4, [0.0] * 8))

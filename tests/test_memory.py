@@ -222,25 +222,60 @@ def test_cli_errors_are_one_line_naming_the_flag(capsys):
     assert capsys.readouterr().err.startswith("rpt-memory: error: --gpu-memory: expected a size like '8GB'")
 
 
-def test_the_core_package_never_imports_the_training_package():
-    # ARCHITECTURE.md: imports point down only; rpt-memory's command line lives in train/
+def _imports(path):
+    """Every import statement of a file of the repository, at any depth (a function's lazy
+    imports too), as ``[module, module.name, ...]``: "from ..train import x" in
+    rpt_fast/memory.py gives ``["rpt_fast.train", "rpt_fast.train.x"]`` (x may be a module or
+    a name in rpt_fast.train)."""
     import ast
 
+    parts = path.relative_to(ROOT).parent.parts  # the file's package, e.g. ("rpt_fast", "ops")
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from ([alias.name] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(parts[: len(parts) - node.level + 1]) if node.level else ""
+            module = ".".join(filter(None, [base, node.module]))
+            yield [module, *(f"{module}.{alias.name}" for alias in node.names)]
+
+
+def test_the_core_package_never_imports_the_training_package():
+    # ARCHITECTURE.md: imports point down only; rpt-memory's command line lives in train/
     core = ROOT / "rpt_fast"
     offenders = []
     for path in core.rglob("*.py"):
         if (core / "train") in path.parents:
             continue
-        parts = path.relative_to(ROOT).parent.parts  # the file's package, e.g. ("rpt_fast", "ops")
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):  # "from ..train import x" -> rpt_fast.train(.x)
-                base = ".".join(parts[: len(parts) - node.level + 1]) if node.level else ""
-                module = ".".join(filter(None, [base, node.module]))
-                names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
-            else:
-                continue
-            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names
-                          if n == "rpt_fast.train" or n.startswith("rpt_fast.train.")]
+        offenders += [f"{path.relative_to(ROOT)}: {n}" for names in _imports(path) for n in names
+                      if n == "rpt_fast.train" or n.startswith("rpt_fast.train.")]
     assert offenders == []
+
+
+def test_no_import_cycles_inside_the_package():
+    # Imports point down only, so no module of rpt_fast imports itself through others, not even
+    # through a function's lazy import (cli -> memory_cli -> cli was one).
+    modules = {}
+    for path in (ROOT / "rpt_fast").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        modules[name.removesuffix(".__init__")] = path
+    graph = {}
+    for name, path in modules.items():
+        edges = set()
+        for module, *names in _imports(path):  # "from . import x" imports x, not the package again
+            edges |= {n for n in names if n in modules} or ({module} & modules.keys())
+        graph[name] = sorted(edges - {name})
+    cycles, state = [], {}  # state: 1 on the current path, 2 done
+
+    def visit(name, trail):
+        state[name] = 1
+        for other in graph[name]:
+            if state.get(other) == 1:
+                cycles.append(" -> ".join(trail[trail.index(other):] + [other]))
+            elif other not in state:
+                visit(other, trail + [other])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import rpt_fast
 from rpt_fast import FusedResidualMLP, ResidualMLP, ResidualPromptEncoder
 from rpt_fast.modules import _warned
 
@@ -208,3 +209,20 @@ def test_prompt_encoder_init():
     assert ResidualPromptEncoder(4, 8, 3).prompt.abs().max() <= 0.5
     with pytest.raises(ValueError, match=r"init: expected a tensor of shape \(4, 8\), got \(3, 8\)"):
         ResidualPromptEncoder(4, 8, 3, init=torch.randn(3, 8))
+
+
+def test_readme_op_example_runs_where_there_is_no_gpu():
+    """README's first code block ("The op") as written, on whatever device this machine has."""
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## The op\n", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the documented snippet itself
+    x, mlp, y = namespace["x"], namespace["mlp"], namespace["y"]
+    expected = rpt_fast.residual_mlp(x, mlp.down.weight, mlp.down.bias, mlp.up.weight, mlp.up.bias, mlp.norm.weight,
+                                     mlp.norm.bias, eps=1e-5, backend="eager")
+    assert y.device == x.device and y.shape == x.shape and x.grad is not None
+    torch.testing.assert_close(y, expected, atol=3e-2, rtol=2e-2)  # bf16

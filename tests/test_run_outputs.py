@@ -12,6 +12,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "train_scripts"))
+import harness  # noqa: E402
 from cli_run import rpt_train  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -62,9 +63,9 @@ def test_outputs_are_honest_before_and_after_a_resume(tmp_path):
     with open(os.path.join(out, "peft-adapter", "README.md")) as handle:
         assert "**Warning:** no evaluation scored above" in handle.read()
 
-    # --save-total-limit 2: checkpoints at steps 1-4, the newest two kept.
+    # --save-total-limit 2: checkpoints at steps 1-5 (the last one with the final state), the newest two kept.
     root = os.path.join(out, "checkpoints")
-    assert sorted(e for e in os.listdir(root) if e.startswith("step-")) == ["step-00000003", "step-00000004"]
+    assert sorted(e for e in os.listdir(root) if e.startswith("step-")) == ["step-00000004", "step-00000005"]
 
     # Every file as readable as config.json (safetensors alone used to be 0600).
     reference = stat.S_IMODE(os.stat(os.path.join(out, "config.json")).st_mode)
@@ -74,6 +75,7 @@ def test_outputs_are_honest_before_and_after_a_resume(tmp_path):
 
     _assert_tensorboard_matches_the_log(out)
 
+    harness.rewind(out, 4)  # as if killed after logging step 5, before its checkpoint
     resumed = rpt_train(tmp_path, *RUN, "--max-steps", "7", "--output-dir", out, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = _summary(out)

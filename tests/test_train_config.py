@@ -1,13 +1,15 @@
 """Settings checks, the DeepSpeed config builder and the command line."""
 
 import json
+import os
 import re
 
 import pytest
 
-from rpt_fast.train.cli import build_parser, config_from_args
+from rpt_fast.train.cli import config_from_args
 from rpt_fast.train.config import TrainConfig
 from rpt_fast.train.ds_config import build_ds_config
+from rpt_fast.train.flags import build_parser
 
 
 @pytest.mark.parametrize(
@@ -31,7 +33,7 @@ from rpt_fast.train.ds_config import build_ds_config
 def test_bad_settings_name_the_flag(changes, message):
     """Settings errors read as the command line's: the flag, what was expected, what was given
     (ValueErrors of the form "field: ..." are turned into the same form)."""
-    from rpt_fast.train.errors import as_usage_error
+    from rpt_fast.train.config import as_usage_error
 
     with pytest.raises(ValueError) as info:
         TrainConfig(**changes).validate()
@@ -78,7 +80,8 @@ def test_command_line_errors_name_the_flag(capsys):
 
 
 def test_new_fields_map_to_flags_without_a_table():
-    from rpt_fast.train.errors import UsageError, as_usage_error, flag_name
+    from rpt_fast.train.config import as_usage_error
+    from rpt_fast.train.errors import UsageError, flag_name
 
     assert flag_name("gradient_accumulation_steps") == "--gradient-accumulation-steps"
     assert str(UsageError("mlp_lr", "expected > 0, got -1")) == "--mlp-lr: expected > 0, got -1"
@@ -121,3 +124,119 @@ def test_report_to_tensorboard_without_the_package_is_a_flag_error(monkeypatch):
     monkeypatch.setattr(tensorboard.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UsageError, match="--report-to: tensorboard needs the tensorboard package"):
         tensorboard.check_available()
+
+
+def test_every_setting_says_what_resume_does_with_it():
+    # a new TrainConfig field must be classified: kept from the run, free to change, or this command's own
+    from rpt_fast.train.config import FIXED, FREE, INVOCATION, RESUME_ROLES, field_names
+
+    assert sorted(RESUME_ROLES) == sorted(field_names())
+    assert set(RESUME_ROLES.values()) <= {FIXED, FREE, INVOCATION}
+    assert RESUME_ROLES["lr"] == RESUME_ROLES["model"] == RESUME_ROLES["seed"] == RESUME_ROLES["bf16"] == FIXED
+    assert RESUME_ROLES["max_steps"] == RESUME_ROLES["eval_interval"] == RESUME_ROLES["save_interval"] == FREE
+
+
+def _saved_run(tmp_path, step=4, **settings):
+    """A run folder as rpt-train leaves it, without training: config.json and a checkpoint pointer."""
+    out = tmp_path / "run"
+    (out / "checkpoints" / f"step-{step:08d}").mkdir(parents=True)
+    (out / "checkpoints" / "latest").write_text(f"step-{step:08d}")
+    cfg = TrainConfig(output_dir=str(out), **settings)
+    (out / "config.json").write_text(json.dumps({"train": cfg.recorded(), "deepspeed": None}))
+    return str(out)
+
+
+def test_resume_refuses_every_setting_that_defines_the_run_and_takes_the_others(tmp_path):
+    from rpt_fast.train import resume
+    from rpt_fast.train.config import FIXED, RESUME_ROLES
+    from rpt_fast.train.errors import UsageError
+
+    out = _saved_run(tmp_path, lr=0.1, max_steps=10, data_dir="data")
+    other = {int: 7, float: 0.5, str: "other"}
+    for name, role in RESUME_ROLES.items():
+        if role != FIXED:
+            continue
+        default = getattr(TrainConfig(), name)
+        value = (not default) if isinstance(default, bool) else other.get(type(default), 3)  # None: any int differs
+        with pytest.raises(UsageError, match=f"^--{name.replace('_', '-')}: the run in {out} trains with"):
+            resume.prepare(TrainConfig(output_dir=out, resume=True, **{name: value}), {name})
+    # a flag with the saved value (a path as the run named it or absolute) is no change
+    cfg, resumption = resume.prepare(TrainConfig(output_dir=out, resume=True, lr=0.1, data_dir="data"),
+                                     {"lr", "data_dir"})
+    assert resumption == resume.Resumption(4, {}) and cfg.data_dir == os.path.abspath("data")
+    # the defaults of flags not given never override the run: lr stays 0.1, max_steps 10
+    cfg, resumption = resume.prepare(TrainConfig(output_dir=out, resume=True, eval_interval=5, max_steps=20),
+                                     {"eval_interval", "max_steps"})
+    assert (cfg.lr, cfg.max_steps, cfg.eval_interval, cfg.resume) == (0.1, 20, 5, True)
+    assert cfg.progress and not resume.prepare(TrainConfig(output_dir=out, resume=True, progress=False), set())[0].progress
+    assert resumption.changes == {"eval_interval": [100, 5], "max_steps": [10, 20]}
+    # a linear schedule decays to 0 at the last step: the run keeps its length
+    linear = _saved_run(tmp_path / "linear", lr_scheduler="linear", max_steps=10)
+    with pytest.raises(UsageError, match="^--max-steps: the linear learning-rate schedule"):
+        resume.prepare(TrainConfig(output_dir=linear, resume=True, max_steps=20), {"max_steps"})
+
+
+def test_resume_auto_starts_where_there_is_no_checkpoint(tmp_path):
+    from rpt_fast.train import resume
+    from rpt_fast.train.errors import UsageError
+
+    cfg, resumption = resume.prepare(TrainConfig(output_dir=str(tmp_path), resume="auto"), set())
+    assert resumption is None and cfg.resume is False
+    with pytest.raises(UsageError, match="^--resume: nothing to resume in --output-dir .* \\(it has no checkpoint\\)"):
+        resume.prepare(TrainConfig(output_dir=str(tmp_path), resume=True), set())
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--resume", str(tmp_path)])  # the folder is --output-dir's
+
+
+# --config files --------------------------------------------------------------------------------
+
+
+def test_config_file_settings_lose_to_the_command_line(tmp_path):
+    from rpt_fast.train.flags import parse
+
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 1e-5  # PyYAML reads this as a string\nmax_steps: 60\nbf16: true\nzero_stage: '3'\n"
+                    "resume: auto\noutput_dir: out\ndata_dir: null\nweight_decay: 0\n")
+    cfg, options = parse(["--config", str(path), "--max-steps", "90"])
+    assert (cfg.lr, cfg.max_steps, cfg.bf16, cfg.zero_stage, cfg.resume, cfg.weight_decay) == (1e-5, 90, True, 3, "auto", 0.0)
+    assert isinstance(cfg.weight_decay, float)
+    assert options["explicit"] == {"lr", "max_steps", "bf16", "zero_stage", "resume", "output_dir", "data_dir",
+                                   "weight_decay"}
+    json_path = tmp_path / "run.json"
+    json_path.write_text(json.dumps({"lr": 0.05, "separate": True}))
+    assert parse(["--config", str(json_path)])[0].separate
+
+
+@pytest.mark.parametrize("text, message", [
+    ("learning_rate: 0.1\nfoo: 1\n", "unknown settings 'learning_rate', 'foo'"),
+    ("max-steps: 10\n", "unknown setting 'max-steps' (did you mean max_steps?)"),
+    ("lr: fast\n", "lr: expected float, got 'fast'"),
+    ("max_steps: 1.5\n", "max_steps: expected int | None, got 1.5"),
+    ("backend: cuda\n", "backend: expected one of ('auto', 'triton', 'native', 'eager'), got 'cuda'"),
+    ("- lr\n", "expected a mapping of settings (name: value), got a list"),
+    ("lr: [\n", "is not valid YAML ("),
+    ('{"train": {"lr": 0.1}, "extra": 1}', "unknown setting 'extra'"),
+])
+def test_bad_config_files_are_one_line_naming_the_file_and_the_key(tmp_path, capsys, text, message):
+    from rpt_fast.train.flags import parse
+
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as info:
+        parse(["--config", str(path)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"rpt-train: error: --config: {path}: {message}") or \
+        err.startswith(f"rpt-train: error: --config: {path} {message}"), err
+
+
+def test_rpt_memory_reads_config_files_too(tmp_path, capsys):
+    from rpt_fast.train.memory_cli import main
+
+    flags = ["--model", "t5-xl", "--bf16", "--max-input-length", "512", "--zero-stage", "3", "--gpu-memory", "8GB"]
+    main(flags)
+    expected = capsys.readouterr().out
+    path = tmp_path / "plan.yaml"
+    path.write_text("model: t5-xl\nbf16: true\nmax_input_length: 512\nzero_stage: 3\ngpu_memory: 8GB\n")
+    main(["--config", str(path)])
+    assert capsys.readouterr().out == expected

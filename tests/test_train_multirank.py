@@ -1,6 +1,7 @@
 """Multi-rank behaviour on CPU ranks started the way ``mpirun`` starts them: each process gets
 only Open MPI's variables (OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK) plus MASTER_ADDR/PORT, no
-RANK/WORLD_SIZE. Covers launcher discovery end to end and failure propagation."""
+RANK/WORLD_SIZE. Covers launcher discovery end to end, failure propagation, and a SIGTERM that
+reaches one rank stopping them all after the same step."""
 
 import os
 import shutil
@@ -20,15 +21,15 @@ RUN = [*harness.SMALL, "--max-steps", "6", "--eval-interval", "0", "--backend", 
 
 
 def spawn_mpi_style(command: list[str], per_rank_args: list[list[str]], timeout: float = 300,
-                    one_rank_per_node: bool = False):
+                    one_rank_per_node: bool = False, extra_env: dict | None = None):
     """``python COMMAND ARGS`` once per entry of ``per_rank_args``, each with its rank's Open MPI
-    variables (``one_rank_per_node``: each the first process of its own simulated node);
-    returns [(returncode, stderr, exit time)] by rank."""
+    variables (``one_rank_per_node``: each the first process of its own simulated node) and
+    ``extra_env``; returns [(returncode, stderr, exit time)] by rank."""
     world = len(per_rank_args)
     port = str(harness.free_port())
     procs = []
     for rank, args in enumerate(per_rank_args):
-        env = {**harness.env(), "OMPI_COMM_WORLD_RANK": str(rank), "OMPI_COMM_WORLD_SIZE": str(world),
+        env = {**harness.env(), **(extra_env or {}), "OMPI_COMM_WORLD_RANK": str(rank), "OMPI_COMM_WORLD_SIZE": str(world),
                "OMPI_COMM_WORLD_LOCAL_RANK": "0" if one_rank_per_node else str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
         procs.append(subprocess.Popen([sys.executable, *command, *args], env=env, cwd=harness.REPO,
@@ -67,7 +68,7 @@ def test_rank0_only_failure_stops_every_rank_with_the_same_error(tmp_path):
 @pytest.mark.timeout(360)
 def test_two_ranks_launched_the_mpi_way_train_save_and_resume_as_one_run(tmp_path):
     out = str(tmp_path / "run")
-    args = ["--output-dir", out, "--save-interval", "3", *RUN]
+    args = ["--output-dir", out, "--save-interval", "3", "--save-total-limit", "2", *RUN]
     results = spawn_mpi_style(["-m", "rpt_fast.train"], [args, args])
     for rank, (code, err, _) in enumerate(results):
         assert code == 0, f"rank {rank}:\n{err[-3000:]}"
@@ -76,7 +77,8 @@ def test_two_ranks_launched_the_mpi_way_train_save_and_resume_as_one_run(tmp_pat
     manifest = checkpoint.verify(os.path.join(out, "checkpoints", "step-00000003"))
     assert {"rng_rank00000.pt", "rng_rank00001.pt"} <= set(manifest["files"])  # each rank's own files
     whole = harness.prompt(out)
-    results = spawn_mpi_style(["-m", "rpt_fast.train"], [[*args, "--resume"]] * 2)  # from step 3
+    harness.rewind(out, 3)  # as if killed after step 3's checkpoint
+    results = spawn_mpi_style(["-m", "rpt_fast.train"], [[*args, "--resume"]] * 2)
     for rank, (code, err, _) in enumerate(results):
         assert code == 0, f"rank {rank}:\n{err[-3000:]}"
     assert harness.summary(out)["resumed_from_step"] == 3
@@ -135,3 +137,30 @@ def test_likelihood_evaluation_under_zero3_on_two_ranks_matches_one_process(tmp_
     a, b = harness.summary(one), harness.summary(two)
     assert b["world_size"] == 2 and b["mode"] == "deepspeed zero-3"
     assert a["best_metrics"] == b["best_metrics"] and a["best_step"] == b["best_step"]
+
+
+@pytest.mark.timeout(480)
+def test_sigterm_on_one_rank_stops_every_rank_after_the_same_step_and_zero3_resumes_exactly(tmp_path):
+    args = [*harness.SMALL, "--max-steps", "6", "--eval-interval", "3", "--zero-stage", "3", "--backend", "eager",
+            "--prompt-dropout", "0.1"]
+    whole, out = str(tmp_path / "whole"), str(tmp_path / "run")
+    for rank, (code, err, _) in enumerate(spawn_mpi_style(["-m", "rpt_fast.train"], [["--output-dir", whole, *args]] * 2)):
+        assert code == 0, f"rank {rank}:\n{err[-3000:]}"
+    # Only rank 1 gets the signal, during step 3; with --save-interval 0 nothing else would be saved.
+    script = os.path.join(harness.SCRIPTS, "signal_at_step.py")
+    results = spawn_mpi_style([script], [["--output-dir", out, *args, "--save-interval", "0"]] * 2,
+                              extra_env={"SIGNAL_AT_STEP": "3", "SIGNAL": "TERM", "SIGNAL_RANK": "1"})
+    folder = os.path.join(out, "checkpoints", "step-00000003")
+    for rank, (code, err, _) in enumerate(results):
+        assert code == 143 and "Traceback" not in err, f"rank {rank} exited {code}:\n{err[-3000:]}"
+    assert results[0][1].strip().splitlines()[-1] == (
+        f"rpt-train: stopped by SIGTERM after step 3 of 6: checkpoint {folder}; resume: rpt-train --output-dir {out} "
+        "--resume (with the same launcher and 2 ranks)")
+    manifest = checkpoint.verify(folder)  # every rank wrote its part
+    assert {"rng_rank00000.pt", "rng_rank00001.pt"} <= set(manifest["files"])
+
+    for rank, (code, err, _) in enumerate(spawn_mpi_style(["-m", "rpt_fast.train"], [["--output-dir", out, "--resume"]] * 2)):
+        assert code == 0, f"rank {rank}:\n{err[-3000:]}"
+    assert harness.summary(out)["resumed_from_step"] == 3
+    assert torch.equal(harness.prompt(out), harness.prompt(whole))
+    assert harness.losses(out) == harness.losses(whole)

@@ -52,12 +52,13 @@ def test_accumulation_under_zero3_on_two_ranks_gives_the_update_of_one_batch(one
 
 
 def test_plain_prompt_tuning_under_zero3_matches_pytorch_and_resumes(tmp_path):
-    args = [*BASE, "--reparam", "none", "--save-interval", "2"]
+    args = [*BASE, "--reparam", "none", "--save-interval", "2", "--save-total-limit", "2"]
     reference, out = str(tmp_path / "plain"), str(tmp_path / "zero3")
     harness.train("--no-deepspeed", "--output-dir", reference, *args)
     harness.train("--zero-stage", "3", "--output-dir", out, *args)
     _assert_same_training(out, reference)
-    harness.train("--zero-stage", "3", "--output-dir", out, "--resume", *args)  # from step 2's checkpoint
+    harness.rewind(out, 2)  # as if killed after step 2's checkpoint
+    harness.train("--zero-stage", "3", "--output-dir", out, "--resume", *args)
     _assert_same_training(out, reference)
     assert harness.summary(out)["resumed_from_step"] == 2
     with open(os.path.join(out, "config.json")) as handle:

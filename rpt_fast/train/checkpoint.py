@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 
+FOLDER = "checkpoints"  # <output-dir>/checkpoints/
 MANIFEST = "MANIFEST.json"
 LATEST = "latest"
 _TMP_PREFIX = ".tmp-"
@@ -174,15 +175,30 @@ def verify(folder: str) -> dict:
     return manifest
 
 
-def latest(root: str) -> str | None:
-    """The folder ``latest`` points to, verified; None when no checkpoint was ever sealed."""
+def _pointed_to(root: str) -> str | None:
+    """The folder name ``latest`` holds; None when no checkpoint was ever sealed."""
     pointer = os.path.join(root, LATEST)
     if not os.path.isfile(pointer):
         return None
     with open(pointer, encoding="utf-8") as handle:
         name = handle.read().strip()
-    folder = os.path.join(root, name)
-    if not name.startswith("step-") or not os.path.isdir(folder):
+    if not re.fullmatch(r"step-\d+", name) or not os.path.isdir(os.path.join(root, name)):
         raise CheckpointError(f"checkpoint pointer {pointer} names {name!r}, which is not a checkpoint folder")
+    return name
+
+
+def latest(root: str) -> str | None:
+    """The folder ``latest`` points to, verified; None when no checkpoint was ever sealed."""
+    name = _pointed_to(root)
+    if name is None:
+        return None
+    folder = os.path.join(root, name)
     verify(folder)
     return folder
+
+
+def latest_step(root: str) -> int | None:
+    """The step of the checkpoint ``latest`` points to, without reading the checkpoint (cheap,
+    for decisions before a run starts; :func:`latest` verifies it); None when there is none."""
+    name = _pointed_to(root)
+    return None if name is None else int(name[len("step-"):])

@@ -1,5 +1,6 @@
 """The training run's settings in one dataclass, checked once, so every module reads the same
-validated values (the command line in :mod:`cli` only fills it)."""
+validated values (the command line in :mod:`flags` only fills it), and what ``--resume`` may
+change of each (:data:`RESUME_ROLES`)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ class TrainConfig:
     output_dir: str | None = None
     save_interval: int = 0
     save_total_limit: int = 1  # checkpoints kept (the newest ones)
-    resume: bool = False
+    resume: bool | str = False  # True: continue output_dir's run; "auto": continue it if it has a checkpoint
     progress: bool = True
     report_to: str = "none"
 
@@ -122,6 +123,8 @@ class TrainConfig:
         self._validate_scale()
         if self.deepspeed_config is not None and not os.path.isfile(self.deepspeed_config):
             raise UsageError("deepspeed_config", f"expected a JSON file, got {self.deepspeed_config!r} (no such file)")
+        if self.resume not in (False, True, "auto"):
+            raise UsageError("resume", f"expected nothing (resume) or auto, got {self.resume!r}")
         if self.resume and not self.output_dir:
             raise UsageError("resume", "needs --output-dir, the run folder whose checkpoints to continue")
         for name, choices in (("reparam", REPARAMS), ("lr_scheduler", LR_SCHEDULERS), ("activation", ACTIVATIONS),
@@ -183,6 +186,65 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def recorded(self) -> dict:
+        """The settings as a run's ``config.json`` records them: paths made absolute, so the
+        record resumes and reproduces the run from any working directory."""
+        out = self.to_dict()
+        for name in PATH_SETTINGS:
+            value = out[name]
+            if value is not None and (name != "model" or os.path.isdir(value)):  # a preset stays a name
+                out[name] = os.path.abspath(value)
+        return out
+
+
+PATH_SETTINGS = ("model", "tokenizer", "data_dir", "nvme_path", "deepspeed_config", "output_dir")
+
+# What --resume does with each setting (a test checks that every field is here):
+# FIXED: defines what is trained (model, data, prompt, optimizer, batch, seed, precision, the
+#   evaluation that picks the exported prompt); a resumed run keeps the saved value and refuses
+#   another one.
+# FREE: extends, observes or places the run without changing its numbers (its length, evaluation
+#   and checkpoint intervals, logging, memory knobs); may change on resume, and the change is
+#   recorded in the run folder's resumes.jsonl next to the untouched config.json.
+# INVOCATION: this command's own (where the run is, whether to resume, its progress bar); never
+#   taken from the run.
+FIXED, FREE, INVOCATION = "fixed", "free", "invocation"
+RESUME_ROLES = {
+    "model": FIXED, "tokenizer": FIXED, "task": FIXED, "data_dir": FIXED, "max_train_examples": FIXED,
+    "max_eval_examples": FIXED, "max_input_length": FIXED, "max_target_length": FIXED, "backbone_dropout": FIXED,
+    "num_tokens": FIXED, "bottleneck": FIXED, "separate": FIXED, "prompt_dropout": FIXED, "prompt_init": FIXED,
+    "backend": FIXED, "lr": FIXED, "weight_decay": FIXED, "warmup_steps": FIXED, "batch_size": FIXED,
+    "eval_batch_size": FREE, "epochs": FREE, "max_steps": FREE, "eval_interval": FREE, "log_interval": FREE,
+    "seed": FIXED, "max_grad_norm": FIXED,
+    "reparam": FIXED, "layer_norm": FIXED, "residual": FIXED, "activation": FIXED, "mlp_lr": FIXED,
+    "mlp_weight_decay": FIXED, "lr_scheduler": FIXED, "gradient_accumulation_steps": FIXED, "max_new_tokens": FIXED,
+    "few_shot": FIXED, "eval_split": FIXED, "wsc_format": FIXED,
+    "deepspeed": FIXED, "zero_stage": FIXED, "offload_param": FIXED, "nvme_path": FREE, "bf16": FIXED,
+    "gradient_checkpointing": FREE, "max_live_parameters": FREE, "gpu_memory": FREE, "deepspeed_config": FIXED,
+    "eval_mode": FIXED,
+    "output_dir": INVOCATION, "save_interval": FREE, "save_total_limit": FREE, "resume": INVOCATION,
+    "progress": INVOCATION, "report_to": FREE,
+}
+
+
+def field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def as_usage_error(exc: BaseException) -> UsageError | None:
+    """``exc`` as a :class:`~rpt_fast.train.errors.UsageError` when it is one, or a
+    ``ValueError`` whose message starts with a settings field (``"batch_size: ..."``); None for
+    anything else (a bug: keep its traceback)."""
+    if isinstance(exc, UsageError):
+        return exc
+    if type(exc) is not ValueError:
+        return None
+    head, sep, rest = str(exc).partition(":")
+    head = head.strip()
+    if sep and (head in field_names() or head.startswith("--")):
+        return UsageError(head, rest.strip())
+    return None
 
 
 def _check_int(name: str, value, *, minimum: int) -> None:

@@ -4,13 +4,13 @@ into ``rpt-train: error: --flag: message`` and exit code 2 (see :mod:`cli`).
 Settings checks raise :class:`UsageError` with a :class:`~rpt_fast.train.config.TrainConfig`
 field name or a flag; the flag is derived from the field (``num_tokens`` -> ``--num-tokens``),
 so a new field needs no table entry. Older checks that raise ``ValueError("field: ...")`` are
-recognized too (:func:`as_usage_error`), so every settings check reads the same on the command
-line.
+recognized too (:func:`rpt_fast.train.config.as_usage_error`, beside the fields it knows), so
+every settings check reads the same on the command line. This module imports nothing of the
+package: everything else may import it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 
@@ -30,27 +30,6 @@ class UsageError(ValueError):
         self.flag = flag_name(name)
         self.message = message
         super().__init__(f"{self.flag}: {message}")
-
-
-def _field_names() -> set[str]:
-    from .config import TrainConfig
-
-    return {f.name for f in dataclasses.fields(TrainConfig)}
-
-
-def as_usage_error(exc: BaseException) -> UsageError | None:
-    """``exc`` as a :class:`UsageError` when it is one, or a ``ValueError`` whose message starts
-    with a settings field (``"batch_size: ..."``); None for anything else (a bug: keep its
-    traceback)."""
-    if isinstance(exc, UsageError):
-        return exc
-    if type(exc) is not ValueError:
-        return None
-    head, sep, rest = str(exc).partition(":")
-    head = head.strip()
-    if sep and (head in _field_names() or head.startswith("--")):
-        return UsageError(head, rest.strip())
-    return None
 
 
 def debug_requested(argv: list[str]) -> bool:

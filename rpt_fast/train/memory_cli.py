@@ -66,7 +66,7 @@ def report_plan(cfg, world_size: int | None) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """``rpt-train``'s flags with the same meaning (a global ``--batch-size``, the same lengths
     and defaults), plus ``--goals`` and ``--json``."""
-    from .cli import build_parser as train_parser
+    from .flags import build_parser as train_parser
 
     ap = train_parser("rpt-memory", planner=True)
     ap.hints = RENAMED_FLAGS
@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """``rpt-memory``: the plan of the ``rpt-train`` run its flags describe."""
-    from .cli import parse
-    from .errors import as_usage_error, debug_requested, exit_with
+    from .config import as_usage_error
+    from .errors import debug_requested, exit_with
+    from .flags import parse
 
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg, options = parse(argv, build_parser())

@@ -20,22 +20,24 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import autoplan, state
+from . import autoplan, resume, state, stopping
 from . import summary as run_summary
 from .backbone import build_backbone, load_tokenizer
-from .config import TrainConfig
+from .checkpoint import FOLDER as CHECKPOINTS
+from .checkpoint import CheckpointError, step_name
+from .config import TrainConfig, field_names
 from .data import StepSampler, collate_train, encode_examples
 from .distributed import DistInfo, all_reduce_mean, local_world_size, barrier, broadcast_object, init_distributed, shutdown
 from .ds_config import build_ds_config
 from .evaluate import evaluate
 from .optim import build_optimizer, lr_lambda
+from .rank_errors import on_every_rank
 from .rank_errors import propagate as propagate_failures
 from .shared_fs import require_shared
 from .zero3 import partition_trainables_off_nvme, register_fused_parameters
 from .export import export_prompt, gathered, load_trainable, trainable_tensors
 
 METRICS_FILE = "metrics.jsonl"
-CHECKPOINTS = "checkpoints"
 
 
 def _output_dir(cfg: TrainConfig, info: DistInfo) -> str:
@@ -226,16 +228,22 @@ class Run:
         )
 
     def save(self, step: int, best: dict | None, train_time_s: float = 0.0) -> None:
+        """Collective: a checkpoint of the state after ``step``."""
         trainer_state = {"step": step, "fingerprint": self.fingerprint, "train_time_s": round(train_time_s, 3)}
         state.save(self.checkpoints, step, self.info, trainer_state=trainer_state, best=best, engine=self.engine,
                    model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                    keep=self.cfg.save_total_limit)
 
-    def resume(self, folder: str) -> tuple[int, dict | None]:
+    def resume(self, folder: str, changes: dict) -> tuple[int, dict | None]:
+        """Loads the checkpoint in ``folder`` and records the resume (with the settings it
+        ``changes``) in the run folder's resumes.jsonl."""
         trainer_state, best = state.load(folder, self.info, fingerprint=self.fingerprint, engine=self.engine,
                                          model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
         self.earlier_train_time = float(trainer_state.get("train_time_s", 0.0))  # before the resume
-        return int(trainer_state["step"]), best
+        step = int(trainer_state["step"])
+        if self.info.is_main:
+            resume.record(self.out, step, changes, self.cfg, run_summary.command_line())
+        return step, best
 
 
 def _format_scores(scores: dict[str, float], primary: str) -> str:
@@ -243,10 +251,15 @@ def _format_scores(scores: dict[str, float], primary: str) -> str:
     return f"{primary} {scores[primary]:.3f}" + (f" ({rest})" if rest else "")
 
 
-def _run_loop(run: Run, resume_from: str | None = None) -> dict:
-    """Trains from step 0, or from the verified checkpoint folder ``resume_from``."""
+def _run_loop(run: Run, resume_from: str | None = None, changes: dict | None = None,
+              stop: stopping.StopRequest | None = None) -> dict | stopping.Stopped:
+    """Trains from step 0, or from the verified checkpoint folder ``resume_from`` (with the
+    settings ``changes`` the resume makes); returns the summary, or on a ``stop`` request (from
+    :func:`stopping.stop_requests`) the :class:`~stopping.Stopped` to raise once the process
+    group is shut down."""
     cfg, info = run.cfg, run.info
-    start_step, best = run.resume(resume_from) if resume_from else (0, None)
+    stop = stop or stopping.StopRequest(info)  # no handlers: never asked to stop
+    start_step, best = run.resume(resume_from, changes or {}) if resume_from else (0, None)
     resumed = resume_from is not None
     if not resumed:
         _seed_everything(cfg.seed + info.rank)  # dropout streams; resume restores them instead
@@ -277,7 +290,7 @@ def _run_loop(run: Run, resume_from: str | None = None) -> dict:
                desc="train", dynamic_ncols=True)
     started = time.time()
     window, window_steps, last_loss = torch.zeros((), device=info.device), 0, math.nan
-    first_loss = None
+    first_loss, saved_step = None, start_step
     for step in range(start_step + 1, run.total_steps + 1):
         lr = run.scheduler.get_last_lr()[0]  # the rate this step uses
         loss = run.train_step(step - 1)
@@ -297,8 +310,20 @@ def _run_loop(run: Run, resume_from: str | None = None) -> dict:
             do_eval(step)
         if cfg.save_interval and step % cfg.save_interval == 0 and step < run.total_steps:
             run.save(step, best, train_time_s=run.earlier_train_time + time.time() - started)
+            saved_step = step
+        signum = stop.agreed() if step < run.total_steps else 0  # the last step just finishes
+        if signum:
+            if saved_step != step:
+                run.save(step, best, train_time_s=run.earlier_train_time + time.time() - started)
+            bar.close()
+            if log.tensorboard is not None:
+                log.tensorboard.close()
+            folder = os.path.join(run.checkpoints, step_name(step))
+            return stop.stopped(signum, step, run.total_steps, folder, run.out, info.world_size)
     bar.close()
     elapsed = time.time() - started
+    if saved_step != run.total_steps:  # the final state, for a resume that trains on (--max-steps)
+        run.save(run.total_steps, best, train_time_s=run.earlier_train_time + elapsed)
     if best is None:  # no evaluation: the final prompt is the one exported
         with gathered(run.model):
             best = {"step": run.total_steps, "score": None, "metrics": {}, "tensors": trainable_tensors(run.model)}
@@ -325,17 +350,22 @@ def _run_loop(run: Run, resume_from: str | None = None) -> dict:
     return summary
 
 
-def train(cfg: TrainConfig, task=None) -> dict:
-    """Runs the whole training described by ``cfg``; returns the summary (on every rank).
-    ``task``: the run's task if already loaded (by :func:`~rpt_fast.train.preflight.preflight`)."""
+def train(cfg: TrainConfig, task=None, resumption: resume.Resumption | None = None) -> dict:
+    """Runs the whole training described by ``cfg``; returns the summary (on every rank), or
+    raises :class:`~rpt_fast.train.stopping.Stopped` after a signal stopped it with a checkpoint.
+    ``task``: the run's task if already loaded (by :func:`~rpt_fast.train.preflight.preflight`);
+    ``resumption``: from :func:`~rpt_fast.train.resume.prepare` (the command line's); without it
+    a resuming ``cfg`` must match the saved run in every setting that defines it."""
     cfg.validate()
+    if cfg.resume and resumption is None:
+        cfg, resumption = resume.prepare(cfg, explicit=field_names())
     info = init_distributed(cfg.deepspeed)
     with propagate_failures(info):  # one rank's exception stops every rank within seconds
         resume_from = None
         if cfg.resume:  # checked before the (possibly long) model build
             resume_from = state.find_resumable(os.path.join(os.path.abspath(cfg.output_dir), CHECKPOINTS), info)
-            if resume_from is None and info.is_main:
-                print(f"--resume: no checkpoint in {cfg.output_dir} yet, starting from step 0", flush=True)
+            if resume_from is None:
+                raise on_every_rank(CheckpointError(f"no checkpoint in {cfg.output_dir} any more"))
         made_here = not (cfg.output_dir and os.path.isdir(cfg.output_dir))
         out = _output_dir(cfg, info)
         try:
@@ -344,9 +374,12 @@ def train(cfg: TrainConfig, task=None) -> dict:
             if made_here and info.is_main and not os.listdir(out):  # a failed start leaves nothing
                 os.rmdir(out)
             raise
-        if info.is_main:
-            with open(os.path.join(run.out, "config.json"), "w", encoding="utf-8") as handle:
-                json.dump({"train": run.cfg.to_dict(), "deepspeed": run.ds_config}, handle, indent=1)
-        summary = _run_loop(run, resume_from)
+        if info.is_main and resume_from is None:  # the run's first settings, never overwritten
+            with open(os.path.join(run.out, resume.CONFIG_FILE), "w", encoding="utf-8") as handle:
+                json.dump({"train": run.cfg.recorded(), "deepspeed": run.ds_config}, handle, indent=1)
+        with stopping.stop_requests(info) as stop:
+            result = _run_loop(run, resume_from, resumption and resumption.changes, stop)
     shutdown(info, cfg.deepspeed)
-    return summary
+    if isinstance(result, stopping.Stopped):
+        raise result
+    return result

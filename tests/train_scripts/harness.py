@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -90,3 +91,14 @@ def prompt(out: str) -> torch.Tensor:
 def summary(out: str) -> dict:
     with open(os.path.join(out, "summary.json")) as handle:
         return json.load(handle)
+
+
+def rewind(out: str, step: int) -> None:
+    """The run folder as a kill after ``step``'s checkpoint leaves it: later checkpoints (the
+    final state a finished run saves, too) gone, ``latest`` pointing at ``step``'s."""
+    root = os.path.join(out, "checkpoints")
+    for entry in os.listdir(root):
+        if entry.startswith("step-") and int(entry[len("step-"):]) > step:
+            shutil.rmtree(os.path.join(root, entry))
+    with open(os.path.join(root, "latest"), "w") as handle:
+        handle.write(f"step-{step:08d}")

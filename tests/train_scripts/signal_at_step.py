@@ -1,0 +1,40 @@
+"""``rpt-train`` that, during training step ``SIGNAL_AT_STEP`` (1-based), sends ``SIGNAL`` (INT
+or TERM) to itself, or with ``SIGNAL_TO=parent`` to the process that started it (the
+``deepspeed`` launcher, which forwards it to every rank), and then waits until the signal has
+reached it. Only the rank ``SIGNAL_RANK`` (default 0, as the launcher numbers it) sends. Usage:
+``SIGNAL_AT_STEP=5 SIGNAL=INT signal_at_step.py <rpt-train arguments>`` (also under ``deepspeed``)."""
+
+import os
+import signal
+import sys
+import time
+
+from rpt_fast.train import cli, stopping, trainer
+
+_train_step = trainer.Run.train_step
+_rank = os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("RANK", "0"))
+_received = []
+_handle = stopping.StopRequest._handle
+
+
+def _recording_handle(self, signum, frame):
+    _received.append(signum)
+    return _handle(self, signum, frame)
+
+
+def _signalling_step(self, step):
+    loss = _train_step(self, step)
+    if step + 1 == int(os.environ["SIGNAL_AT_STEP"]) and _rank == os.environ.get("SIGNAL_RANK", "0"):
+        signum = getattr(signal, "SIG" + os.environ["SIGNAL"])
+        os.kill(os.getppid() if os.environ.get("SIGNAL_TO") == "parent" else os.getpid(), signum)
+        deadline = time.monotonic() + 60
+        while not _received and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return loss
+
+
+trainer.Run.train_step = _signalling_step
+stopping.StopRequest._handle = _recording_handle
+
+if __name__ == "__main__":
+    cli.main(sys.argv[1:])
