@@ -389,17 +389,34 @@ def suggest(s: Setup, gpu_bytes: float, limit: int = 3) -> list[dict]:
     return found
 
 
+_UNITS = {"B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
 def parse_bytes(text: str) -> float:
-    """'8GB', '16 GiB', '500MB', '1.5e10' -> bytes (GB and GiB both mean 2**30 here, as GPUs are sold)."""
-    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMGT]?I?B?)\s*", str(text).upper())
+    """'8GB', '16 GiB', '500MB', '1.5e10B' -> bytes. A unit is required (a bare '8' would be 8
+    bytes, never what is meant); GB and GiB both mean 2**30 here, as GPUs are sold."""
+    m = re.fullmatch(r"\s*((?:\d+\.?\d*|\.\d+)(?:E[+-]?\d+)?)\s*(B|[KMGT]I?B?)\s*", str(text).upper())
     if not m:
-        raise ValueError(f"--gpu-memory: expected a size like '8GB' or '16GiB', got {text!r}")
-    scale = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2)[:1] or ""]
-    return float(m.group(1)) * scale
+        raise ValueError(f"--gpu-memory: expected a size with a unit (B, KB, MB, GB, TB; KiB ... TiB), "
+                         f"like '80GB', got {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)[0]]
 
 
-def _fmt(n: float) -> str:
-    return f"{n / GIB:8.2f} GiB"
+def _size(n: float) -> str:
+    """Bytes in the largest binary unit that keeps the number >= 1 (a tiny model's terms are
+    KiB, not "0.00 GiB")."""
+    for unit, scale in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:8.2f} {unit}"
+    return f"{n:8.0f} B  "
+
+
+def format_count(n: int) -> str:
+    """An exact count with its size in words: '8,030,261,248 (8.03 billion)'."""
+    for unit, scale in (("billion", 1e9), ("million", 1e6), ("thousand", 1e3)):
+        if n >= scale:
+            return f"{n:,} ({n / scale:.3g} {unit})"
+    return f"{n:,}"
 
 
 # What each term of a plan is, in the words the printed plan uses.
@@ -425,21 +442,21 @@ def format_plan(p: dict) -> str:
     micro = math.ceil(s["batch_size"] / s["gradient_accumulation"])
     offload = {"none": "on the GPU", "cpu": "offloaded to CPU memory", "nvme": "offloaded to NVMe"}
     lines = [
-        f"{s['model']}: {p['backbone_params'] / 1e9:.3f} B frozen backbone parameters, "
-        f"{p['trainable_params'] / 1e6:.2f} M trainable",
+        f"{s['model']}: {format_count(p['backbone_params'])} frozen backbone parameters, "
+        f"{format_count(p['trainable_params'])} trainable",
         f"  per GPU: batch {s['batch_size']} ({micro} at a time), input {s['source_length']} + "
         f"{s['num_tokens']} prompt tokens, target {s['target_length']}, {'bf16' if s['bf16'] else 'fp32'}, "
         f"ZeRO stage {s['zero_stage']}, backbone {offload[s['offload_param']] if s['zero_stage'] == 3 else 'on the GPU'}, "
         f"gradient checkpointing {'on' if s['grad_checkpointing'] else 'off'}, {s['world_size']} GPU(s)",
         "  GPU memory per GPU:",
     ]
-    lines += [f"    {TERM_NAMES.get(k, k):<52s}{_fmt(v)}" for k, v in p["gpu_terms"].items()]
-    lines.append(f"    {'sum of the above (tensors at the peak)':<52s}{_fmt(p['gpu_allocated_peak'])}")
+    lines += [f"    {TERM_NAMES.get(k, k):<52s}{_size(v)}" for k, v in p["gpu_terms"].items()]
+    lines.append(f"    {'sum of the above (tensors at the peak)':<52s}{_size(p['gpu_allocated_peak'])}")
     context = f"+ {CUDA_CONTEXT_BYTES / GIB:.1f} GiB CUDA context, + {FRAGMENTATION:.0%} fragmentation"
-    lines.append(f"    {'predicted total':<52s}{_fmt(p['gpu_total'])}   ({context})")
+    lines.append(f"    {'predicted total':<52s}{_size(p['gpu_total'])}   ({context})")
     lines.append("  host memory per GPU process:")
-    lines += [f"    {TERM_NAMES.get(k, k):<52s}{_fmt(v)}" for k, v in p["host_terms"].items()]
-    lines.append(f"    {'predicted total':<52s}{_fmt(p['host_total'])}")
+    lines += [f"    {TERM_NAMES.get(k, k):<52s}{_size(v)}" for k, v in p["host_terms"].items()]
+    lines.append(f"    {'predicted total':<52s}{_size(p['host_total'])}")
     return "\n".join(lines)
 
 

@@ -18,6 +18,8 @@ from rpt_fast.memory import (
     Setup,
     activation_terms,
     backbone_params,
+    format_count,
+    format_plan,
     load_arch,
     parse_bytes,
     plan,
@@ -161,12 +163,23 @@ def test_config_dir_without_config_json(tmp_path):
         load_arch(str(tmp_path))
 
 
-def test_parse_bytes():
-    assert parse_bytes("8GB") == 8 * GIB
+def test_parse_bytes_requires_a_unit():
+    assert parse_bytes("8GB") == parse_bytes("8g") == 8 * GIB
     assert parse_bytes("16 GiB") == 16 * GIB
     assert parse_bytes("512MB") == 512 * 2**20
-    with pytest.raises(ValueError, match="--gpu-memory: expected a size"):
-        parse_bytes("eight")
+    assert parse_bytes("1.5e3B") == 1500
+    for bad in ("eight", "8", "1..2GB", "8 PB"):  # a bare number would be bytes, never what is meant
+        with pytest.raises(ValueError, match=r"--gpu-memory: expected a size with a unit \(B, KB, MB, GB, TB"):
+            parse_bytes(bad)
+
+
+def test_counts_and_sizes_readable_at_every_scale():
+    assert format_count(8_030_261_248) == "8,030,261,248 (8.03 billion)"
+    assert format_count(222_208) == "222,208 (222 thousand)"
+    assert format_count(64) == "64"
+    text = format_plan(plan(Setup(model="t5-tiny", bf16=False)))
+    assert "222,208 (222 thousand) frozen backbone parameters" in text and "0.000" not in text
+    assert " KiB" in text and " MiB" in text
 
 
 def test_cli_json_and_goals(capsys):
@@ -218,8 +231,9 @@ def test_cli_errors_are_one_line_naming_the_flag(capsys):
     assert info.value.code == 2
     assert "--source-length: use --max-input-length" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["--gpu-memory", "eight"])
-    assert capsys.readouterr().err.startswith("rpt-memory: error: --gpu-memory: expected a size like '8GB'")
+        main(["--gpu-memory", "8"])
+    assert capsys.readouterr().err == ("rpt-memory: error: --gpu-memory: expected a size with a unit "
+                                       "(B, KB, MB, GB, TB; KiB ... TiB), like '80GB', got '8'\n")
 
 
 def test_the_core_package_never_imports_the_training_package():
