@@ -1,7 +1,8 @@
 """Memory planner: predicts peak GPU and host memory of a residual prompt tuning run on a frozen
-T5 before anything is allocated, and suggests settings that fit a GPU. Pure arithmetic on the
-architecture: the ``rpt-memory`` program and ``rpt-train --plan``, which read a run's flags,
-live in :mod:`rpt_fast.train.memory_cli`.
+T5 before anything is allocated. Pure arithmetic on the architecture. Which of the settings that
+fit is fastest is :mod:`rpt_fast.step_time`'s model; the choice among them is
+:mod:`rpt_fast.train.autoplan`'s, and the ``rpt-memory`` program and ``rpt-train --plan``, which
+read a run's flags, live in :mod:`rpt_fast.train.memory_cli`.
 
 Why: T5-XL/XXL prompt tuning is limited by memory, not compute; the right mix of ZeRO-3,
 parameter offload, live-parameter limits and gradient checkpointing is cheaper to compute than
@@ -355,40 +356,6 @@ def plan(s: Setup, arch: Arch | None = None) -> dict:
     }
 
 
-# Candidate settings, cheapest in speed first: (grad_checkpointing, zero_stage, offload, live).
-_LADDER = [
-    (False, 0, "none", None), (True, 0, "none", None),
-    (False, 3, "none", 100_000_000), (True, 3, "none", 100_000_000),
-    (False, 3, "cpu", 100_000_000), (True, 3, "cpu", 100_000_000),
-    (True, 3, "cpu", 20_000_000), (True, 3, "nvme", 20_000_000),
-]
-
-
-def suggest(s: Setup, gpu_bytes: float, limit: int = 3) -> list[dict]:
-    """Settings (fastest first) whose predicted GPU total fits ``gpu_bytes``; micro-batches are
-    halved (with gradient accumulation keeping the batch) when nothing fits the full batch."""
-    check_setup(s)
-    a = load_arch(s.model)
-    found = []
-    accum = 1
-    while accum <= s.batch_size and len(found) < limit:
-        for ckpt, stage, offload, live in _LADDER:
-            if s.world_size == 1 and stage == 3 and offload == "none":
-                continue  # one rank: ZeRO-3 without offload saves nothing over stage 0
-            knobs = {"grad_checkpointing": ckpt, "zero_stage": stage, "offload_param": offload,
-                     "gradient_accumulation": accum}
-            if live is not None:
-                knobs.update(max_live_parameters=live, prefetch_bucket_size=live // 2,
-                             max_reuse_distance=live // 2)
-            p = plan(replace(s, **knobs), a)
-            if p["gpu_total"] <= gpu_bytes:
-                found.append(p)
-                if len(found) == limit:
-                    break
-        accum *= 2
-    return found
-
-
 _UNITS = {"B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -458,47 +425,3 @@ def format_plan(p: dict) -> str:
     lines += [f"    {TERM_NAMES.get(k, k):<52s}{_size(v)}" for k, v in p["host_terms"].items()]
     lines.append(f"    {'predicted total':<52s}{_size(p['host_total'])}")
     return "\n".join(lines)
-
-
-def train_flags(p: dict) -> str:
-    """The memory settings of plan ``p`` as ``rpt-train`` flags (appended to a command, they
-    override its own: argparse keeps a flag's last value)."""
-    s = p["setup"]
-    flags = [f"--zero-stage {s['zero_stage']}"]
-    if s["zero_stage"] == 3:
-        flags.append(f"--offload-param {s['offload_param']}")
-        flags.append(f"--max-live-parameters {s['max_live_parameters']}")
-    if s["grad_checkpointing"]:
-        flags.append("--gradient-checkpointing")
-    if s["gradient_accumulation"] > 1:
-        flags.append(f"--gradient-accumulation-steps {s['gradient_accumulation']}")
-    return " ".join(flags)
-
-
-def format_verdict(p: dict, gpu_bytes: float, suggestions: list[dict]) -> str:
-    """Whether plan ``p`` fits a GPU of ``gpu_bytes``, in plain words, and the settings that
-    would (fastest first) as flags to paste."""
-    need, have = p["gpu_total"] / GIB, gpu_bytes / GIB
-    if p["gpu_total"] <= gpu_bytes:
-        lines = [f"fits: about {need:.2f} GiB per GPU predicted, {have:.2f} GiB available."]
-    else:
-        lines = [f"does not fit: about {need:.2f} GiB per GPU predicted, only {have:.2f} GiB available."]
-    if suggestions:
-        lines.append("settings predicted to fit, fastest first (append to the rpt-train command):")
-        lines += [f"  {train_flags(q)}    # about {q['gpu_total'] / GIB:.2f} GiB per GPU" for q in suggestions]
-    else:
-        lines.append("no setting tried fits; lower --batch-size, --max-input-length or --num-tokens.")
-    return "\n".join(lines)
-
-
-def goals(base: Setup) -> list[dict]:
-    """The design goals: T5-XL in 8 GB, T5-XXL in 16 GB (with offload), bf16, batch 8 per GPU,
-    input 512, target 128, 100 prompt tokens, T5's dropout 0.1; the other settings from ``base``."""
-    out = []
-    for model, size in (("t5-xl", 8 * GIB), ("t5-xxl", 16 * GIB)):
-        s = replace(base, model=model, batch_size=8, source_length=512, target_length=128, num_tokens=100,
-                    bf16=True, dropout=0.1)
-        fits = suggest(s, size, limit=1)
-        out.append({"model": model, "gpu_memory": size, "fits": bool(fits),
-                    "settings": fits[0] if fits else None})
-    return out

@@ -41,7 +41,9 @@ def _check_paths(cfg: TrainConfig) -> None:
         raise UsageError("output_dir", f"expected a directory, got {cfg.output_dir!r} (a file)")
 
 
-def _check_scale(cfg: TrainConfig, world_size: int) -> None:
+def check_scale(cfg: TrainConfig, world_size: int) -> None:
+    """The run's ranks against its settings: the batch split, the user JSON, --no-deepspeed on
+    one process (also what rpt-memory checks before planning a run)."""
     if not cfg.deepspeed:
         if world_size != 1:
             raise UsageError(
@@ -78,7 +80,7 @@ def preflight(cfg: TrainConfig, world_size: int | None = None):
         from .tensorboard import check_available
 
         check_available()
-    _check_scale(cfg, world_size)
+    check_scale(cfg, world_size)
     task = load_task(cfg)
     if len(task.train) < cfg.batch_size:
         raise UsageError(
