@@ -1,5 +1,5 @@
 """Builds the frozen backbone and its tokenizer: a local Hugging Face checkpoint directory, or a
-T5 architecture preset with random weights drawn from ``--seed``.
+architecture preset (rpt_fast.presets: T5 or decoder-only) with random weights drawn from ``--seed``.
 
 Under ZeRO-3 the backbone is built partitioned (``deepspeed.zero.Init``, or transformers' own
 ZeRO-3 loading path for checkpoints), so no rank ever holds it whole. Preset weights are drawn
@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from ..presets import T5_PRESETS, init_preset_weights, t5_config
+from ..presets import PRESETS, init_preset_weights, preset_config
 from .config import TrainConfig
 
 _DROPOUT_ATTRS = (
@@ -42,15 +42,15 @@ def load_tokenizer(cfg: TrainConfig):
 
 
 def model_config(cfg: TrainConfig):
-    if cfg.model in T5_PRESETS:
-        config = t5_config(cfg.model)
+    if cfg.model in PRESETS:
+        config = preset_config(cfg.model)
     elif os.path.isdir(cfg.model):
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(cfg.model)
     else:
         raise ValueError(
-            f"model: expected a preset {tuple(T5_PRESETS)} or a local Hugging Face checkpoint "
+            f"model: expected a preset {tuple(PRESETS)} or a local Hugging Face checkpoint "
             f"directory, got {cfg.model!r}"
         )
     if cfg.backbone_dropout is not None:
@@ -88,7 +88,7 @@ def build_backbone(cfg: TrainConfig, ds_config: dict | None, rank: int):
         from transformers.integrations import HfDeepSpeedConfig
 
         keepalive = HfDeepSpeedConfig(ds_config)
-    if cfg.model in T5_PRESETS:
+    if cfg.model in PRESETS:
         # With the ZeRO-3 switch held, transformers builds the model under deepspeed.zero.Init.
         model = auto.from_config(config, **_dtype_kwargs(dtype))
         init_preset_weights(model, cfg.seed, rank)

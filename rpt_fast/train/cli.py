@@ -18,7 +18,7 @@ import dataclasses
 import sys
 
 from ..ops import BACKENDS
-from ..presets import T5_PRESETS
+from ..presets import PRESETS
 from .config import (ACTIVATIONS, DEFAULT_STEPS, EVAL_MODES, EVAL_SPLITS, LR_SCHEDULERS, OFFLOAD_DEVICES,
                      PROMPT_INITS, REPARAMS, REPORT_TO, WSC_FORMATS, ZERO_STAGES, TrainConfig)
 from .errors import UsageError, as_usage_error, debug_requested, exit_with, reports_errors
@@ -71,7 +71,7 @@ def build_parser(prog: str = "rpt-train", *, planner: bool = False) -> argparse.
     )
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=d.model,
-                   help=f"a local Hugging Face checkpoint directory, or a random-weight preset: {', '.join(T5_PRESETS)}")
+                   help=f"a local Hugging Face checkpoint directory, or a random-weight preset: {', '.join(PRESETS)}")
     g.add_argument("--tokenizer", default=None,
                    help="local tokenizer directory (default: the model directory's, else byte-level ByT5)")
     g.add_argument("--task", default=d.task, help="synthetic, jsonl, or a SuperGLUE task (boolq, cb, copa, ...)")

@@ -9,17 +9,17 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from ..presets import T5_PRESETS
+from ..presets import PRESETS
 from .config import TrainConfig
 from .errors import UsageError, as_usage_error
 
 
 def _check_model(cfg: TrainConfig) -> None:
-    if cfg.model in T5_PRESETS:
+    if cfg.model in PRESETS:
         return
     if not os.path.isdir(cfg.model):
         raise UsageError(
-            "model", f"expected a preset ({', '.join(T5_PRESETS)}) or a local Hugging Face checkpoint "
+            "model", f"expected a preset ({', '.join(PRESETS)}) or a local Hugging Face checkpoint "
             f"directory, got {cfg.model!r} (no such directory)"
         )
     if not os.path.isfile(os.path.join(cfg.model, "config.json")):

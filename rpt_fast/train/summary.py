@@ -9,7 +9,7 @@ import os
 import shlex
 import sys
 
-from ..presets import T5_PRESETS
+from ..presets import PRESETS
 from .config import TrainConfig
 
 SUMMARY_FILE = "summary.json"
@@ -17,7 +17,7 @@ SUMMARY_FILE = "summary.json"
 
 def base_model_name(cfg: TrainConfig) -> str:
     """What an adapter names as its base: the preset's name, or the checkpoint's absolute path."""
-    return cfg.model if cfg.model in T5_PRESETS else os.path.abspath(cfg.model)
+    return cfg.model if cfg.model in PRESETS else os.path.abspath(cfg.model)
 
 
 def command_line() -> str:
@@ -115,7 +115,7 @@ def model_card(summary: dict, cfg: TrainConfig, adapter_dir: str) -> str:
     score = summary["best_score"]
     result = "not evaluated" if score is None else \
         f"{summary['primary_metric']} {score:.3f} on the evaluation set at step {summary['best_step']}"
-    if cfg.model in T5_PRESETS:
+    if cfg.model in PRESETS:
         load = (f"from rpt_fast.presets import build_backbone\n"
                 f"backbone = build_backbone({cfg.model!r}, seed={cfg.seed})  # the run's random-weight preset\n")
     else:
