@@ -1,9 +1,14 @@
 """Checks the memory planner (rpt_fast.memory) against measurements on CPU.
 
 Why: the planner's activation and ZeRO-3 terms are estimates; this script states their error.
-* activations: bytes of the tensors autograd saves in one forward of a frozen T5 (counted once
-  per storage with saved-tensor hooks) whose input embeddings (prompt + source) need a gradient,
-  vs ``activation_terms`` of the planner.
+* activations: bytes of the tensors autograd saves in one forward of a frozen backbone (counted
+  once per storage with saved-tensor hooks) whose input embeddings need a gradient: T5 (prompt +
+  source into the encoder) and the decoder-only families (prompt + source + target in one
+  sequence, one example right-padded, loss on the target), vs ``activation_terms`` of the
+  planner. The cases cover every family and attention, and each term of the planner dominates
+  at least one case (the eager attention scores, the loss's log-probs, the MLP, the norms, sdpa's
+  q/k/v/out), so a slip in any term shows. No dropout: on CPU its masks are in the model dtype,
+  on CUDA (what the planner models) 1 byte.
 * ZeRO-3 gathered parameters (``--zero3``): peak bytes of non-persistent backbone parameters that
   are gathered or in flight (ds_status not NOT_AVAILABLE) at any module hook (_train_gathered.py)
   during training steps of a tiny T5 under ``deepspeed.initialize`` on one CPU rank
@@ -20,44 +25,124 @@ import importlib
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from rpt_fast.memory import Setup, activation_terms, backbone_tensors, load_arch, plan  # noqa: E402
-from rpt_fast.presets import t5_config  # noqa: E402
+from rpt_fast.memory import Setup, activation_terms, arch_from_config, backbone_tensors, load_arch, plan  # noqa: E402
+from rpt_fast.presets import PRESETS, preset_dict, t5_config  # noqa: E402
+
+_DROPOUTS = ("dropout_rate", "attention_dropout", "hidden_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop")
+
+
+@dataclass
+class Case:
+    """One activation measurement: ``model`` a preset (``config`` overrides its config) or a
+    model_type (``config`` is its config); ``dominant``: the planner's largest term here."""
+
+    model: str
+    dtype: str
+    attention: str
+    batch: int
+    source: int
+    target: int
+    num_tokens: int
+    config: dict = field(default_factory=dict)
+    dominant: str = ""
+
+    def raw_config(self) -> dict:
+        """The config.json content, without dropout."""
+        base = preset_dict(self.model) if self.model in PRESETS else {"model_type": self.model}
+        raw = {**base, **self.config}
+        return {**raw, **{k: 0.0 for k in _DROPOUTS if k in raw or k in _family_dropouts(raw)}}
+
+    @property
+    def label(self) -> str:
+        shape = " (shape changed)" if self.config and self.model in PRESETS else ""
+        return (f"{self.model}{shape} {self.dtype} {self.attention} B{self.batch} S{self.source}+{self.num_tokens} "
+                f"T{self.target}{' [' + self.dominant + ' dominate]' if self.dominant else ''}")
+
+
+def _family_dropouts(raw: dict) -> tuple:
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model(raw["model_type"])
+    return tuple(k for k in _DROPOUTS if hasattr(config, k))
+
+
+# Small shapes that make one term of the planner the largest; the rest of the config as the preset.
+_SCORES = {"d_model": 32, "d_ff": 32, "num_heads": 16, "d_kv": 4, "vocab_size": 64}
+_LLAMA_SCORES = {"hidden_size": 32, "intermediate_size": 32, "num_attention_heads": 16, "num_key_value_heads": 4,
+                 "head_dim": 4, "vocab_size": 64}
+_GPT2 = {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 512, "vocab_size": 64, "n_positions": 64}
+_NEOX = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "vocab_size": 384, "max_position_embeddings": 256}
 
 ACTIVATION_CASES = [
-    # (model, dtype, attention, dropout, batch, source, target, num_tokens)
-    ("t5-tiny", "float32", "eager", 0.0, 2, 24, 8, 8),
-    ("t5-tiny", "bfloat16", "eager", 0.0, 2, 24, 8, 8),
-    ("t5-tiny", "float32", "sdpa", 0.0, 2, 40, 12, 8),
-    ("t5-tiny", "bfloat16", "sdpa", 0.0, 3, 40, 12, 8),
-    ("t5-small", "bfloat16", "sdpa", 0.0, 2, 56, 8, 8),
-    ("t5-small", "bfloat16", "eager", 0.0, 2, 56, 8, 8),
+    Case("t5-tiny", "float32", "eager", 2, 24, 8, 8),
+    Case("t5-tiny", "bfloat16", "eager", 2, 24, 8, 8),
+    Case("t5-tiny", "float32", "sdpa", 2, 40, 12, 8),
+    Case("t5-tiny", "bfloat16", "sdpa", 3, 40, 12, 8),
+    Case("t5-small", "bfloat16", "sdpa", 2, 56, 8, 8),
+    Case("t5-small", "bfloat16", "eager", 2, 56, 8, 8),
+    Case("t5-tiny", "float32", "eager", 2, 120, 4, 8, _SCORES, "eager attention scores"),
+    Case("tiny-llama", "bfloat16", "sdpa", 2, 24, 8, 8),
+    Case("tiny-llama", "float32", "eager", 2, 24, 8, 8),
+    Case("tiny-llama", "bfloat16", "eager", 2, 120, 4, 4, _LLAMA_SCORES, "eager attention scores"),
+    Case("tiny-llama", "bfloat16", "sdpa", 2, 16, 8, 4, {"vocab_size": 4096}, "loss log-probs"),
+    Case("tiny-llama", "bfloat16", "sdpa", 2, 16, 8, 4, {"intermediate_size": 2048}, "MLP"),
+    Case("tiny-llama", "bfloat16", "eager", 2, 8, 4, 4,
+         {"hidden_size": 512, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
+          "intermediate_size": 16, "vocab_size": 64}, "RMSNorm fp32 copies"),
+    Case("tiny-llama", "float32", "sdpa", 2, 48, 8, 8,
+         {"hidden_size": 32, "num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 16,
+          "intermediate_size": 32, "vocab_size": 64}, "sdpa q/k/v/out repeated to all heads"),
+    Case("qwen2", "bfloat16", "sdpa", 2, 24, 8, 8, {**_NEOX, "num_key_value_heads": 2}),
+    Case("mistral", "bfloat16", "eager", 2, 24, 8, 8, {**_NEOX, "num_key_value_heads": 2}),
+    Case("gemma", "bfloat16", "sdpa", 2, 24, 8, 8, {**_NEOX, "head_dim": 32, "num_key_value_heads": 1}),
+    Case("gemma2", "bfloat16", "eager", 2, 120, 4, 4,
+         {**_NEOX, "hidden_size": 32, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 8,
+          "vocab_size": 64, "query_pre_attn_scalar": 8}, "eager scores with softcapping"),
+    Case("gpt_neox", "bfloat16", "sdpa", 2, 24, 8, 8, _NEOX),
+    Case("gpt_neox", "float32", "eager", 2, 24, 8, 8, {**_NEOX, "use_parallel_residual": False}),
+    Case("gpt2", "float32", "eager", 2, 16, 8, 4, _GPT2, "gelu_new's intermediates"),
+    Case("gpt2", "bfloat16", "sdpa", 2, 24, 8, 8, {**_GPT2, "n_inner": 128}),
 ]
 
 
-def _model(name: str, dtype, attention: str, dropout: float):
-    from transformers import T5ForConditionalGeneration
+def _model(case: Case):
+    """The case's backbone, frozen, without dropout, in training mode."""
+    from transformers import AutoConfig, AutoModelForCausalLM, T5ForConditionalGeneration
 
-    cfg = t5_config(name, dropout_rate=dropout)
-    cfg._attn_implementation = attention
-    model = T5ForConditionalGeneration(cfg).to(dtype).train()
+    raw = case.raw_config()
+    config = AutoConfig.for_model(raw.pop("model_type"), **raw)
+    config._attn_implementation = case.attention
+    build = T5ForConditionalGeneration if config.model_type == "t5" else AutoModelForCausalLM.from_config
+    model = build(config).to(getattr(torch, case.dtype)).train()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
 
 
 def measure_saved_bytes(model, batch: int, source: int, target: int, num_tokens: int) -> int:
-    """Bytes of distinct non-parameter storages autograd saves in one forward with loss."""
-    d = model.config.d_model
+    """Bytes of distinct non-parameter storages autograd saves in one forward with loss: T5 with
+    the prompt before the source in the encoder; a decoder-only model with prompt, source and
+    target in one sequence, the first example's last position padded, the loss on the target."""
+    config = model.config
     dtype = next(model.parameters()).dtype
-    prompt = torch.randn(num_tokens, d, dtype=dtype, requires_grad=True)
-    ids = torch.randint(2, model.config.vocab_size, (batch, source))
-    labels = torch.randint(2, model.config.vocab_size, (batch, target))
+    prompt = torch.randn(num_tokens, model.get_input_embeddings().embedding_dim, dtype=dtype, requires_grad=True)
+    ids = torch.randint(2, config.vocab_size, (batch, source))
+    labels = torch.randint(2, config.vocab_size, (batch, target))
+    kwargs = {"labels": labels}
+    if not config.is_encoder_decoder:
+        ids = torch.cat([ids, labels], dim=1)
+        ignored = labels.new_full((batch, num_tokens + source), -100)
+        mask = torch.ones(batch, num_tokens + source + target, dtype=torch.long)
+        mask[0, -1] = 0
+        kwargs = {"labels": torch.cat([ignored, labels], dim=1), "attention_mask": mask}
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
 
@@ -68,25 +153,24 @@ def measure_saved_bytes(model, batch: int, source: int, target: int, num_tokens:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        embeds = torch.cat([prompt.expand(batch, -1, -1), model.shared(ids)], dim=1)
-        loss = model(inputs_embeds=embeds, labels=labels).loss
+        embeds = torch.cat([prompt.expand(batch, -1, -1), model.get_input_embeddings()(ids)], dim=1)
+        loss = model(inputs_embeds=embeds, **kwargs).loss
     loss.backward()
     return sum(seen.values())
 
 
+def activation_row(case: Case) -> dict:
+    torch.manual_seed(0)
+    measured = measure_saved_bytes(_model(case), case.batch, case.source, case.target, case.num_tokens)
+    setup = Setup(model=case.model, batch_size=case.batch, source_length=case.source, target_length=case.target,
+                  num_tokens=case.num_tokens, bf16=case.dtype == "bfloat16", dropout=0.0, attention=case.attention)
+    predicted = activation_terms(arch_from_config(case.raw_config(), case.model), setup)["activations"]
+    return {"case": case.label, "config": case.raw_config(), "measured": measured, "predicted": predicted,
+            "rel_error": predicted / measured - 1}
+
+
 def activation_rows() -> list[dict]:
-    rows = []
-    for name, dtype, attention, dropout, b, s, t, n in ACTIVATION_CASES:
-        torch.manual_seed(0)
-        model = _model(name, getattr(torch, dtype), attention, dropout)
-        measured = measure_saved_bytes(model, b, s, t, n)
-        setup = Setup(model=name, batch_size=b, source_length=s, target_length=t, num_tokens=n,
-                      bf16=dtype == "bfloat16", dropout=dropout, attention=attention)
-        predicted = activation_terms(load_arch(name), setup)["activations"]
-        rows.append({"case": f"{name} {dtype} {attention} B{b} S{s}+{n} T{t}",
-                     "measured": measured, "predicted": predicted,
-                     "rel_error": predicted / measured - 1})
-    return rows
+    return [activation_row(case) for case in ACTIVATION_CASES]
 
 
 class _PromptedT5(torch.nn.Module):
@@ -180,7 +264,7 @@ def main(argv=None) -> int:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
-            print(f"{r['case']:<70s} measured {r['measured']:>12,d} B  predicted "
+            print(f"{r['case']:<80s} measured {r['measured']:>12,d} B  predicted "
                   f"{r['predicted']:>14,.0f} B  error {r['rel_error']:+.1%}")
     return 0
 

@@ -1,24 +1,18 @@
 """Memory planner: predicts peak GPU and host memory of a residual prompt tuning run on a frozen
-T5 before anything is allocated. Pure arithmetic on the architecture. Which of the settings that
-fit is fastest is :mod:`rpt_fast.step_time`'s model; the choice among them is
-:mod:`rpt_fast.train.autoplan`'s, and the ``rpt-memory`` program and ``rpt-train --plan``, which
-read a run's flags, live in :mod:`rpt_fast.train.memory_cli`.
+backbone before anything is allocated: T5 (:mod:`rpt_fast.arch_t5`) and the decoder-only
+families of :mod:`rpt_fast.arch_decoder` (Llama, Mistral, Qwen2, Gemma, Gemma 2, GPT-NeoX,
+GPT-2). Pure arithmetic on the architecture. Which of the settings that fit is fastest is
+:mod:`rpt_fast.step_time`'s model; the choice among them is :mod:`rpt_fast.train.autoplan`'s, and
+the ``rpt-memory`` program and ``rpt-train --plan``, which read a run's flags, live in
+:mod:`rpt_fast.train.memory_cli`.
 
-Why: T5-XL/XXL prompt tuning is limited by memory, not compute; the right mix of ZeRO-3,
-parameter offload, live-parameter limits and gradient checkpointing is cheaper to compute than
-to find by out-of-memory crashes.
+Why: prompt tuning of billion-parameter backbones is limited by memory, not compute; the right
+mix of ZeRO-3, parameter offload, live-parameter limits and gradient checkpointing is cheaper to
+compute than to find by out-of-memory crashes.
 
-The model (per GPU rank; e = 2 bytes under bf16, 4 under fp32; B batch, S' = source length +
-num_tokens, T target length; d, H, d_kv (inner = H d_kv), d_ff, V, L_enc, L_dec from the config)
-
-Parameters (exact: counted from the config as Hugging Face builds ``T5ForConditionalGeneration``;
-tests check them against real models)
-    N_backbone = V d (shared embedding) + V d (lm_head, unless tied: transformers 5 ties T5
-                 always, 4.x honours tie_word_embeddings; the installed one decides)
-               + L_enc (4 d inner + F + 2 d) + L_dec (8 d inner + F + 3 d) + 2 d
-               + 32 H (relative attention buckets, first layer of each stack)
-    with F = 3 d d_ff (gated-gelu) or 2 d d_ff (relu).
-    N_trainable = n_mlp (2 m d + m + 3 d) + num_tokens d, n_mlp = num_tokens if separate else 1.
+The model (per GPU rank; e = 2 bytes under bf16, 4 under fp32). The family modules give the
+exact parameter tensors (N_backbone), the saved activations of one micro-batch and backward's
+working memory, each with its derivation; this module adds what every family shares.
 
 Backbone weights on the GPU
     ZeRO stage 0-2: resident, N_backbone e (stages 1-2 partition only the trainable part).
@@ -34,36 +28,24 @@ Backbone weights on the GPU
     rpt-train sets max_live to what the budget leaves after every other term (and prefetch and
     reuse to half of it), so its planned peak is the budget (rpt_fast.train.autoplan).
 
-Trainable part (exact sizes; AdamW): fp32 master + 2 fp32 states (12 bytes/param) partitioned
+Trainable part (exact: N_trainable = n_mlp (2 m d + m + 3 d) + num_tokens d, n_mlp = num_tokens
+if separate else 1; AdamW): fp32 master + 2 fp32 states (12 bytes/param) partitioned
 by world size at ZeRO >= 1 (on the host with Setup(offload_optimizer="cpu")), the working copy (e) and
 its gradient (e, + 4 fp32 accumulation under bf16) partitioned at ZeRO >= 2/3. At ZeRO >= 1 the
 gradient reduce bucket: ZeRO-3 allocates reduce_bucket_size elements whole (fp32 communication),
 stages 1-2 at most the trainable count. NVMe offload pins buffer_count (5) x nvme_buffer_size
 elements of swap buffers on the host.
 
-Activations (ESTIMATE of the saved-for-backward tensors of Hugging Face T5 with frozen weights,
-whose linear inputs are not saved; checked on CPU against saved-tensor hooks). The gradient flows
-from the loss to the prompt at the encoder input, so every encoder layer saves, per token,
-    RMSNorm x2: (4 + e if bf16 else 4) d + 4      q, k, v: 3 inner e
-    attention, "sdpa": out inner e + 4 H, plus the (B, H, S', S') position bias once per stack;
-               "eager": softmax out e H S' (+ with dropout p: a mask (1 byte on CUDA) and the
-               dropped probs e H S'); transformers 5 takes the softmax in the model dtype (4.x in
-               fp32: 4 more bytes per score)
-    gated-gelu FF: 6 d_ff e (tanh GELU's intermediates, the gate and the product), relu: 2 d_ff e
-    dropout masks (p > 0): 2 d + d_ff bytes
-and every decoder layer the same over T tokens with a cross attention (q: inner e per target
-token, k, v: 2 inner e per source token; scores over S'), except that the first decoder layer's
-self-attention block and the norm before its cross attention save nothing (their input needs no
-gradient); position biases (sdpa) are saved once per stack. The loss saves fp32 log-probs,
-4 V per target token. Gradient checkpointing keeps e d per token per layer plus one layer's
-activations while it is recomputed. Backward working memory (ESTIMATE): twice the largest
-layer's activations plus the logits' gradient, 4 B T V.
-
-Measured errors (benchmarks/check_memory.py, CPU): activations +1 % to +5 % over six cases
-(t5-tiny/t5-small, fp32/bf16, sdpa/eager, no dropout); ZeRO-3 gathered bytes exact (t5-tiny,
-prefetching off: with it, how much DeepSpeed had gathered ahead differed between machines, so the
-prefetch term is not checked by a reproducible measurement). Not checked here: CUDA kernels' own saved tensors (sdpa on CUDA
-picks the memory-efficient kernel; dropout masks are 1 byte there), allocator behaviour.
+Measured errors (benchmarks/check_memory.py, CPU): parameter counts exact (every family);
+activations +1 % to +5 % over seven T5 cases (t5-tiny/t5-small, fp32/bf16, sdpa/eager, one with
+the eager attention scores dominating) and -0.3 % to +0.7 % over fifteen decoder-only cases
+(every family, sdpa/eager, bf16/fp32, and cases where the eager scores, the log-probs, the MLP,
+the norms or sdpa's tensors dominate); no dropout (its CPU masks are in the model dtype, CUDA's
+are 1 byte, as modelled); ZeRO-3 gathered bytes exact (t5-tiny, prefetching off: with it, how
+much DeepSpeed had gathered ahead differed between machines, so the prefetch term is not checked
+by a reproducible measurement). Not checked here: CUDA kernels' own saved tensors (sdpa on CUDA
+picks the flash or memory-efficient kernel), memory under gradient checkpointing, allocator
+behaviour.
 
 GPU total = allocator peak + CUDA context (ESTIMATE: 0.5 GiB) + 10 % fragmentation (ESTIMATE).
 Host (ESTIMATE): offloaded partitions (cpu: N_np e / world per rank; nvme: pinned swap buffers),
@@ -77,6 +59,10 @@ import math
 import os
 import re
 from dataclasses import asdict, dataclass, replace
+from typing import Union
+
+from .arch_decoder import FAMILIES, DecoderArch
+from .arch_t5 import T5Arch
 
 GIB = 1024**3
 CUDA_CONTEXT_BYTES = GIB // 2
@@ -86,24 +72,8 @@ NVME_BUFFER_COUNT = 5
 NVME_BUFFER_SIZE = 100_000_000
 
 
-@dataclass(frozen=True)
-class Arch:
-    """The T5 dimensions the planner needs."""
-
-    vocab_size: int
-    d_model: int
-    d_kv: int
-    d_ff: int
-    num_heads: int
-    num_layers: int
-    num_decoder_layers: int
-    gated: bool
-    tied: bool
-    num_buckets: int = 32
-
-    @property
-    def inner(self) -> int:
-        return self.num_heads * self.d_kv
+# A backbone as the planner sees it: T5Arch or DecoderArch (parameter tensors, activations, FLOPs).
+Arch = Union[T5Arch, DecoderArch]
 
 
 @dataclass(frozen=True)
@@ -123,7 +93,7 @@ class Setup:
     offload_optimizer: str = "none"
     grad_checkpointing: bool = False
     world_size: int = 1
-    dropout: float = 0.1
+    dropout: float | None = None  # None: the backbone config's own rate
     attention: str = "sdpa"
     max_live_parameters: int = 1_000_000_000
     prefetch_bucket_size: int = 50_000_000
@@ -168,28 +138,30 @@ def check_setup(s: Setup) -> None:
         )
     if s.offload_optimizer != "none" and s.zero_stage == 0:
         raise ValueError(f"offload_optimizer={s.offload_optimizer!r} needs zero_stage >= 1, got 0")
-    if not 0.0 <= s.dropout < 1.0:
+    if s.dropout is not None and not 0.0 <= s.dropout < 1.0:
         raise ValueError(f"dropout: expected a probability in [0, 1), got {s.dropout!r}")
     if s.attention not in ("sdpa", "eager"):
         raise ValueError(f"attention: expected 'sdpa' or 'eager', got {s.attention!r}")
 
 
-def _tied(raw: dict) -> bool:
-    """Whether lm_head shares the embedding, as the installed transformers decides: 5.x ties T5
-    always, whatever ``tie_word_embeddings`` says; 4.x honours it."""
-    try:
-        from transformers import T5Config
-    except ImportError:
-        return bool(raw.get("tie_word_embeddings", True))
-    return bool(T5Config.from_dict(raw).tie_word_embeddings)
+def arch_from_config(raw: dict, model: str = "model") -> Arch:
+    """The planner's view of a ``config.json``'s content (``model`` names it in errors): T5,
+    or a decoder-only family of :data:`rpt_fast.arch_decoder.FAMILIES`."""
+    family = raw.get("model_type", "t5")
+    if family in ("t5", "mt5", "umt5"):
+        return T5Arch.from_config(raw, model)
+    if family in FAMILIES:
+        return DecoderArch.from_config(raw, model)
+    raise ValueError(f"model: the memory planner models T5 and {', '.join(FAMILIES)}; "
+                     f"{model!r} is a {family!r} model")
 
 
 def load_arch(model: str) -> Arch:
     """``model`` is a preset name of rpt_fast.presets or a directory holding a config.json."""
-    from .presets import T5_PRESETS
+    from .presets import PRESETS
 
-    if model in T5_PRESETS:
-        raw = dict(T5_PRESETS[model])
+    if model in PRESETS:
+        raw = dict(PRESETS[model])
     elif os.path.isdir(model):
         path = os.path.join(model, "config.json")
         if not os.path.isfile(path):
@@ -198,42 +170,19 @@ def load_arch(model: str) -> Arch:
             raw = json.load(f)
     else:
         raise ValueError(
-            f"model: expected a preset in {tuple(T5_PRESETS)} or a directory with config.json, "
+            f"model: expected a preset in {tuple(PRESETS)} or a directory with config.json, "
             f"got {model!r}"
         )
-    missing = [k for k in ("vocab_size", "d_model", "d_ff", "num_heads", "num_layers") if k not in raw]
-    if missing:
-        raise ValueError(f"model: config of {model!r} lacks {missing}; is it a T5 config?")
-    proj = raw.get("feed_forward_proj", "relu")
-    return Arch(
-        vocab_size=int(raw["vocab_size"]),
-        d_model=int(raw["d_model"]),
-        d_kv=int(raw.get("d_kv", 64)),
-        d_ff=int(raw["d_ff"]),
-        num_heads=int(raw["num_heads"]),
-        num_layers=int(raw["num_layers"]),
-        num_decoder_layers=int(raw.get("num_decoder_layers") or raw["num_layers"]),
-        gated=proj.startswith("gated-"),
-        tied=_tied(raw),
-        num_buckets=int(raw.get("relative_attention_num_buckets", 32)),
-    )
+    return arch_from_config(raw, model)
 
 
 def backbone_tensors(a: Arch) -> list[tuple[str, int, int]]:
     """(kind, numel, count) of every distinct backbone parameter tensor, as HF builds them."""
-    d, i, f = a.d_model, a.inner, a.d_ff
-    ff = [("ff", d * f, 3 if a.gated else 2)]
-    enc = [("attn", d * i, 4), ("norm", d, 2), *ff]
-    dec = [("attn", d * i, 8), ("norm", d, 3), *ff]
-    out = [("embedding", a.vocab_size * d, 1 if a.tied else 2), ("norm", d, 2),
-           ("bias", a.num_buckets * a.num_heads, 2)]
-    out += [(k, n, c * a.num_layers) for k, n, c in enc]
-    out += [(k, n, c * a.num_decoder_layers) for k, n, c in dec]
-    return out
+    return a.tensors()
 
 
 def backbone_params(a: Arch) -> int:
-    """Exact parameter count of ``T5ForConditionalGeneration`` (shared tensors once)."""
+    """Exact parameter count of the backbone (shared tensors once)."""
     return sum(n * c for _, n, c in backbone_tensors(a))
 
 
@@ -243,51 +192,15 @@ def trainable_params(d: int, s: Setup) -> int:
     return s.num_tokens * d + (s.num_tokens if s.separate else 1) * mlp
 
 
-def _encoder_layer_bytes_per_token(a: Arch, s: Setup, kv_len: int, e: int) -> float:
-    d, i, h = a.d_model, a.inner, a.num_heads
-    norm = (4 + (e if e != 4 else 0)) * d + 4
-    attn = 3 * i * e + _attention_bytes(a, s, kv_len, e)
-    ff = (6 if a.gated else 2) * a.d_ff * e
-    masks = (2 * d + a.d_ff) if s.dropout > 0 else 0
-    return 2 * norm + attn + ff + masks
-
-
-def _attention_bytes(a: Arch, s: Setup, kv_len: int, e: int) -> float:
-    """Per query token: what the score/probability part of one attention saves."""
-    if s.attention == "sdpa":
-        return a.inner * e + 4 * a.num_heads
-    probs = e * a.num_heads * kv_len
-    if s.dropout > 0:
-        probs += (1 + e) * a.num_heads * kv_len
-    return probs
+def resolved(s: Setup, a: Arch) -> Setup:
+    """``s`` with the backbone's own dropout rate where it leaves it open (None)."""
+    return s if s.dropout is not None else replace(s, dropout=a.dropout)
 
 
 def activation_terms(a: Arch, s: Setup) -> dict[str, float]:
-    """Saved activations of one micro-batch in bytes (see the module docstring)."""
-    e = 2 if s.bf16 else 4
-    src, tgt = s.source_length + s.num_tokens, s.target_length
-    micro = math.ceil(s.batch_size / s.gradient_accumulation)
-    d, i = a.d_model, a.inner
-    norm = (4 + (e if e != 4 else 0)) * d + 4
-    enc_layer = micro * src * _encoder_layer_bytes_per_token(a, s, src, e)
-    # decoder: self-attention block over T, cross attention (q over T, k/v over S'), FF over T
-    self_block = norm + 3 * i * e + _attention_bytes(a, s, tgt, e) + (d if s.dropout > 0 else 0)
-    cross_block = norm + i * e + _attention_bytes(a, s, src, e) + (d if s.dropout > 0 else 0)
-    ff_block = norm + (6 if a.gated else 2) * a.d_ff * e + ((d + a.d_ff) if s.dropout > 0 else 0)
-    cross_kv = micro * src * 2 * i * e
-    dec_layer = micro * tgt * (self_block + cross_block + ff_block) + cross_kv
-    dec_first = dec_layer - micro * tgt * self_block - micro * tgt * norm
-    bias = 0.0
-    if s.attention == "sdpa":  # the (B, H, q, k) position bias + mask, shared by a stack's layers
-        bias = micro * a.num_heads * e * (src * src + tgt * tgt + tgt * src)
-    head = micro * src * (norm + (d if s.dropout > 0 else 0)) + micro * tgt * norm
-    loss = micro * tgt * 4 * a.vocab_size
-    layers = a.num_layers * enc_layer + dec_first + (a.num_decoder_layers - 1) * dec_layer
-    if s.grad_checkpointing:
-        kept = micro * e * d * (a.num_layers * src + a.num_decoder_layers * tgt)
-        layers = kept + max(enc_layer, dec_layer)
-    workspace = 2 * max(enc_layer, dec_layer) + micro * tgt * 4 * a.vocab_size
-    return {"activations": layers + bias + head + loss, "backward_workspace": workspace}
+    """Saved activations of one micro-batch in bytes and backward's working memory (see the
+    family's module)."""
+    return a.activations(resolved(s, a))
 
 
 def nonpersistent_numel(a: Arch, threshold: int) -> tuple[int, int]:
@@ -312,7 +225,8 @@ def plan(s: Setup, arch: Arch | None = None) -> dict:
     check_setup(s)
     a = arch or load_arch(s.model)
     e = 2 if s.bf16 else 4
-    n_back, n_train = backbone_params(a), trainable_params(a.d_model, s)
+    s = resolved(s, a)
+    n_back, n_train = backbone_params(a), trainable_params(a.hidden, s)
     world = s.world_size
     gpu: dict[str, float] = {}
     host: dict[str, float] = {"process baseline": HOST_BASELINE_BYTES}
@@ -345,7 +259,7 @@ def plan(s: Setup, arch: Arch | None = None) -> dict:
     device_total = allocated * (1 + FRAGMENTATION) + CUDA_CONTEXT_BYTES
     return {
         "setup": asdict(s),
-        "arch": asdict(a),
+        "arch": {"family": a.family, **asdict(a)},
         "backbone_params": n_back,
         "trainable_params": n_train,
         "gpu_terms": gpu,

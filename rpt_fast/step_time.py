@@ -23,8 +23,9 @@ non-tensor-core rate; torch runs fp32 matmuls without TF32 unless asked)
               forward, not the 3x of full fine-tuning.
     recompute gradient checkpointing runs each block's forward again in backward (not the
               lm_head and loss, not a block's last matmul).
-    Exact for Hugging Face T5 (:func:`step_flops` says what else it counts; tests compare it with
-    torch's FlopCounterMode on CPU, eager attention). The prompt MLP's FLOPs and AdamW on it are
+    Exact for the Hugging Face models the planner knows (the family modules, rpt_fast.arch_t5
+    and rpt_fast.arch_decoder, say what else they count; tests compare them with torch's
+    FlopCounterMode on CPU, eager attention). The prompt MLP's FLOPs and AdamW on it are
     negligible (millions of parameters) and omitted.
 Transfers (bytes / effective bandwidth)
     parameter offload (cpu, nvme): ZeRO-3 fetches every partitioned block twice per
@@ -122,54 +123,10 @@ def get_device(name: str) -> Device:
     return DEVICES[name]
 
 
-def _block_flops(a: Arch, s: Setup) -> dict[str, float]:
-    """FLOPs of one micro-batch's forward of T5, by part: per encoder layer, per decoder layer
-    (and the parts of the first one that need no gradient), the lm_head."""
-    micro = -(-s.batch_size // s.gradient_accumulation)
-    src, tgt = s.source_length + s.num_tokens, s.target_length  # per example
-    d, i, f = a.d_model, a.inner, a.d_ff
-    ff_in = (2 if a.gated else 1) * d * f  # wi (wi_0, wi_1 when gated)
-    return {k: micro * v for k, v in {
-        # q, k, v, o and the feed-forward per source token; Q K^T and P V over the source
-        "enc_linear": 2 * src * (4 * d * i + ff_in + f * d), "enc_attention": 4 * i * src * src,
-        "enc_last": 2 * src * f * d,  # wo, the block's last matmul
-        "dec_self_linear": 2 * tgt * 4 * d * i, "dec_self_attention": 4 * i * tgt * tgt,
-        "dec_cross_q": 2 * tgt * d * i,
-        # cross o and the feed-forward per target token, cross k and v per source token
-        "dec_rest_linear": 2 * tgt * (d * i + ff_in + f * d) + 2 * src * 2 * d * i,
-        "dec_cross_attention": 4 * i * tgt * src,
-        "dec_last": 2 * tgt * f * d,
-        "head": 2 * tgt * a.vocab_size * d,
-    }.items()}
-
-
 def step_flops(a: Arch, s: Setup) -> dict[str, float]:
-    """FLOPs of one optimizer step: forward, backward of the activations only, recompute.
-
-    Backward: every linear's dX (its forward's FLOPs) and the attention matmuls' gradients
-    (twice their forward; 2.5x under sdpa, whose fused CUDA kernels also recompute Q K^T).
-    The first decoder layer reads only the decoder's input embeddings, which need no gradient:
-    its self-attention and cross-attention queries get none (nor Q's share of Q K^T in eager
-    attention), except under checkpointing, where transformers makes the input embeddings
-    require grad. Recompute: each block's forward again, without its last matmul (the
-    feed-forward's wo: torch's non-reentrant checkpoint stops once the tensors backward needs
-    are back). Exact for Hugging Face T5 (tests count FLOPs with torch's FlopCounterMode)."""
-    b = _block_flops(a, s)
-    r = 2.5 if s.attention == "sdpa" else 2.0
-    dec_linear = b["dec_self_linear"] + b["dec_cross_q"] + b["dec_rest_linear"]
-    dec_attention = b["dec_self_attention"] + b["dec_cross_attention"]
-    layers = a.num_layers * (b["enc_linear"] + b["enc_attention"]) + a.num_decoder_layers * (dec_linear + dec_attention)
-    attention = a.num_layers * b["enc_attention"] + a.num_decoder_layers * dec_attention
-    backward = layers + (r - 1) * attention + b["head"]
-    recompute = 0.0
-    if s.grad_checkpointing:
-        recompute = layers - a.num_layers * b["enc_last"] - a.num_decoder_layers * b["dec_last"]
-    else:  # the first decoder layer's parts that need no gradient
-        backward -= b["dec_self_linear"] + r * b["dec_self_attention"] + b["dec_cross_q"]
-        if s.attention == "eager":
-            backward -= b["dec_cross_attention"] / 2  # dQ of Q K^T
-    steps = s.gradient_accumulation
-    return {"forward": steps * (layers + b["head"]), "backward": steps * backward, "recompute": steps * recompute}
+    """FLOPs of one optimizer step of backbone ``a``: forward, backward of the activations
+    only, recompute (the family module's :meth:`step_flops` says what each counts)."""
+    return a.step_flops(s)
 
 
 def _gather_bandwidth(device: Device, world: int) -> float:
@@ -197,7 +154,7 @@ def step_time(s: Setup, arch: Arch, device: Device) -> dict:
             moved["parameter reads from NVMe"] = (fetched / world, NVME_BYTES_PER_S)
         if world > 1:
             moved["ZeRO-3 all-gathers"] = (fetched * (world - 1) / world, _gather_bandwidth(device, world))
-    n_train = trainable_params(arch.d_model, s)
+    n_train = trainable_params(arch.hidden, s)
     if world > 1:
         moved["trainable gradient all-reduce"] = (2 * (world - 1) / world * 4 * n_train,
                                                   _gather_bandwidth(device, world))

@@ -1,6 +1,7 @@
 """The memory planner: exact parameter terms vs real models, activation and ZeRO-3 estimates vs
 measurements on CPU (error bounds), monotonicity, suggestions within budget, errors, CLI."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -33,9 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "benchmarks" / "check_memory.py"
 
 
+@functools.lru_cache(maxsize=None)
 def _check_memory_module():
     spec = importlib.util.spec_from_file_location("check_memory", CHECK)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -70,16 +73,17 @@ def test_trainable_params_exact(separate):
     assert trainable_params(64, s) == sum(p.numel() for p in encoder.parameters())
 
 
-@pytest.mark.parametrize("case", [0, 3])
-def test_activation_estimate_within_10_percent(case):
-    check = _check_memory_module()
-    name, dtype, attention, dropout, b, s, t, n = check.ACTIVATION_CASES[case]
-    model = check._model(name, getattr(torch, dtype), attention, dropout)
-    measured = check.measure_saved_bytes(model, b, s, t, n)
-    setup = Setup(model=name, batch_size=b, source_length=s, target_length=t, num_tokens=n,
-                  bf16=dtype == "bfloat16", dropout=dropout, attention=attention)
-    predicted = activation_terms(load_arch(name), setup)["activations"]
-    assert abs(predicted / measured - 1) < 0.10, (predicted, measured)
+def _activation_cases():
+    # t5-small's two cases (15-30 s each on two cores) are left to the script
+    return [c for c in _check_memory_module().ACTIVATION_CASES if c.model != "t5-small"]
+
+
+@pytest.mark.parametrize("case", _activation_cases(), ids=lambda c: c.label)
+def test_activation_estimate_within_15_percent(case):
+    # every family and attention, and cases where each term of the planner dominates (eager
+    # attention scores, log-probs, MLP, norms, sdpa's tensors): a slip in one term fails here
+    row = _check_memory_module().activation_row(case)
+    assert abs(row["rel_error"]) < 0.15, row
 
 
 @pytest.mark.timeout(120)

@@ -15,8 +15,9 @@ time and the faster settings that did not fit are printed in one line.
 Device memory: ``--gpu-memory`` if given, else the CUDA device's total memory, else (CPU ranks)
 the machine's RAM shared by the ranks on this node. Step times: the CUDA device's rates (a
 preset of :data:`rpt_fast.step_time.DEVICES` by name), an H100's when only ``--gpu-memory``
-names a GPU, rough CPU rates on CPU ranks. The planner models T5 exactly; for other backbones
-the choice falls back to ZeRO-3 (the setting that fits most), and says so.
+names a GPU, rough CPU rates on CPU ranks. The planner models T5 and the decoder-only families
+of :mod:`rpt_fast.arch_decoder`; for any other family the choice falls back to ZeRO-3 (the
+setting that fits most), and says so.
 
 Under ZeRO-3 the same budget sets how many gathered parameters may be live (prefetched or kept
 for reuse): :func:`planned_live_parameters`, for the run's world size.
@@ -54,23 +55,24 @@ class ModelSizes:
     largest_tensor: int  # numel of the largest backbone parameter (the embedding, usually)
     layer_params: int  # numel of the largest transformer block
     trainable: int  # P and the residual MLP(s)
-    t5: bool  # the planner models this backbone exactly
+    modelled: bool  # the planner models this backbone exactly (T5, rpt_fast.arch_decoder.FAMILIES)
+    dropout: float = 0.0  # the backbone config's own dropout rate
 
 
 def model_sizes(cfg: TrainConfig) -> ModelSizes:
+    """The backbone's sizes, exact for the families the planner models; for any other family a
+    rough guess from its config (embedding, one block of 4 d^2 + 3 d I)."""
     from ..memory import Setup, backbone_tensors, load_arch, trainable_params
-    from ..presets import T5_PRESETS
 
     setup = Setup(num_tokens=cfg.num_tokens, bottleneck=cfg.bottleneck, separate=cfg.separate)
     try:
         arch = load_arch(cfg.model)
     except (ValueError, FileNotFoundError):
         arch = None
-    if arch is not None and (cfg.model in T5_PRESETS or _model_type(cfg.model) in ("t5", "mt5", "umt5")):
-        tensors = backbone_tensors(arch)
-        d, i, f = arch.d_model, arch.inner, arch.d_ff
-        layer = 8 * d * i + (3 if arch.gated else 2) * d * f + 3 * d  # a decoder block
-        return ModelSizes(d, max(n for _, n, _ in tensors), layer, trainable_params(d, setup), True)
+    if arch is not None:
+        largest = max(n for _, n, _ in backbone_tensors(arch))
+        return ModelSizes(arch.hidden, largest, arch.layer_params(), trainable_params(arch.hidden, setup), True,
+                          arch.dropout)
     from .backbone import model_config
 
     config = model_config(cfg)
@@ -78,16 +80,6 @@ def model_sizes(cfg: TrainConfig) -> ModelSizes:
     inner = int(getattr(config, "intermediate_size", None) or 4 * d)
     layer = 4 * d * d + 3 * d * inner
     return ModelSizes(d, max(config.vocab_size * d, layer), layer, trainable_params(d, setup), False)
-
-
-def _model_type(model: str) -> str | None:
-    import json
-
-    path = os.path.join(model, "config.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle).get("model_type")
 
 
 def zero3_limits(sizes: ModelSizes, cfg: TrainConfig) -> dict[str, int]:
@@ -149,13 +141,10 @@ def nvme_buffer_size(sizes: ModelSizes, world_size: int) -> int:
 def planner_setup(cfg: TrainConfig, world_size: int, sizes: ModelSizes | None = None):
     """The memory planner's description of this (resolved) run, per rank."""
     from ..memory import Setup
-    from ..presets import T5_PRESETS
 
     sizes = sizes or model_sizes(cfg)
     limits = zero3_limits(sizes, cfg)
-    dropout = cfg.backbone_dropout
-    if dropout is None:
-        dropout = T5_PRESETS.get(cfg.model, {}).get("dropout_rate", Setup.dropout)
+    dropout = sizes.dropout if cfg.backbone_dropout is None else cfg.backbone_dropout
     accumulation = getattr(cfg, "gradient_accumulation_steps", 1)
     return Setup(
         model=cfg.model,
@@ -329,15 +318,15 @@ def resolve(cfg: TrainConfig, world_size: int, device=None, local_world_size: in
     if not choose and (cfg.zero_stage != 3 or cfg.max_live_parameters is not None):
         return cfg, ""
     sizes = model_sizes(cfg)
-    if not sizes.t5:
+    if not sizes.modelled:
         if not choose:
             return cfg, ""
         candidates = _candidates(cfg, world_size)
         knobs = next((k for k in candidates if k["zero_stage"] == 3 and not k["gradient_checkpointing"]),
                      candidates[-1])
         return dataclasses.replace(cfg, **knobs), (
-            f"{_describe(knobs)}: the memory planner models T5 only, so the setting that fits most "
-            "was taken (set --zero-stage / --offload-param to choose)")
+            f"{_describe(knobs)}: the memory planner does not model this backbone's family, so the "
+            "setting that fits most was taken (set --zero-stage / --offload-param to choose)")
     budget, source = device_memory(cfg, device, local_world_size, gpu)
     # --gpu-memory (or --gpu) names a GPU's memory (e.g. planning on a login node): the GPU side counts
     on_cuda = bool(cfg.gpu_memory or gpu) or (device is not None and device.type == "cuda")

@@ -109,7 +109,8 @@ def _result(cfg, world_size: int | None, gpu: str | None = None) -> dict:
     device = _device()
     device_model = autoplan.step_device(gpu, device, bool(cfg.gpu_memory or gpu) or device is not None)
     p = plan(s)
-    result: dict = {"plan": p, "choice": reason, "setup": s, "step_time": step_time(s, load_arch(s.model), device_model)}
+    result: dict = {"plan": p, "choice": reason, "setup": s,
+                    "step_time": step_time(s, load_arch(s.model), device_model)}
     if cfg.gpu_memory or gpu:
         budget, _ = autoplan.device_memory(cfg, None, 1, gpu)
         result.update(gpu_memory=budget, fits=p["gpu_total"] <= budget, suggestions=suggest(cfg, world, gpu))
@@ -125,9 +126,10 @@ def format_verdict(p: dict, gpu_bytes: float, suggestions: list[dict]) -> str:
     else:
         lines = [f"does not fit: about {need:.2f} GiB per GPU predicted, only {have:.2f} GiB available."]
     if suggestions:
-        lines.append("settings predicted to fit, fastest first by the step-time model (append to the rpt-train command):")
-        lines += [f"  {q['flags']}    # about {q['gpu_total'] / GIB:.2f} GiB per GPU, {format_seconds(q['step_time'])} per step"
-                  for q in suggestions]
+        lines.append("settings predicted to fit, fastest first by the step-time model "
+                     "(append to the rpt-train command):")
+        lines += [f"  {q['flags']}    # about {q['gpu_total'] / GIB:.2f} GiB per GPU, "
+                  f"{format_seconds(q['step_time'])} per step" for q in suggestions]
     else:
         lines.append("no setting tried fits (NVMe offload is tried only with --nvme-path); lower "
                      "--batch-size, --max-input-length or --num-tokens.")
