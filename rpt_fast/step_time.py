@@ -1,7 +1,7 @@
 """Step-time model: predicted seconds of one optimizer step of a residual prompt tuning run, so
 the planner can rank the settings that fit a GPU by speed (:mod:`rpt_fast.train.autoplan`)
-instead of by a fixed order. Pure arithmetic on the architecture, the :class:`~rpt_fast.memory.Setup` and a
-:class:`Device`, as :mod:`rpt_fast.memory` is; nothing here is measured.
+instead of by a fixed order. Pure arithmetic on the architecture, the
+:class:`~rpt_fast.memory.Setup` and a :class:`Device`, as :mod:`rpt_fast.memory` is.
 
 Why: the settings trade memory for time in different currencies. Gradient checkpointing pays
 FLOPs (one more forward); ZeRO-3 pays all-gathers over NVLink; parameter offload pays the whole
@@ -46,8 +46,9 @@ sum ranks settings conservatively against the ones that move bytes.
 
 The constants are peak rates from datasheets and effective bandwidths from common measurements
 (sources beside each); MFU (model FLOPs utilisation, the fraction of peak the step's matmuls
-achieve) is an assumption. None of them was measured by this project: no GPU has been lent to
-it yet. Ranking needs the ratios right more than the absolute times.
+achieve) is an assumption. No GPU rate was measured by this project (no GPU has been lent to it
+yet; the CPU ranks' rate comes from a CPU step it measured). Ranking needs the ratios right more
+than the absolute times.
 """
 
 from __future__ import annotations

@@ -322,8 +322,7 @@ def resolve(cfg: TrainConfig, world_size: int, device=None, local_world_size: in
         if not choose:
             return cfg, ""
         candidates = _candidates(cfg, world_size)
-        knobs = next((k for k in candidates if k["zero_stage"] == 3 and not k["gradient_checkpointing"]),
-                     candidates[-1])
+        knobs = next((k for k in candidates if k["zero_stage"] == 3), candidates[-1])
         return dataclasses.replace(cfg, **knobs), (
             f"{_describe(knobs)}: the memory planner does not model this backbone's family, so the "
             "setting that fits most was taken (set --zero-stage / --offload-param to choose)")
