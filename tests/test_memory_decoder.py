@@ -84,7 +84,9 @@ def test_flops_are_what_torch_counts(name, checkpointing):
     s = Setup(batch_size=batch, num_tokens=prompt_len, source_length=source, target_length=target, bf16=False,
               attention="eager", grad_checkpointing=checkpointing)
     predicted = step_flops(arch_from_config(FAMILY_CONFIGS[name]), s)
-    assert predicted["forward"] == forward.get_total_flops()
+    # transformers 5.17 computes the rotary angles as a matmul (5.25 does not), rotary_dim x N FLOPs
+    # (3e-5 of this forward), left out
+    assert predicted["forward"] == pytest.approx(forward.get_total_flops(), rel=1e-4, abs=0)
     assert predicted["backward"] + predicted["recompute"] == backward.get_total_flops()
 
 
