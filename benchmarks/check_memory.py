@@ -12,7 +12,7 @@ Why: the planner's activation and ZeRO-3 terms are estimates; this script states
 * ZeRO-3 gathered parameters (``--zero3``): peak bytes of non-persistent backbone parameters that
   are gathered or in flight (ds_status not NOT_AVAILABLE) at any module hook (_train_gathered.py)
   during training steps of a tiny T5 under ``deepspeed.initialize`` on one CPU rank
-  (DS_ACCELERATOR=cpu, gloo), vs the planner's term.
+  (DS_ACCELERATOR=cpu, gloo), vs the planner's term; t5-tiny and tiny-llama.
 
 Usage: python benchmarks/check_memory.py [--json] [--zero3]
 """
@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 from rpt_fast.memory import Setup, activation_terms, arch_from_config, backbone_tensors, load_arch, plan  # noqa: E402
-from rpt_fast.presets import PRESETS, preset_dict, t5_config  # noqa: E402
+from rpt_fast.presets import PRESETS, T5_PRESETS, preset_config, preset_dict, t5_config  # noqa: E402
 
 _DROPOUTS = ("dropout_rate", "attention_dropout", "hidden_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop")
 
@@ -173,37 +173,53 @@ def activation_rows() -> list[dict]:
     return [activation_row(case) for case in ACTIVATION_CASES]
 
 
-class _PromptedT5(torch.nn.Module):
-    """8 trainable prompt rows prepended to a frozen T5's input embeddings; returns the loss."""
+class _Prompted(torch.nn.Module):
+    """8 trainable prompt rows prepended to a frozen backbone's input embeddings; returns the loss
+    (T5: ``labels`` are the decoder's; decoder-only: ids and labels in one sequence, the loss on
+    the labels)."""
 
-    def __init__(self, t5):
+    def __init__(self, backbone):
         super().__init__()
-        self.t5 = t5
-        self.prompt = torch.nn.Embedding(8, t5.config.d_model)
+        self.backbone = backbone
+        self.prompt = torch.nn.Embedding(8, backbone.get_input_embeddings().embedding_dim)
 
     def forward(self, ids, labels):
         p = self.prompt.weight.unsqueeze(0).expand(ids.shape[0], -1, -1)
-        embeds = torch.cat([p, self.t5.shared(ids)], dim=1)
-        return self.t5(inputs_embeds=embeds, labels=labels).loss
+        if not self.backbone.config.is_encoder_decoder:
+            ignored = labels.new_full((ids.shape[0], 8 + ids.shape[1]), -100)
+            ids, labels = torch.cat([ids, labels], dim=1), torch.cat([ignored, labels], dim=1)
+        embeds = torch.cat([p, self.backbone.get_input_embeddings()(ids)], dim=1)
+        return self.backbone(inputs_embeds=embeds, labels=labels).loss
+
+
+def _backbone(name: str):
+    """Preset ``name`` without dropout: T5 or the family's causal LM (no padding index: its init
+    writes a row of the embedding, which zero.Init has already partitioned away)."""
+    from transformers import AutoModelForCausalLM, T5ForConditionalGeneration
+
+    if name in T5_PRESETS:
+        return T5ForConditionalGeneration(t5_config(name, dropout_rate=0.0))
+    return AutoModelForCausalLM.from_config(preset_config(name, pad_token_id=None))
 
 
 # Prefetching off: with it, DeepSpeed gathers ahead along the module trace it recorded, and how
 # much was gathered at the hooks differed between machines with the same versions (212,992 B on
 # an Intel Xeon, 106,496 B on an AMD EPYC), so the check was not reproducible. Without it the
-# peak is set by the module structure alone: the largest fetch, the tied embedding.
+# peak is set by the module structure alone: the largest fetch, the embedding (or the lm_head).
+ZERO3_MODELS = ("t5-tiny", "tiny-llama")
 ZERO3_KNOBS = {"max_live_parameters": 30_000, "prefetch_bucket_size": 0,
                "param_persistence_threshold": 1_000, "max_reuse_distance": 0}
 
 
-def zero3_row(steps: int = 3) -> dict:
-    """Peak gathered backbone bytes of a tiny T5 under ZeRO-3 on one CPU rank vs the planner."""
+def zero3_row(name: str = "t5-tiny", steps: int = 3) -> dict:
+    """Peak gathered backbone bytes of preset ``name`` (a tiny one) under ZeRO-3 on one CPU rank
+    vs the planner."""
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     # One rank: port 0 lets the store bind a port the OS picks, so parallel runs cannot collide.
     for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                  "MASTER_PORT": "0"}.items():
         os.environ.setdefault(k, v)
     import deepspeed
-    from transformers import T5ForConditionalGeneration
 
     from _train_gathered import GatheredPeak
 
@@ -224,8 +240,8 @@ def zero3_row(steps: int = 3) -> dict:
     }
     torch.manual_seed(0)
     with deepspeed.zero.Init(config_dict_or_path=config, dtype=torch.float32):
-        wrapper = _PromptedT5(T5ForConditionalGeneration(t5_config("t5-tiny", dropout_rate=0.0)))
-    model = wrapper.t5
+        wrapper = _Prompted(_backbone(name))
+    model = wrapper.backbone
     for p in model.parameters():
         p.requires_grad_(False)
     opt = torch.optim.AdamW(wrapper.prompt.parameters(), lr=1e-3)
@@ -236,14 +252,14 @@ def zero3_row(steps: int = 3) -> dict:
             labels = torch.randint(2, 300, (2, 6))
             engine.backward(engine(ids, labels))
             engine.step()
-    setup = Setup(model="t5-tiny", batch_size=2, source_length=16, target_length=6, num_tokens=8,
+    setup = Setup(model=name, batch_size=2, source_length=16, target_length=6, num_tokens=8,
                   bf16=False, zero_stage=3, **k)
     predicted = plan(setup)["gpu_terms"]["backbone gathered (live)"]
     measured = gathered.peak_bytes
-    persistent = sum(n * c for _, n, c in backbone_tensors(load_arch("t5-tiny"))
+    persistent = sum(n * c for _, n, c in backbone_tensors(load_arch(name))
                      if n <= k["param_persistence_threshold"])
     measured_persistent = gathered.persistent_numel
-    return {"case": "t5-tiny fp32 ZeRO-3 gathered, " + ", ".join(f"{a}={b}" for a, b in k.items()),
+    return {"case": f"{name} fp32 ZeRO-3 gathered, " + ", ".join(f"{a}={b}" for a, b in k.items()),
             "measured": measured, "predicted": predicted, "rel_error": predicted / measured - 1,
             "persistent_numel_measured": measured_persistent,
             "persistent_numel_predicted": persistent}
@@ -259,7 +275,7 @@ def main(argv=None) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         rows = [] if args.no_activations else activation_rows()
         if args.zero3:
-            rows.append(zero3_row())
+            rows += [zero3_row(name) for name in ZERO3_MODELS]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
