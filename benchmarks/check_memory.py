@@ -1,13 +1,18 @@
 """Checks the memory planner (rpt_fast.memory) against measurements on CPU.
 
 Why: the planner's activation and ZeRO-3 terms are estimates; this script states their error.
-* activations: bytes of the tensors autograd saves in one forward of a frozen T5 (counted once
-  per storage with saved-tensor hooks) whose input embeddings (prompt + source) need a gradient,
-  vs ``activation_terms`` of the planner.
+* activations: bytes of the tensors autograd saves in one forward of a frozen backbone (counted
+  once per storage with saved-tensor hooks) whose input embeddings need a gradient: T5 (prompt +
+  source into the encoder) and the decoder-only families (prompt + source + target in one
+  sequence, one example right-padded, loss on the target), vs ``activation_terms`` of the
+  planner. The cases cover every family and attention, and each term of the planner dominates
+  at least one case (the eager attention scores, the loss's log-probs, the MLP, the norms, sdpa's
+  q/k/v/out), so a slip in any term shows. No dropout: on CPU its masks are in the model dtype,
+  on CUDA (what the planner models) 1 byte.
 * ZeRO-3 gathered parameters (``--zero3``): peak bytes of non-persistent backbone parameters that
   are gathered or in flight (ds_status not NOT_AVAILABLE) at any module hook (_train_gathered.py)
   during training steps of a tiny T5 under ``deepspeed.initialize`` on one CPU rank
-  (DS_ACCELERATOR=cpu, gloo), vs the planner's term.
+  (DS_ACCELERATOR=cpu, gloo), vs the planner's term; t5-tiny and tiny-llama.
 
 Usage: python benchmarks/check_memory.py [--json] [--zero3]
 """
@@ -20,44 +25,124 @@ import importlib
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from rpt_fast.memory import Setup, activation_terms, backbone_tensors, load_arch, plan  # noqa: E402
-from rpt_fast.presets import t5_config  # noqa: E402
+from rpt_fast.memory import Setup, activation_terms, arch_from_config, backbone_tensors, load_arch, plan  # noqa: E402
+from rpt_fast.presets import PRESETS, T5_PRESETS, preset_config, preset_dict, t5_config  # noqa: E402
+
+_DROPOUTS = ("dropout_rate", "attention_dropout", "hidden_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop")
+
+
+@dataclass
+class Case:
+    """One activation measurement: ``model`` a preset (``config`` overrides its config) or a
+    model_type (``config`` is its config); ``dominant``: the planner's largest term here."""
+
+    model: str
+    dtype: str
+    attention: str
+    batch: int
+    source: int
+    target: int
+    num_tokens: int
+    config: dict = field(default_factory=dict)
+    dominant: str = ""
+
+    def raw_config(self) -> dict:
+        """The config.json content, without dropout."""
+        base = preset_dict(self.model) if self.model in PRESETS else {"model_type": self.model}
+        raw = {**base, **self.config}
+        return {**raw, **{k: 0.0 for k in _DROPOUTS if k in raw or k in _family_dropouts(raw)}}
+
+    @property
+    def label(self) -> str:
+        shape = " (shape changed)" if self.config and self.model in PRESETS else ""
+        return (f"{self.model}{shape} {self.dtype} {self.attention} B{self.batch} S{self.source}+{self.num_tokens} "
+                f"T{self.target}{' [' + self.dominant + ' dominate]' if self.dominant else ''}")
+
+
+def _family_dropouts(raw: dict) -> tuple:
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model(raw["model_type"])
+    return tuple(k for k in _DROPOUTS if hasattr(config, k))
+
+
+# Small shapes that make one term of the planner the largest; the rest of the config as the preset.
+_SCORES = {"d_model": 32, "d_ff": 32, "num_heads": 16, "d_kv": 4, "vocab_size": 64}
+_LLAMA_SCORES = {"hidden_size": 32, "intermediate_size": 32, "num_attention_heads": 16, "num_key_value_heads": 4,
+                 "head_dim": 4, "vocab_size": 64}
+_GPT2 = {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 512, "vocab_size": 64, "n_positions": 64}
+_NEOX = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "vocab_size": 384, "max_position_embeddings": 256}
 
 ACTIVATION_CASES = [
-    # (model, dtype, attention, dropout, batch, source, target, num_tokens)
-    ("t5-tiny", "float32", "eager", 0.0, 2, 24, 8, 8),
-    ("t5-tiny", "bfloat16", "eager", 0.0, 2, 24, 8, 8),
-    ("t5-tiny", "float32", "sdpa", 0.0, 2, 40, 12, 8),
-    ("t5-tiny", "bfloat16", "sdpa", 0.0, 3, 40, 12, 8),
-    ("t5-small", "bfloat16", "sdpa", 0.0, 2, 56, 8, 8),
-    ("t5-small", "bfloat16", "eager", 0.0, 2, 56, 8, 8),
+    Case("t5-tiny", "float32", "eager", 2, 24, 8, 8),
+    Case("t5-tiny", "bfloat16", "eager", 2, 24, 8, 8),
+    Case("t5-tiny", "float32", "sdpa", 2, 40, 12, 8),
+    Case("t5-tiny", "bfloat16", "sdpa", 3, 40, 12, 8),
+    Case("t5-small", "bfloat16", "sdpa", 2, 56, 8, 8),
+    Case("t5-small", "bfloat16", "eager", 2, 56, 8, 8),
+    Case("t5-tiny", "float32", "eager", 2, 120, 4, 8, _SCORES, "eager attention scores"),
+    Case("tiny-llama", "bfloat16", "sdpa", 2, 24, 8, 8),
+    Case("tiny-llama", "float32", "eager", 2, 24, 8, 8),
+    Case("tiny-llama", "bfloat16", "eager", 2, 120, 4, 4, _LLAMA_SCORES, "eager attention scores"),
+    Case("tiny-llama", "bfloat16", "sdpa", 2, 16, 8, 4, {"vocab_size": 4096}, "loss log-probs"),
+    Case("tiny-llama", "bfloat16", "sdpa", 2, 16, 8, 4, {"intermediate_size": 2048}, "MLP"),
+    Case("tiny-llama", "bfloat16", "eager", 2, 8, 4, 4,
+         {"hidden_size": 512, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
+          "intermediate_size": 16, "vocab_size": 64}, "RMSNorm fp32 copies"),
+    Case("tiny-llama", "float32", "sdpa", 2, 48, 8, 8,
+         {"hidden_size": 32, "num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 16,
+          "intermediate_size": 32, "vocab_size": 64}, "sdpa q/k/v/out repeated to all heads"),
+    Case("qwen2", "bfloat16", "sdpa", 2, 24, 8, 8, {**_NEOX, "num_key_value_heads": 2}),
+    Case("mistral", "bfloat16", "eager", 2, 24, 8, 8, {**_NEOX, "num_key_value_heads": 2}),
+    Case("gemma", "bfloat16", "sdpa", 2, 24, 8, 8, {**_NEOX, "head_dim": 32, "num_key_value_heads": 1}),
+    Case("gemma2", "bfloat16", "eager", 2, 120, 4, 4,
+         {**_NEOX, "hidden_size": 32, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 8,
+          "vocab_size": 64, "query_pre_attn_scalar": 8}, "eager scores with softcapping"),
+    Case("gpt_neox", "bfloat16", "sdpa", 2, 24, 8, 8, _NEOX),
+    Case("gpt_neox", "float32", "eager", 2, 24, 8, 8, {**_NEOX, "use_parallel_residual": False}),
+    Case("gpt2", "float32", "eager", 2, 16, 8, 4, _GPT2, "gelu_new's intermediates"),
+    Case("gpt2", "bfloat16", "sdpa", 2, 24, 8, 8, {**_GPT2, "n_inner": 128}),
 ]
 
 
-def _model(name: str, dtype, attention: str, dropout: float):
-    from transformers import T5ForConditionalGeneration
+def _model(case: Case):
+    """The case's backbone, frozen, without dropout, in training mode."""
+    from transformers import AutoConfig, AutoModelForCausalLM, T5ForConditionalGeneration
 
-    cfg = t5_config(name, dropout_rate=dropout)
-    cfg._attn_implementation = attention
-    model = T5ForConditionalGeneration(cfg).to(dtype).train()
+    raw = case.raw_config()
+    config = AutoConfig.for_model(raw.pop("model_type"), **raw)
+    config._attn_implementation = case.attention
+    build = T5ForConditionalGeneration if config.model_type == "t5" else AutoModelForCausalLM.from_config
+    model = build(config).to(getattr(torch, case.dtype)).train()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
 
 
 def measure_saved_bytes(model, batch: int, source: int, target: int, num_tokens: int) -> int:
-    """Bytes of distinct non-parameter storages autograd saves in one forward with loss."""
-    d = model.config.d_model
+    """Bytes of distinct non-parameter storages autograd saves in one forward with loss: T5 with
+    the prompt before the source in the encoder; a decoder-only model with prompt, source and
+    target in one sequence, the first example's last position padded, the loss on the target."""
+    config = model.config
     dtype = next(model.parameters()).dtype
-    prompt = torch.randn(num_tokens, d, dtype=dtype, requires_grad=True)
-    ids = torch.randint(2, model.config.vocab_size, (batch, source))
-    labels = torch.randint(2, model.config.vocab_size, (batch, target))
+    prompt = torch.randn(num_tokens, model.get_input_embeddings().embedding_dim, dtype=dtype, requires_grad=True)
+    ids = torch.randint(2, config.vocab_size, (batch, source))
+    labels = torch.randint(2, config.vocab_size, (batch, target))
+    kwargs = {"labels": labels}
+    if not config.is_encoder_decoder:
+        ids = torch.cat([ids, labels], dim=1)
+        ignored = labels.new_full((batch, num_tokens + source), -100)
+        mask = torch.ones(batch, num_tokens + source + target, dtype=torch.long)
+        mask[0, -1] = 0
+        kwargs = {"labels": torch.cat([ignored, labels], dim=1), "attention_mask": mask}
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
 
@@ -68,58 +153,73 @@ def measure_saved_bytes(model, batch: int, source: int, target: int, num_tokens:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        embeds = torch.cat([prompt.expand(batch, -1, -1), model.shared(ids)], dim=1)
-        loss = model(inputs_embeds=embeds, labels=labels).loss
+        embeds = torch.cat([prompt.expand(batch, -1, -1), model.get_input_embeddings()(ids)], dim=1)
+        loss = model(inputs_embeds=embeds, **kwargs).loss
     loss.backward()
     return sum(seen.values())
 
 
+def activation_row(case: Case) -> dict:
+    torch.manual_seed(0)
+    measured = measure_saved_bytes(_model(case), case.batch, case.source, case.target, case.num_tokens)
+    setup = Setup(model=case.model, batch_size=case.batch, source_length=case.source, target_length=case.target,
+                  num_tokens=case.num_tokens, bf16=case.dtype == "bfloat16", dropout=0.0, attention=case.attention)
+    predicted = activation_terms(arch_from_config(case.raw_config(), case.model), setup)["activations"]
+    return {"case": case.label, "config": case.raw_config(), "measured": measured, "predicted": predicted,
+            "rel_error": predicted / measured - 1}
+
+
 def activation_rows() -> list[dict]:
-    rows = []
-    for name, dtype, attention, dropout, b, s, t, n in ACTIVATION_CASES:
-        torch.manual_seed(0)
-        model = _model(name, getattr(torch, dtype), attention, dropout)
-        measured = measure_saved_bytes(model, b, s, t, n)
-        setup = Setup(model=name, batch_size=b, source_length=s, target_length=t, num_tokens=n,
-                      bf16=dtype == "bfloat16", dropout=dropout, attention=attention)
-        predicted = activation_terms(load_arch(name), setup)["activations"]
-        rows.append({"case": f"{name} {dtype} {attention} B{b} S{s}+{n} T{t}",
-                     "measured": measured, "predicted": predicted,
-                     "rel_error": predicted / measured - 1})
-    return rows
+    return [activation_row(case) for case in ACTIVATION_CASES]
 
 
-class _PromptedT5(torch.nn.Module):
-    """8 trainable prompt rows prepended to a frozen T5's input embeddings; returns the loss."""
+class _Prompted(torch.nn.Module):
+    """8 trainable prompt rows prepended to a frozen backbone's input embeddings; returns the loss
+    (T5: ``labels`` are the decoder's; decoder-only: ids and labels in one sequence, the loss on
+    the labels)."""
 
-    def __init__(self, t5):
+    def __init__(self, backbone):
         super().__init__()
-        self.t5 = t5
-        self.prompt = torch.nn.Embedding(8, t5.config.d_model)
+        self.backbone = backbone
+        self.prompt = torch.nn.Embedding(8, backbone.get_input_embeddings().embedding_dim)
 
     def forward(self, ids, labels):
         p = self.prompt.weight.unsqueeze(0).expand(ids.shape[0], -1, -1)
-        embeds = torch.cat([p, self.t5.shared(ids)], dim=1)
-        return self.t5(inputs_embeds=embeds, labels=labels).loss
+        if not self.backbone.config.is_encoder_decoder:
+            ignored = labels.new_full((ids.shape[0], 8 + ids.shape[1]), -100)
+            ids, labels = torch.cat([ids, labels], dim=1), torch.cat([ignored, labels], dim=1)
+        embeds = torch.cat([p, self.backbone.get_input_embeddings()(ids)], dim=1)
+        return self.backbone(inputs_embeds=embeds, labels=labels).loss
+
+
+def _backbone(name: str):
+    """Preset ``name`` without dropout: T5 or the family's causal LM (no padding index: its init
+    writes a row of the embedding, which zero.Init has already partitioned away)."""
+    from transformers import AutoModelForCausalLM, T5ForConditionalGeneration
+
+    if name in T5_PRESETS:
+        return T5ForConditionalGeneration(t5_config(name, dropout_rate=0.0))
+    return AutoModelForCausalLM.from_config(preset_config(name, pad_token_id=None))
 
 
 # Prefetching off: with it, DeepSpeed gathers ahead along the module trace it recorded, and how
 # much was gathered at the hooks differed between machines with the same versions (212,992 B on
 # an Intel Xeon, 106,496 B on an AMD EPYC), so the check was not reproducible. Without it the
-# peak is set by the module structure alone: the largest fetch, the tied embedding.
+# peak is set by the module structure alone: the largest fetch, the embedding (or the lm_head).
+ZERO3_MODELS = ("t5-tiny", "tiny-llama")
 ZERO3_KNOBS = {"max_live_parameters": 30_000, "prefetch_bucket_size": 0,
                "param_persistence_threshold": 1_000, "max_reuse_distance": 0}
 
 
-def zero3_row(steps: int = 3) -> dict:
-    """Peak gathered backbone bytes of a tiny T5 under ZeRO-3 on one CPU rank vs the planner."""
+def zero3_row(name: str = "t5-tiny", steps: int = 3) -> dict:
+    """Peak gathered backbone bytes of preset ``name`` (a tiny one) under ZeRO-3 on one CPU rank
+    vs the planner."""
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     # One rank: port 0 lets the store bind a port the OS picks, so parallel runs cannot collide.
     for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                  "MASTER_PORT": "0"}.items():
         os.environ.setdefault(k, v)
     import deepspeed
-    from transformers import T5ForConditionalGeneration
 
     from _train_gathered import GatheredPeak
 
@@ -140,8 +240,8 @@ def zero3_row(steps: int = 3) -> dict:
     }
     torch.manual_seed(0)
     with deepspeed.zero.Init(config_dict_or_path=config, dtype=torch.float32):
-        wrapper = _PromptedT5(T5ForConditionalGeneration(t5_config("t5-tiny", dropout_rate=0.0)))
-    model = wrapper.t5
+        wrapper = _Prompted(_backbone(name))
+    model = wrapper.backbone
     for p in model.parameters():
         p.requires_grad_(False)
     opt = torch.optim.AdamW(wrapper.prompt.parameters(), lr=1e-3)
@@ -152,14 +252,14 @@ def zero3_row(steps: int = 3) -> dict:
             labels = torch.randint(2, 300, (2, 6))
             engine.backward(engine(ids, labels))
             engine.step()
-    setup = Setup(model="t5-tiny", batch_size=2, source_length=16, target_length=6, num_tokens=8,
+    setup = Setup(model=name, batch_size=2, source_length=16, target_length=6, num_tokens=8,
                   bf16=False, zero_stage=3, **k)
     predicted = plan(setup)["gpu_terms"]["backbone gathered (live)"]
     measured = gathered.peak_bytes
-    persistent = sum(n * c for _, n, c in backbone_tensors(load_arch("t5-tiny"))
+    persistent = sum(n * c for _, n, c in backbone_tensors(load_arch(name))
                      if n <= k["param_persistence_threshold"])
     measured_persistent = gathered.persistent_numel
-    return {"case": "t5-tiny fp32 ZeRO-3 gathered, " + ", ".join(f"{a}={b}" for a, b in k.items()),
+    return {"case": f"{name} fp32 ZeRO-3 gathered, " + ", ".join(f"{a}={b}" for a, b in k.items()),
             "measured": measured, "predicted": predicted, "rel_error": predicted / measured - 1,
             "persistent_numel_measured": measured_persistent,
             "persistent_numel_predicted": persistent}
@@ -175,12 +275,12 @@ def main(argv=None) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         rows = [] if args.no_activations else activation_rows()
         if args.zero3:
-            rows.append(zero3_row())
+            rows += [zero3_row(name) for name in ZERO3_MODELS]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
-            print(f"{r['case']:<70s} measured {r['measured']:>12,d} B  predicted "
+            print(f"{r['case']:<80s} measured {r['measured']:>12,d} B  predicted "
                   f"{r['predicted']:>14,.0f} B  error {r['rel_error']:+.1%}")
     return 0
 

@@ -1,23 +1,18 @@
 """Memory planner: predicts peak GPU and host memory of a residual prompt tuning run on a frozen
-T5 before anything is allocated, and suggests settings that fit a GPU. Pure arithmetic on the
-architecture: the ``rpt-memory`` program and ``rpt-train --plan``, which read a run's flags,
-live in :mod:`rpt_fast.train.memory_cli`.
+backbone before anything is allocated: T5 (:mod:`rpt_fast.arch_t5`) and the decoder-only
+families of :mod:`rpt_fast.arch_decoder` (Llama, Mistral, Qwen2, Gemma, Gemma 2, GPT-NeoX,
+GPT-2). Pure arithmetic on the architecture. Which of the settings that fit is fastest is
+:mod:`rpt_fast.step_time`'s model; the choice among them is :mod:`rpt_fast.train.autoplan`'s, and
+the ``rpt-memory`` program and ``rpt-train --plan``, which read a run's flags, live in
+:mod:`rpt_fast.train.memory_cli`.
 
-Why: T5-XL/XXL prompt tuning is limited by memory, not compute; the right mix of ZeRO-3,
-parameter offload, live-parameter limits and gradient checkpointing is cheaper to compute than
-to find by out-of-memory crashes.
+Why: prompt tuning of billion-parameter backbones is limited by memory, not compute; the right
+mix of ZeRO-3, parameter offload, live-parameter limits and gradient checkpointing is cheaper to
+compute than to find by out-of-memory crashes.
 
-The model (per GPU rank; e = 2 bytes under bf16, 4 under fp32; B batch, S' = source length +
-num_tokens, T target length; d, H, d_kv (inner = H d_kv), d_ff, V, L_enc, L_dec from the config)
-
-Parameters (exact: counted from the config as Hugging Face builds ``T5ForConditionalGeneration``;
-tests check them against real models)
-    N_backbone = V d (shared embedding) + V d (lm_head, unless tied: transformers 5 ties T5
-                 always, 4.x honours tie_word_embeddings; the installed one decides)
-               + L_enc (4 d inner + F + 2 d) + L_dec (8 d inner + F + 3 d) + 2 d
-               + 32 H (relative attention buckets, first layer of each stack)
-    with F = 3 d d_ff (gated-gelu) or 2 d d_ff (relu).
-    N_trainable = n_mlp (2 m d + m + 3 d) + num_tokens d, n_mlp = num_tokens if separate else 1.
+The model (per GPU rank; e = 2 bytes under bf16, 4 under fp32). The family modules give the
+exact parameter tensors (N_backbone), the saved activations of one micro-batch and backward's
+working memory, each with its derivation; this module adds what every family shares.
 
 Backbone weights on the GPU
     ZeRO stage 0-2: resident, N_backbone e (stages 1-2 partition only the trainable part).
@@ -33,36 +28,24 @@ Backbone weights on the GPU
     rpt-train sets max_live to what the budget leaves after every other term (and prefetch and
     reuse to half of it), so its planned peak is the budget (rpt_fast.train.autoplan).
 
-Trainable part (exact sizes; AdamW): fp32 master + 2 fp32 states (12 bytes/param) partitioned
+Trainable part (exact: N_trainable = n_mlp (2 m d + m + 3 d) + num_tokens d, n_mlp = num_tokens
+if separate else 1; AdamW): fp32 master + 2 fp32 states (12 bytes/param) partitioned
 by world size at ZeRO >= 1 (on the host with Setup(offload_optimizer="cpu")), the working copy (e) and
 its gradient (e, + 4 fp32 accumulation under bf16) partitioned at ZeRO >= 2/3. At ZeRO >= 1 the
 gradient reduce bucket: ZeRO-3 allocates reduce_bucket_size elements whole (fp32 communication),
 stages 1-2 at most the trainable count. NVMe offload pins buffer_count (5) x nvme_buffer_size
 elements of swap buffers on the host.
 
-Activations (ESTIMATE of the saved-for-backward tensors of Hugging Face T5 with frozen weights,
-whose linear inputs are not saved; checked on CPU against saved-tensor hooks). The gradient flows
-from the loss to the prompt at the encoder input, so every encoder layer saves, per token,
-    RMSNorm x2: (4 + e if bf16 else 4) d + 4      q, k, v: 3 inner e
-    attention, "sdpa": out inner e + 4 H, plus the (B, H, S', S') position bias once per stack;
-               "eager": softmax out e H S' (+ with dropout p: a mask (1 byte on CUDA) and the
-               dropped probs e H S'); transformers 5 takes the softmax in the model dtype (4.x in
-               fp32: 4 more bytes per score)
-    gated-gelu FF: 6 d_ff e (tanh GELU's intermediates, the gate and the product), relu: 2 d_ff e
-    dropout masks (p > 0): 2 d + d_ff bytes
-and every decoder layer the same over T tokens with a cross attention (q: inner e per target
-token, k, v: 2 inner e per source token; scores over S'), except that the first decoder layer's
-self-attention block and the norm before its cross attention save nothing (their input needs no
-gradient); position biases (sdpa) are saved once per stack. The loss saves fp32 log-probs,
-4 V per target token. Gradient checkpointing keeps e d per token per layer plus one layer's
-activations while it is recomputed. Backward working memory (ESTIMATE): twice the largest
-layer's activations plus the logits' gradient, 4 B T V.
-
-Measured errors (benchmarks/check_memory.py, CPU): activations +1 % to +5 % over six cases
-(t5-tiny/t5-small, fp32/bf16, sdpa/eager, no dropout); ZeRO-3 gathered bytes exact (t5-tiny,
-prefetching off: with it, how much DeepSpeed had gathered ahead differed between machines, so the
-prefetch term is not checked by a reproducible measurement). Not checked here: CUDA kernels' own saved tensors (sdpa on CUDA
-picks the memory-efficient kernel; dropout masks are 1 byte there), allocator behaviour.
+Measured errors (benchmarks/check_memory.py, CPU): parameter counts exact (every family);
+activations +1 % to +5 % over seven T5 cases (t5-tiny/t5-small, fp32/bf16, sdpa/eager, one with
+the eager attention scores dominating) and -0.3 % to +0.7 % over fifteen decoder-only cases
+(every family, sdpa/eager, bf16/fp32, and cases where the eager scores, the log-probs, the MLP,
+the norms or sdpa's tensors dominate); no dropout (its CPU masks are in the model dtype, CUDA's
+are 1 byte, as modelled); ZeRO-3 gathered bytes and persistent parameters exact (t5-tiny and
+tiny-llama, prefetching off: with it, how much DeepSpeed had gathered ahead differed between
+machines, so the prefetch term is not checked by a reproducible measurement). Not checked here: CUDA kernels' own saved tensors (sdpa on CUDA
+picks the flash or memory-efficient kernel), memory under gradient checkpointing, allocator
+behaviour.
 
 GPU total = allocator peak + CUDA context (ESTIMATE: 0.5 GiB) + 10 % fragmentation (ESTIMATE).
 Host (ESTIMATE): offloaded partitions (cpu: N_np e / world per rank; nvme: pinned swap buffers),
@@ -76,6 +59,10 @@ import math
 import os
 import re
 from dataclasses import asdict, dataclass, replace
+from typing import Union
+
+from .arch_decoder import FAMILIES, DecoderArch
+from .arch_t5 import T5Arch
 
 GIB = 1024**3
 CUDA_CONTEXT_BYTES = GIB // 2
@@ -85,24 +72,8 @@ NVME_BUFFER_COUNT = 5
 NVME_BUFFER_SIZE = 100_000_000
 
 
-@dataclass(frozen=True)
-class Arch:
-    """The T5 dimensions the planner needs."""
-
-    vocab_size: int
-    d_model: int
-    d_kv: int
-    d_ff: int
-    num_heads: int
-    num_layers: int
-    num_decoder_layers: int
-    gated: bool
-    tied: bool
-    num_buckets: int = 32
-
-    @property
-    def inner(self) -> int:
-        return self.num_heads * self.d_kv
+# A backbone as the planner sees it: T5Arch or DecoderArch (parameter tensors, activations, FLOPs).
+Arch = Union[T5Arch, DecoderArch]
 
 
 @dataclass(frozen=True)
@@ -122,7 +93,7 @@ class Setup:
     offload_optimizer: str = "none"
     grad_checkpointing: bool = False
     world_size: int = 1
-    dropout: float = 0.1
+    dropout: float | None = None  # None: the backbone config's own rate
     attention: str = "sdpa"
     max_live_parameters: int = 1_000_000_000
     prefetch_bucket_size: int = 50_000_000
@@ -167,28 +138,30 @@ def check_setup(s: Setup) -> None:
         )
     if s.offload_optimizer != "none" and s.zero_stage == 0:
         raise ValueError(f"offload_optimizer={s.offload_optimizer!r} needs zero_stage >= 1, got 0")
-    if not 0.0 <= s.dropout < 1.0:
+    if s.dropout is not None and not 0.0 <= s.dropout < 1.0:
         raise ValueError(f"dropout: expected a probability in [0, 1), got {s.dropout!r}")
     if s.attention not in ("sdpa", "eager"):
         raise ValueError(f"attention: expected 'sdpa' or 'eager', got {s.attention!r}")
 
 
-def _tied(raw: dict) -> bool:
-    """Whether lm_head shares the embedding, as the installed transformers decides: 5.x ties T5
-    always, whatever ``tie_word_embeddings`` says; 4.x honours it."""
-    try:
-        from transformers import T5Config
-    except ImportError:
-        return bool(raw.get("tie_word_embeddings", True))
-    return bool(T5Config.from_dict(raw).tie_word_embeddings)
+def arch_from_config(raw: dict, model: str = "model") -> Arch:
+    """The planner's view of a ``config.json``'s content (``model`` names it in errors): T5,
+    or a decoder-only family of :data:`rpt_fast.arch_decoder.FAMILIES`."""
+    family = raw.get("model_type", "t5")
+    if family in ("t5", "mt5", "umt5"):
+        return T5Arch.from_config(raw, model)
+    if family in FAMILIES:
+        return DecoderArch.from_config(raw, model)
+    raise ValueError(f"model: the memory planner models T5 and {', '.join(FAMILIES)}; "
+                     f"{model!r} is a {family!r} model")
 
 
 def load_arch(model: str) -> Arch:
     """``model`` is a preset name of rpt_fast.presets or a directory holding a config.json."""
-    from .presets import T5_PRESETS
+    from .presets import PRESETS
 
-    if model in T5_PRESETS:
-        raw = dict(T5_PRESETS[model])
+    if model in PRESETS:
+        raw = dict(PRESETS[model])
     elif os.path.isdir(model):
         path = os.path.join(model, "config.json")
         if not os.path.isfile(path):
@@ -197,42 +170,19 @@ def load_arch(model: str) -> Arch:
             raw = json.load(f)
     else:
         raise ValueError(
-            f"model: expected a preset in {tuple(T5_PRESETS)} or a directory with config.json, "
+            f"model: expected a preset in {tuple(PRESETS)} or a directory with config.json, "
             f"got {model!r}"
         )
-    missing = [k for k in ("vocab_size", "d_model", "d_ff", "num_heads", "num_layers") if k not in raw]
-    if missing:
-        raise ValueError(f"model: config of {model!r} lacks {missing}; is it a T5 config?")
-    proj = raw.get("feed_forward_proj", "relu")
-    return Arch(
-        vocab_size=int(raw["vocab_size"]),
-        d_model=int(raw["d_model"]),
-        d_kv=int(raw.get("d_kv", 64)),
-        d_ff=int(raw["d_ff"]),
-        num_heads=int(raw["num_heads"]),
-        num_layers=int(raw["num_layers"]),
-        num_decoder_layers=int(raw.get("num_decoder_layers") or raw["num_layers"]),
-        gated=proj.startswith("gated-"),
-        tied=_tied(raw),
-        num_buckets=int(raw.get("relative_attention_num_buckets", 32)),
-    )
+    return arch_from_config(raw, model)
 
 
 def backbone_tensors(a: Arch) -> list[tuple[str, int, int]]:
     """(kind, numel, count) of every distinct backbone parameter tensor, as HF builds them."""
-    d, i, f = a.d_model, a.inner, a.d_ff
-    ff = [("ff", d * f, 3 if a.gated else 2)]
-    enc = [("attn", d * i, 4), ("norm", d, 2), *ff]
-    dec = [("attn", d * i, 8), ("norm", d, 3), *ff]
-    out = [("embedding", a.vocab_size * d, 1 if a.tied else 2), ("norm", d, 2),
-           ("bias", a.num_buckets * a.num_heads, 2)]
-    out += [(k, n, c * a.num_layers) for k, n, c in enc]
-    out += [(k, n, c * a.num_decoder_layers) for k, n, c in dec]
-    return out
+    return a.tensors()
 
 
 def backbone_params(a: Arch) -> int:
-    """Exact parameter count of ``T5ForConditionalGeneration`` (shared tensors once)."""
+    """Exact parameter count of the backbone (shared tensors once)."""
     return sum(n * c for _, n, c in backbone_tensors(a))
 
 
@@ -242,51 +192,15 @@ def trainable_params(d: int, s: Setup) -> int:
     return s.num_tokens * d + (s.num_tokens if s.separate else 1) * mlp
 
 
-def _encoder_layer_bytes_per_token(a: Arch, s: Setup, kv_len: int, e: int) -> float:
-    d, i, h = a.d_model, a.inner, a.num_heads
-    norm = (4 + (e if e != 4 else 0)) * d + 4
-    attn = 3 * i * e + _attention_bytes(a, s, kv_len, e)
-    ff = (6 if a.gated else 2) * a.d_ff * e
-    masks = (2 * d + a.d_ff) if s.dropout > 0 else 0
-    return 2 * norm + attn + ff + masks
-
-
-def _attention_bytes(a: Arch, s: Setup, kv_len: int, e: int) -> float:
-    """Per query token: what the score/probability part of one attention saves."""
-    if s.attention == "sdpa":
-        return a.inner * e + 4 * a.num_heads
-    probs = e * a.num_heads * kv_len
-    if s.dropout > 0:
-        probs += (1 + e) * a.num_heads * kv_len
-    return probs
+def resolved(s: Setup, a: Arch) -> Setup:
+    """``s`` with the backbone's own dropout rate where it leaves it open (None)."""
+    return s if s.dropout is not None else replace(s, dropout=a.dropout)
 
 
 def activation_terms(a: Arch, s: Setup) -> dict[str, float]:
-    """Saved activations of one micro-batch in bytes (see the module docstring)."""
-    e = 2 if s.bf16 else 4
-    src, tgt = s.source_length + s.num_tokens, s.target_length
-    micro = math.ceil(s.batch_size / s.gradient_accumulation)
-    d, i = a.d_model, a.inner
-    norm = (4 + (e if e != 4 else 0)) * d + 4
-    enc_layer = micro * src * _encoder_layer_bytes_per_token(a, s, src, e)
-    # decoder: self-attention block over T, cross attention (q over T, k/v over S'), FF over T
-    self_block = norm + 3 * i * e + _attention_bytes(a, s, tgt, e) + (d if s.dropout > 0 else 0)
-    cross_block = norm + i * e + _attention_bytes(a, s, src, e) + (d if s.dropout > 0 else 0)
-    ff_block = norm + (6 if a.gated else 2) * a.d_ff * e + ((d + a.d_ff) if s.dropout > 0 else 0)
-    cross_kv = micro * src * 2 * i * e
-    dec_layer = micro * tgt * (self_block + cross_block + ff_block) + cross_kv
-    dec_first = dec_layer - micro * tgt * self_block - micro * tgt * norm
-    bias = 0.0
-    if s.attention == "sdpa":  # the (B, H, q, k) position bias + mask, shared by a stack's layers
-        bias = micro * a.num_heads * e * (src * src + tgt * tgt + tgt * src)
-    head = micro * src * (norm + (d if s.dropout > 0 else 0)) + micro * tgt * norm
-    loss = micro * tgt * 4 * a.vocab_size
-    layers = a.num_layers * enc_layer + dec_first + (a.num_decoder_layers - 1) * dec_layer
-    if s.grad_checkpointing:
-        kept = micro * e * d * (a.num_layers * src + a.num_decoder_layers * tgt)
-        layers = kept + max(enc_layer, dec_layer)
-    workspace = 2 * max(enc_layer, dec_layer) + micro * tgt * 4 * a.vocab_size
-    return {"activations": layers + bias + head + loss, "backward_workspace": workspace}
+    """Saved activations of one micro-batch in bytes and backward's working memory (see the
+    family's module)."""
+    return a.activations(resolved(s, a))
 
 
 def nonpersistent_numel(a: Arch, threshold: int) -> tuple[int, int]:
@@ -311,7 +225,8 @@ def plan(s: Setup, arch: Arch | None = None) -> dict:
     check_setup(s)
     a = arch or load_arch(s.model)
     e = 2 if s.bf16 else 4
-    n_back, n_train = backbone_params(a), trainable_params(a.d_model, s)
+    s = resolved(s, a)
+    n_back, n_train = backbone_params(a), trainable_params(a.hidden, s)
     world = s.world_size
     gpu: dict[str, float] = {}
     host: dict[str, float] = {"process baseline": HOST_BASELINE_BYTES}
@@ -344,7 +259,7 @@ def plan(s: Setup, arch: Arch | None = None) -> dict:
     device_total = allocated * (1 + FRAGMENTATION) + CUDA_CONTEXT_BYTES
     return {
         "setup": asdict(s),
-        "arch": asdict(a),
+        "arch": {"family": a.family, **asdict(a)},
         "backbone_params": n_back,
         "trainable_params": n_train,
         "gpu_terms": gpu,
@@ -355,51 +270,34 @@ def plan(s: Setup, arch: Arch | None = None) -> dict:
     }
 
 
-# Candidate settings, cheapest in speed first: (grad_checkpointing, zero_stage, offload, live).
-_LADDER = [
-    (False, 0, "none", None), (True, 0, "none", None),
-    (False, 3, "none", 100_000_000), (True, 3, "none", 100_000_000),
-    (False, 3, "cpu", 100_000_000), (True, 3, "cpu", 100_000_000),
-    (True, 3, "cpu", 20_000_000), (True, 3, "nvme", 20_000_000),
-]
-
-
-def suggest(s: Setup, gpu_bytes: float, limit: int = 3) -> list[dict]:
-    """Settings (fastest first) whose predicted GPU total fits ``gpu_bytes``; micro-batches are
-    halved (with gradient accumulation keeping the batch) when nothing fits the full batch."""
-    check_setup(s)
-    a = load_arch(s.model)
-    found = []
-    accum = 1
-    while accum <= s.batch_size and len(found) < limit:
-        for ckpt, stage, offload, live in _LADDER:
-            if s.world_size == 1 and stage == 3 and offload == "none":
-                continue  # one rank: ZeRO-3 without offload saves nothing over stage 0
-            knobs = {"grad_checkpointing": ckpt, "zero_stage": stage, "offload_param": offload,
-                     "gradient_accumulation": accum}
-            if live is not None:
-                knobs.update(max_live_parameters=live, prefetch_bucket_size=live // 2,
-                             max_reuse_distance=live // 2)
-            p = plan(replace(s, **knobs), a)
-            if p["gpu_total"] <= gpu_bytes:
-                found.append(p)
-                if len(found) == limit:
-                    break
-        accum *= 2
-    return found
+_UNITS = {"B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 def parse_bytes(text: str) -> float:
-    """'8GB', '16 GiB', '500MB', '1.5e10' -> bytes (GB and GiB both mean 2**30 here, as GPUs are sold)."""
-    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMGT]?I?B?)\s*", str(text).upper())
+    """'8GB', '16 GiB', '500MB', '1.5e10B' -> bytes. A unit is required (a bare '8' would be 8
+    bytes, never what is meant); GB and GiB both mean 2**30 here, as GPUs are sold."""
+    m = re.fullmatch(r"\s*((?:\d+\.?\d*|\.\d+)(?:E[+-]?\d+)?)\s*(B|[KMGT]I?B?)\s*", str(text).upper())
     if not m:
-        raise ValueError(f"--gpu-memory: expected a size like '8GB' or '16GiB', got {text!r}")
-    scale = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[m.group(2)[:1] or ""]
-    return float(m.group(1)) * scale
+        raise ValueError(f"--gpu-memory: expected a size with a unit (B, KB, MB, GB, TB; KiB ... TiB), "
+                         f"like '80GB', got {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)[0]]
 
 
-def _fmt(n: float) -> str:
-    return f"{n / GIB:8.2f} GiB"
+def _size(n: float) -> str:
+    """Bytes in the largest binary unit that keeps the number >= 1 (a tiny model's terms are
+    KiB, not "0.00 GiB")."""
+    for unit, scale in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:8.2f} {unit}"
+    return f"{n:8.0f} B  "
+
+
+def format_count(n: int) -> str:
+    """An exact count with its size in words: '8,030,261,248 (8.03 billion)'."""
+    for unit, scale in (("billion", 1e9), ("million", 1e6), ("thousand", 1e3)):
+        if n >= scale:
+            return f"{n:,} ({n / scale:.3g} {unit})"
+    return f"{n:,}"
 
 
 # What each term of a plan is, in the words the printed plan uses.
@@ -425,63 +323,19 @@ def format_plan(p: dict) -> str:
     micro = math.ceil(s["batch_size"] / s["gradient_accumulation"])
     offload = {"none": "on the GPU", "cpu": "offloaded to CPU memory", "nvme": "offloaded to NVMe"}
     lines = [
-        f"{s['model']}: {p['backbone_params'] / 1e9:.3f} B frozen backbone parameters, "
-        f"{p['trainable_params'] / 1e6:.2f} M trainable",
+        f"{s['model']}: {format_count(p['backbone_params'])} frozen backbone parameters, "
+        f"{format_count(p['trainable_params'])} trainable",
         f"  per GPU: batch {s['batch_size']} ({micro} at a time), input {s['source_length']} + "
         f"{s['num_tokens']} prompt tokens, target {s['target_length']}, {'bf16' if s['bf16'] else 'fp32'}, "
         f"ZeRO stage {s['zero_stage']}, backbone {offload[s['offload_param']] if s['zero_stage'] == 3 else 'on the GPU'}, "
         f"gradient checkpointing {'on' if s['grad_checkpointing'] else 'off'}, {s['world_size']} GPU(s)",
         "  GPU memory per GPU:",
     ]
-    lines += [f"    {TERM_NAMES.get(k, k):<52s}{_fmt(v)}" for k, v in p["gpu_terms"].items()]
-    lines.append(f"    {'sum of the above (tensors at the peak)':<52s}{_fmt(p['gpu_allocated_peak'])}")
+    lines += [f"    {TERM_NAMES.get(k, k):<52s}{_size(v)}" for k, v in p["gpu_terms"].items()]
+    lines.append(f"    {'sum of the above (tensors at the peak)':<52s}{_size(p['gpu_allocated_peak'])}")
     context = f"+ {CUDA_CONTEXT_BYTES / GIB:.1f} GiB CUDA context, + {FRAGMENTATION:.0%} fragmentation"
-    lines.append(f"    {'predicted total':<52s}{_fmt(p['gpu_total'])}   ({context})")
+    lines.append(f"    {'predicted total':<52s}{_size(p['gpu_total'])}   ({context})")
     lines.append("  host memory per GPU process:")
-    lines += [f"    {TERM_NAMES.get(k, k):<52s}{_fmt(v)}" for k, v in p["host_terms"].items()]
-    lines.append(f"    {'predicted total':<52s}{_fmt(p['host_total'])}")
+    lines += [f"    {TERM_NAMES.get(k, k):<52s}{_size(v)}" for k, v in p["host_terms"].items()]
+    lines.append(f"    {'predicted total':<52s}{_size(p['host_total'])}")
     return "\n".join(lines)
-
-
-def train_flags(p: dict) -> str:
-    """The memory settings of plan ``p`` as ``rpt-train`` flags (appended to a command, they
-    override its own: argparse keeps a flag's last value)."""
-    s = p["setup"]
-    flags = [f"--zero-stage {s['zero_stage']}"]
-    if s["zero_stage"] == 3:
-        flags.append(f"--offload-param {s['offload_param']}")
-        flags.append(f"--max-live-parameters {s['max_live_parameters']}")
-    if s["grad_checkpointing"]:
-        flags.append("--gradient-checkpointing")
-    if s["gradient_accumulation"] > 1:
-        flags.append(f"--gradient-accumulation-steps {s['gradient_accumulation']}")
-    return " ".join(flags)
-
-
-def format_verdict(p: dict, gpu_bytes: float, suggestions: list[dict]) -> str:
-    """Whether plan ``p`` fits a GPU of ``gpu_bytes``, in plain words, and the settings that
-    would (fastest first) as flags to paste."""
-    need, have = p["gpu_total"] / GIB, gpu_bytes / GIB
-    if p["gpu_total"] <= gpu_bytes:
-        lines = [f"fits: about {need:.2f} GiB per GPU predicted, {have:.2f} GiB available."]
-    else:
-        lines = [f"does not fit: about {need:.2f} GiB per GPU predicted, only {have:.2f} GiB available."]
-    if suggestions:
-        lines.append("settings predicted to fit, fastest first (append to the rpt-train command):")
-        lines += [f"  {train_flags(q)}    # about {q['gpu_total'] / GIB:.2f} GiB per GPU" for q in suggestions]
-    else:
-        lines.append("no setting tried fits; lower --batch-size, --max-input-length or --num-tokens.")
-    return "\n".join(lines)
-
-
-def goals(base: Setup) -> list[dict]:
-    """The design goals: T5-XL in 8 GB, T5-XXL in 16 GB (with offload), bf16, batch 8 per GPU,
-    input 512, target 128, 100 prompt tokens, T5's dropout 0.1; the other settings from ``base``."""
-    out = []
-    for model, size in (("t5-xl", 8 * GIB), ("t5-xxl", 16 * GIB)):
-        s = replace(base, model=model, batch_size=8, source_length=512, target_length=128, num_tokens=100,
-                    bf16=True, dropout=0.1)
-        fits = suggest(s, size, limit=1)
-        out.append({"model": model, "gpu_memory": size, "fits": bool(fits),
-                    "settings": fits[0] if fits else None})
-    return out

@@ -1,6 +1,7 @@
 """The memory planner: exact parameter terms vs real models, activation and ZeRO-3 estimates vs
 measurements on CPU (error bounds), monotonicity, suggestions within budget, errors, CLI."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -18,22 +19,26 @@ from rpt_fast.memory import (
     Setup,
     activation_terms,
     backbone_params,
+    format_plan,
     load_arch,
+    format_count,
     parse_bytes,
     plan,
-    suggest,
     trainable_params,
 )
 from rpt_fast.presets import t5_config
+from rpt_fast.train.cli import config_from_args
 from rpt_fast.train.memory_cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "benchmarks" / "check_memory.py"
 
 
+@functools.lru_cache(maxsize=None)
 def _check_memory_module():
     spec = importlib.util.spec_from_file_location("check_memory", CHECK)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -68,16 +73,17 @@ def test_trainable_params_exact(separate):
     assert trainable_params(64, s) == sum(p.numel() for p in encoder.parameters())
 
 
-@pytest.mark.parametrize("case", [0, 3])
-def test_activation_estimate_within_10_percent(case):
-    check = _check_memory_module()
-    name, dtype, attention, dropout, b, s, t, n = check.ACTIVATION_CASES[case]
-    model = check._model(name, getattr(torch, dtype), attention, dropout)
-    measured = check.measure_saved_bytes(model, b, s, t, n)
-    setup = Setup(model=name, batch_size=b, source_length=s, target_length=t, num_tokens=n,
-                  bf16=dtype == "bfloat16", dropout=dropout, attention=attention)
-    predicted = activation_terms(load_arch(name), setup)["activations"]
-    assert abs(predicted / measured - 1) < 0.10, (predicted, measured)
+def _activation_cases():
+    # t5-small's two cases (15-30 s each on two cores) are left to the script
+    return [c for c in _check_memory_module().ACTIVATION_CASES if c.model != "t5-small"]
+
+
+@pytest.mark.parametrize("case", _activation_cases(), ids=lambda c: c.label)
+def test_activation_estimate_within_15_percent(case):
+    # every family and attention, and cases where each term of the planner dominates (eager
+    # attention scores, log-probs, MLP, norms, sdpa's tensors): a slip in one term fails here
+    row = _check_memory_module().activation_row(case)
+    assert abs(row["rel_error"]) < 0.15, row
 
 
 @pytest.mark.timeout(120)
@@ -90,9 +96,11 @@ def test_zero3_gathered_estimate_vs_deepspeed(tmp_path):
         [sys.executable, str(CHECK), "--zero3", "--no-activations", "--json"],
         env=env, capture_output=True, text=True, timeout=600, check=True,
     )
-    (row,) = json.loads(out.stdout)
-    assert row["persistent_numel_measured"] == row["persistent_numel_predicted"]
-    assert abs(row["rel_error"]) < 0.10, row
+    rows = json.loads(out.stdout)
+    assert [row["case"].split()[0] for row in rows] == ["t5-tiny", "tiny-llama"]
+    for row in rows:
+        assert row["persistent_numel_measured"] == row["persistent_numel_predicted"]
+        assert abs(row["rel_error"]) < 0.10, row
 
 
 def _xl(**kw):
@@ -125,20 +133,6 @@ def test_fewer_live_parameters_less_gathered():
     assert lo["backbone gathered (live)"] < hi
 
 
-@pytest.mark.parametrize("model,gb", [("t5-xl", 8), ("t5-xxl", 16), ("t5-base", 2)])
-def test_suggestions_fit_the_budget(model, gb):
-    s = Setup(model=model, batch_size=8, source_length=512, num_tokens=100)
-    found = suggest(s, gb * GIB)
-    assert found, f"{model} should fit in {gb} GB with some setting"
-    for p in found:
-        assert p["gpu_total"] <= gb * GIB
-        assert plan(Setup(**p["setup"]))["gpu_total"] == p["gpu_total"]
-
-
-def test_nothing_fits_a_tiny_gpu():
-    assert suggest(Setup(model="t5-xxl"), 0.5 * GIB) == []
-
-
 @pytest.mark.parametrize(
     "kwargs,match",
     [
@@ -161,12 +155,23 @@ def test_config_dir_without_config_json(tmp_path):
         load_arch(str(tmp_path))
 
 
-def test_parse_bytes():
-    assert parse_bytes("8GB") == 8 * GIB
+def test_parse_bytes_requires_a_unit():
+    assert parse_bytes("8GB") == parse_bytes("8g") == 8 * GIB
     assert parse_bytes("16 GiB") == 16 * GIB
     assert parse_bytes("512MB") == 512 * 2**20
-    with pytest.raises(ValueError, match="--gpu-memory: expected a size"):
-        parse_bytes("eight")
+    assert parse_bytes("1.5e3B") == 1500
+    for bad in ("eight", "8", "1..2GB", "8 PB"):  # a bare number would be bytes, never what is meant
+        with pytest.raises(ValueError, match=r"--gpu-memory: expected a size with a unit \(B, KB, MB, GB, TB"):
+            parse_bytes(bad)
+
+
+def test_counts_and_sizes_readable_at_every_scale():
+    assert format_count(8_030_261_248) == "8,030,261,248 (8.03 billion)"
+    assert format_count(222_208) == "222,208 (222 thousand)"
+    assert format_count(64) == "64"
+    text = format_plan(plan(Setup(model="t5-tiny", bf16=False)))
+    assert "222,208 (222 thousand) frozen backbone parameters" in text and "0.000" not in text
+    assert " KiB" in text and " MiB" in text
 
 
 def test_cli_json_and_goals(capsys):
@@ -190,22 +195,62 @@ def test_cli_speaks_rpt_trains_flags_with_the_same_meaning(capsys):
     assert setup["max_live_parameters"] == 20_000_000 and setup["max_reuse_distance"] == 10_000_000
 
 
-def test_cli_verdict_in_plain_words_and_pasteable_suggestions(capsys):
-    from rpt_fast.train.cli import config_from_args
-
-    # Settings given explicitly (the default "auto" would pick one that fits).
-    assert main(["--model", "t5-xl", "--bf16", "--max-input-length", "512", "--zero-stage", "0",
-                 "--gpu-memory", "8GB"]) == 0
+def test_cli_verdict_in_plain_words_pasteable_suggestions_and_exit_codes(capsys):
+    base = ["--model", "t5-xl", "--bf16", "--max-input-length", "512", "--gpu-memory", "8GB"]
+    # Settings given explicitly (the default "auto" would pick one that fits): does not fit, exit 1
+    assert main([*base, "--zero-stage", "0", "--offload-param", "none"]) == 1
     text = capsys.readouterr().out
     assert "does not fit: about" in text and "8.00 GiB available" in text
     assert "backbone persistent" not in text and "allocator peak" not in text
-    suggestions = [line.split("#")[0].split() for line in text.splitlines() if line.startswith("  --")]
-    assert suggestions
-    for flags in suggestions:  # each line pasted after the same command gives the suggested run
-        cfg = config_from_args(["--model", "t5-xl", "--bf16", "--max-input-length", "512", *flags])
-        assert cfg.zero_stage == 3 and cfg.offload_param in ("cpu", "nvme") and cfg.gradient_checkpointing
+    assert "estimated step time on NVIDIA H100 SXM5 80GB" in text  # --gpu-memory alone: an H100's rates
+    lines = [line for line in text.splitlines() if line.startswith("  --")]
+    assert lines and all(" per step" in line for line in lines)  # each with its estimated step time
+    for line in lines:  # each line pasted after the same command gives a run predicted to fit
+        assert main([*base, *line.split("#")[0].split()]) == 0
+        assert "\nfits: about" in capsys.readouterr().out
     assert main(["--model", "t5-tiny", "--gpu-memory", "1GB"]) == 0
     assert "fits: about" in capsys.readouterr().out
+
+
+def test_cli_lists_settings_fastest_first_and_falls_back_to_accumulation(capsys):
+    assert main(["--model", "t5-xxl", "--bf16", "--gpu-memory", "40GB", "--gpu", "a100-40gb", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["suggestions"]
+    assert [q["step_time"] for q in listed] == sorted(q["step_time"] for q in listed) and len(listed) == 3
+    # T5-XXL, batch 8 of input 1024, bf16, 8 GB: nothing fits whole; micro-batches of 4 do
+    assert main(["--model", "t5-xxl", "--bf16", "--max-input-length", "1024", "--gpu-memory", "8GB", "--json"]) == 1
+    listed = json.loads(capsys.readouterr().out)["suggestions"]
+    assert listed and all("--gradient-accumulation-steps" in q["flags"] for q in listed)
+    assert main(["--model", "t5-xxl", "--gpu-memory", "1GB"]) == 1
+    assert "no setting tried fits (NVMe offload is tried only with --nvme-path); lower --batch-size" in capsys.readouterr().out
+
+
+def test_cli_refuses_what_rpt_train_refuses(capsys):
+    from rpt_fast.train.preflight import check_scale
+
+    with pytest.raises(SystemExit) as info:
+        main(["--world-size", "0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == "rpt-memory: error: --world-size: expected an int >= 1, got 0\n"
+    # the batch split over ranks: rpt-train's own check, the same words
+    with pytest.raises(ValueError) as refused:
+        check_scale(config_from_args(["--batch-size", "7"]), 2)
+    with pytest.raises(SystemExit) as info:
+        main(["--world-size", "2", "--batch-size", "7"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == f"rpt-memory: error: --{str(refused.value).replace('_', '-', 1)}\n"
+    with pytest.raises(SystemExit):
+        main(["--world-size", "2", "--no-deepspeed"])
+    assert "--no-deepspeed: plain PyTorch trains in one process" in capsys.readouterr().err
+
+
+def test_cli_output_into_a_closed_pipe_is_no_error(monkeypatch):
+    # `rpt-memory ... | head -1`: the reader is gone before the output is written
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as closed:
+        monkeypatch.setattr(sys, "stdout", closed)
+        assert main(["--model", "t5-tiny", "--gpu-memory", "1GB"]) == 0
+        closed.flush()  # as the interpreter does at exit: nothing left that fails
 
 
 def test_cli_errors_are_one_line_naming_the_flag(capsys):
@@ -218,8 +263,9 @@ def test_cli_errors_are_one_line_naming_the_flag(capsys):
     assert info.value.code == 2
     assert "--source-length: use --max-input-length" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["--gpu-memory", "eight"])
-    assert capsys.readouterr().err.startswith("rpt-memory: error: --gpu-memory: expected a size like '8GB'")
+        main(["--gpu-memory", "8"])
+    assert capsys.readouterr().err == ("rpt-memory: error: --gpu-memory: expected a size with a unit "
+                                       "(B, KB, MB, GB, TB; KiB ... TiB), like '80GB', got '8'\n")
 
 
 def _imports(path):

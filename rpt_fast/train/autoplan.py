@@ -1,16 +1,23 @@
 """The run's ZeRO configuration and DeepSpeed buffer sizes, chosen from the memory planner
-(:mod:`rpt_fast.memory`) and the memory of the device the run is on.
+(:mod:`rpt_fast.memory`), the step-time model (:mod:`rpt_fast.step_time`) and the memory of the
+device the run is on.
 
-``--zero-stage auto`` / ``--offload-param auto`` (the defaults) take the first setting
-predicted to fit, fastest first: no partitioning (ZeRO stage 0: plain data parallel, the frozen
-backbone replicated), ZeRO-3 partitioning (several ranks only: on one rank it stores the same
-bytes), ZeRO-3 with parameter offload to CPU memory, then offload plus gradient checkpointing.
-Flags given explicitly are kept and only the rest is chosen. The choice and its reason are
-printed in one line.
+``--zero-stage auto`` / ``--offload-param auto`` (the defaults) take, of the settings predicted
+to fit, the one the step-time model predicts fastest: the frozen backbone replicated (ZeRO stage
+0: plain data parallel), partitioned (ZeRO-3; several ranks only: on one rank it stores the same
+bytes), offloaded to CPU memory (or NVMe, when ``--nvme-path`` is given), each with and without
+gradient checkpointing. Recomputing a forward usually costs less than streaming the backbone
+over PCIe twice a step, so checkpointing comes before offload where both fit. Flags given
+explicitly are kept and only the rest is chosen (``--gradient-checkpointing`` keeps it on; give
+both ``--zero-stage`` and ``--offload-param`` to keep it off). The choice, its predicted step
+time and the faster settings that did not fit are printed in one line.
 
 Device memory: ``--gpu-memory`` if given, else the CUDA device's total memory, else (CPU ranks)
-the machine's RAM shared by the ranks on this node. The planner models T5 exactly; for other
-backbones the choice falls back to ZeRO-3 (the setting that fits most), and says so.
+the machine's RAM shared by the ranks on this node. Step times: the CUDA device's rates (a
+preset of :data:`rpt_fast.step_time.DEVICES` by name), an H100's when only ``--gpu-memory``
+names a GPU, rough CPU rates on CPU ranks. The planner models T5 and the decoder-only families
+of :mod:`rpt_fast.arch_decoder`; for any other family the choice falls back to ZeRO-3 (the
+setting that fits most), and says so.
 
 Under ZeRO-3 the same budget sets how many gathered parameters may be live (prefetched or kept
 for reuse): :func:`planned_live_parameters`, for the run's world size.
@@ -48,23 +55,24 @@ class ModelSizes:
     largest_tensor: int  # numel of the largest backbone parameter (the embedding, usually)
     layer_params: int  # numel of the largest transformer block
     trainable: int  # P and the residual MLP(s)
-    t5: bool  # the planner models this backbone exactly
+    modelled: bool  # the planner models this backbone exactly (T5, rpt_fast.arch_decoder.FAMILIES)
+    dropout: float = 0.0  # the backbone config's own dropout rate
 
 
 def model_sizes(cfg: TrainConfig) -> ModelSizes:
+    """The backbone's sizes, exact for the families the planner models; for any other family a
+    rough guess from its config (embedding, one block of 4 d^2 + 3 d I)."""
     from ..memory import Setup, backbone_tensors, load_arch, trainable_params
-    from ..presets import T5_PRESETS
 
     setup = Setup(num_tokens=cfg.num_tokens, bottleneck=cfg.bottleneck, separate=cfg.separate)
     try:
         arch = load_arch(cfg.model)
     except (ValueError, FileNotFoundError):
         arch = None
-    if arch is not None and (cfg.model in T5_PRESETS or _model_type(cfg.model) in ("t5", "mt5", "umt5")):
-        tensors = backbone_tensors(arch)
-        d, i, f = arch.d_model, arch.inner, arch.d_ff
-        layer = 8 * d * i + (3 if arch.gated else 2) * d * f + 3 * d  # a decoder block
-        return ModelSizes(d, max(n for _, n, _ in tensors), layer, trainable_params(d, setup), True)
+    if arch is not None:
+        largest = max(n for _, n, _ in backbone_tensors(arch))
+        return ModelSizes(arch.hidden, largest, arch.layer_params(), trainable_params(arch.hidden, setup), True,
+                          arch.dropout)
     from .backbone import model_config
 
     config = model_config(cfg)
@@ -72,16 +80,6 @@ def model_sizes(cfg: TrainConfig) -> ModelSizes:
     inner = int(getattr(config, "intermediate_size", None) or 4 * d)
     layer = 4 * d * d + 3 * d * inner
     return ModelSizes(d, max(config.vocab_size * d, layer), layer, trainable_params(d, setup), False)
-
-
-def _model_type(model: str) -> str | None:
-    import json
-
-    path = os.path.join(model, "config.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle).get("model_type")
 
 
 def zero3_limits(sizes: ModelSizes, cfg: TrainConfig) -> dict[str, int]:
@@ -143,13 +141,10 @@ def nvme_buffer_size(sizes: ModelSizes, world_size: int) -> int:
 def planner_setup(cfg: TrainConfig, world_size: int, sizes: ModelSizes | None = None):
     """The memory planner's description of this (resolved) run, per rank."""
     from ..memory import Setup
-    from ..presets import T5_PRESETS
 
     sizes = sizes or model_sizes(cfg)
     limits = zero3_limits(sizes, cfg)
-    dropout = cfg.backbone_dropout
-    if dropout is None:
-        dropout = T5_PRESETS.get(cfg.model, {}).get("dropout_rate", Setup.dropout)
+    dropout = sizes.dropout if cfg.backbone_dropout is None else cfg.backbone_dropout
     accumulation = getattr(cfg, "gradient_accumulation_steps", 1)
     return Setup(
         model=cfg.model,
@@ -173,12 +168,17 @@ def planner_setup(cfg: TrainConfig, world_size: int, sizes: ModelSizes | None = 
     )
 
 
-def device_memory(cfg: TrainConfig, device, local_world_size: int) -> tuple[float, str]:
-    """(bytes one rank may use, where the number came from)."""
-    from ..memory import parse_bytes
+def device_memory(cfg: TrainConfig, device, local_world_size: int, gpu: str | None = None) -> tuple[float, str]:
+    """(bytes one rank may use, where the number came from): ``--gpu-memory``, else the memory
+    of the ``gpu`` preset (rpt-memory's ``--gpu``), else the CUDA device's, else (CPU ranks)
+    the host's RAM shared by the ranks on this node."""
+    from ..memory import GIB, parse_bytes
+    from ..step_time import get_device
 
     if cfg.gpu_memory:
         return parse_bytes(cfg.gpu_memory), f"--gpu-memory {cfg.gpu_memory}"
+    if gpu:
+        return get_device(gpu).memory_gb * GIB, f"--gpu {gpu}"
     if device is not None and device.type == "cuda":
         import torch
 
@@ -186,6 +186,22 @@ def device_memory(cfg: TrainConfig, device, local_world_size: int) -> tuple[floa
         return float(total), f"{torch.cuda.get_device_name(device)} total"
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return total / local_world_size, f"host RAM / {local_world_size} rank(s) on this node"
+
+
+def step_device(gpu: str | None, device, on_cuda: bool):
+    """The :class:`~rpt_fast.step_time.Device` whose rates time the candidates: the ``gpu``
+    preset, else the CUDA device's own (by name; an unknown GPU is timed as the default
+    preset, an H100), else the default preset when only ``--gpu-memory`` names a GPU, else
+    the CPU ranks' rough rates."""
+    from ..step_time import CPU, DEFAULT_DEVICE, DEVICES, device_for_name, get_device
+
+    if gpu:
+        return get_device(gpu)
+    if device is not None and device.type == "cuda":
+        import torch
+
+        return DEVICES[device_for_name(torch.cuda.get_device_name(device)) or DEFAULT_DEVICE]
+    return DEVICES[DEFAULT_DEVICE] if on_cuda else CPU
 
 
 def _predicted(cfg: TrainConfig, world_size: int, sizes: ModelSizes, on_cuda: bool) -> float:
@@ -196,25 +212,31 @@ def _predicted(cfg: TrainConfig, world_size: int, sizes: ModelSizes, on_cuda: bo
     return p["gpu_total"] if on_cuda else p["gpu_allocated_peak"] + p["host_total"]
 
 
+# The settings "auto" chooses from, in the order that breaks ties of the step-time model: where
+# the frozen backbone lives (replicated, partitioned over the ranks, offloaded to CPU memory or
+# NVMe) and whether activations are recomputed. NVMe only when --nvme-path names a folder.
+SETTINGS = tuple(
+    {"zero_stage": stage, "offload_param": offload, "gradient_checkpointing": ckpt}
+    for stage, offload in ((0, "none"), (3, "none"), (3, "cpu"), (3, "nvme"))
+    for ckpt in (False, True)
+)
+
+
 def _candidates(cfg: TrainConfig, world_size: int) -> list[dict]:
-    ladder = [
-        {"zero_stage": 0, "offload_param": "none", "gradient_checkpointing": False},
-        {"zero_stage": 3, "offload_param": "none", "gradient_checkpointing": False},
-        {"zero_stage": 3, "offload_param": "cpu", "gradient_checkpointing": False},
-        {"zero_stage": 3, "offload_param": "cpu", "gradient_checkpointing": True},
-    ]
-    if world_size == 1 and cfg.zero_stage == "auto":  # one rank: ZeRO-3 alone stores what stage 0 does
-        ladder.pop(1)
+    """The SETTINGS that agree with the flags given explicitly (``--gradient-checkpointing``
+    given keeps it on)."""
     out = []
-    for knobs in ladder:
-        if cfg.zero_stage != "auto" and knobs["zero_stage"] != cfg.zero_stage:
+    for knobs in SETTINGS:
+        stage, offload = knobs["zero_stage"], knobs["offload_param"]
+        if offload == "nvme" and not cfg.nvme_path:
             continue
-        if cfg.offload_param != "auto" and knobs["offload_param"] != cfg.offload_param:
+        if world_size == 1 and cfg.zero_stage == "auto" and (stage, offload) == (3, "none"):
+            continue  # one rank: ZeRO-3 alone stores what stage 0 does
+        if (cfg.zero_stage not in ("auto", stage) or cfg.offload_param not in ("auto", offload)
+                or (cfg.gradient_checkpointing and not knobs["gradient_checkpointing"])):
             continue
-        knobs = dict(knobs, gradient_checkpointing=knobs["gradient_checkpointing"] or cfg.gradient_checkpointing)
-        if knobs not in out:
-            out.append(knobs)
-    if not out:  # explicit flags outside the ladder (stage 1/2, offload nvme): only fill the rest
+        out.append(dict(knobs))
+    if not out:  # explicit flags outside SETTINGS (stage 1/2): only fill the rest
         stage = cfg.zero_stage if cfg.zero_stage != "auto" else 3
         offload = cfg.offload_param if cfg.offload_param != "auto" else "none"
         out.append({"zero_stage": stage, "offload_param": offload if stage == 3 else "none",
@@ -250,42 +272,79 @@ def _describe_limits(before: TrainConfig, after: TrainConfig) -> str:
             f"{live // 2 / 1e6:.1f}M, planned from the memory left (--max-live-parameters overrides)")
 
 
-def resolve(cfg: TrainConfig, world_size: int, device=None, local_world_size: int = 1) -> tuple[TrainConfig, str]:
-    """``cfg`` with ``zero_stage``/``offload_param`` concrete and, under ZeRO-3, the
-    live-parameter limit planned for ``world_size`` ranks (the run's actual world size), and
-    the one-line reason ("" when nothing was chosen)."""
+@dataclass(frozen=True)
+class Candidate:
+    """One setting "auto" may choose: the run with it (live limit planned), the memory it is
+    predicted to need per rank and its predicted step time (:func:`rpt_fast.step_time.step_time`)."""
+
+    knobs: dict
+    cfg: TrainConfig
+    need: float
+    step: dict
+
+    @property
+    def seconds(self) -> float:
+        return self.step["total"]
+
+
+def rank(cfg: TrainConfig, world_size: int, sizes: ModelSizes, budget: float, on_cuda: bool,
+         device_model) -> list[Candidate]:
+    """Every candidate setting of ``cfg`` (:func:`_candidates`), fastest first by the
+    step-time model on ``device_model`` (ties in SETTINGS order), whether it fits or not."""
+    from ..memory import load_arch
+    from ..step_time import step_time
+
+    arch = load_arch(cfg.model)
+    out = []
+    for knobs in _candidates(cfg, world_size):
+        candidate = _with_planned_limits(dataclasses.replace(cfg, **knobs), world_size, sizes, budget, on_cuda)
+        need = _predicted(candidate, world_size, sizes, on_cuda)
+        step = step_time(planner_setup(candidate, world_size, sizes), arch, device_model)
+        out.append(Candidate(knobs, candidate, need, step))
+    return sorted(out, key=lambda c: c.seconds)
+
+
+def resolve(cfg: TrainConfig, world_size: int, device=None, local_world_size: int = 1,
+            gpu: str | None = None) -> tuple[TrainConfig, str]:
+    """``cfg`` with ``zero_stage``/``offload_param`` (and, when not given, gradient
+    checkpointing) chosen: the fastest candidate by the step-time model that is predicted to
+    fit the device memory (else the one needing the least), under ZeRO-3 with the
+    live-parameter limit planned for ``world_size`` ranks (the run's actual world size); and
+    the one-line reason ("" when nothing was chosen). ``gpu``: a :data:`rpt_fast.step_time.DEVICES`
+    preset for the memory and rates (rpt-memory's ``--gpu``)."""
     if not cfg.deepspeed:
         return dataclasses.replace(cfg, zero_stage=0, offload_param="none"), ""
     choose = cfg.zero_stage == "auto" or cfg.offload_param == "auto"
     if not choose and (cfg.zero_stage != 3 or cfg.max_live_parameters is not None):
         return cfg, ""
     sizes = model_sizes(cfg)
-    if not sizes.t5:
+    if not sizes.modelled:
         if not choose:
             return cfg, ""
         candidates = _candidates(cfg, world_size)
         knobs = next((k for k in candidates if k["zero_stage"] == 3), candidates[-1])
         return dataclasses.replace(cfg, **knobs), (
-            f"{_describe(knobs)}: the memory planner models T5 only, so the setting that fits most "
-            "was taken (set --zero-stage / --offload-param to choose)")
-    budget, source = device_memory(cfg, device, local_world_size)
-    # --gpu-memory names a GPU's memory (e.g. planning on a login node): the GPU side counts
-    on_cuda = bool(cfg.gpu_memory) or (device is not None and device.type == "cuda")
+            f"{_describe(knobs)}: the memory planner does not model this backbone's family, so the "
+            "setting that fits most was taken (set --zero-stage / --offload-param to choose)")
+    budget, source = device_memory(cfg, device, local_world_size, gpu)
+    # --gpu-memory (or --gpu) names a GPU's memory (e.g. planning on a login node): the GPU side counts
+    on_cuda = bool(cfg.gpu_memory or gpu) or (device is not None and device.type == "cuda")
     if not choose:
         planned = _with_planned_limits(cfg, world_size, sizes, budget, on_cuda)
         return planned, f"{_describe_limits(cfg, planned)} ({budget / 2**30:.1f} GiB, {source})"
-    tried = []
-    for knobs in _candidates(cfg, world_size):
-        candidate = _with_planned_limits(dataclasses.replace(cfg, **knobs), world_size, sizes, budget, on_cuda)
-        need = _predicted(candidate, world_size, sizes, on_cuda)
-        tried.append((knobs, candidate, need))
-        if need <= budget:
-            break
-    knobs, chosen, need = tried[-1]
-    verdict = "fits" if need <= budget else "does NOT fit (nothing predicted to fit: the last resort was taken)"
-    skipped = "; ".join(f"{_describe(k)} needs {n / 2**30:.1f} GiB" for k, _, n in tried[:-1])
-    limits = _describe_limits(cfg, chosen)
-    reason = (f"{_describe(knobs)}: predicted {need / 2**30:.1f} GiB per rank {verdict} in "
-              f"{budget / 2**30:.1f} GiB ({source}){'; ' + skipped if skipped else ''}; "
+    from ..step_time import format_seconds
+
+    device_model = step_device(gpu, device, on_cuda)
+    ranked = rank(cfg, world_size, sizes, budget, on_cuda, device_model)
+    fitting = [c for c in ranked if c.need <= budget]
+    chosen = fitting[0] if fitting else min(ranked, key=lambda c: c.need)
+    verdict = "fits" if fitting else "does NOT fit (nothing predicted to fit: the one needing least memory was taken)"
+    faster = "; ".join(f"{_describe(c.knobs)} needs {c.need / 2**30:.1f} GiB ({format_seconds(c.seconds)})"
+                       for c in ranked if c.seconds < chosen.seconds and c.need > budget)
+    limits = _describe_limits(cfg, chosen.cfg)
+    reason = (f"{_describe(chosen.knobs)}: predicted {chosen.need / 2**30:.1f} GiB per rank {verdict} in "
+              f"{budget / 2**30:.1f} GiB ({source}), about {format_seconds(chosen.seconds)} per step on "
+              f"{device_model.name} (step-time model)"
+              f"{'; faster but too large: ' + faster if faster else ''}; "
               f"{limits + '; ' if limits else ''}--zero-stage / --offload-param override")
-    return chosen, reason
+    return chosen.cfg, reason

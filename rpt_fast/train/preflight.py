@@ -96,7 +96,9 @@ def _earlier_run(out: str) -> str | None:
     return SUMMARY_FILE if os.path.isfile(os.path.join(out, SUMMARY_FILE)) else None
 
 
-def _check_scale(cfg: TrainConfig, world_size: int) -> None:
+def check_scale(cfg: TrainConfig, world_size: int) -> None:
+    """The run's ranks against its settings: the batch split, the user JSON, --no-deepspeed on
+    one process (also what rpt-memory checks before planning a run)."""
     if not cfg.deepspeed:
         if world_size != 1:
             raise UsageError(
@@ -134,7 +136,7 @@ def preflight(cfg: TrainConfig, world_size: int | None = None):
         from .tensorboard import check_available
 
         check_available()
-    _check_scale(cfg, world_size)
+    check_scale(cfg, world_size)
     task = load_task(cfg)
     if len(task.train) < cfg.batch_size:
         raise UsageError(
