@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .memory import Setup
+    from .plan_setup import Setup
 
 FAMILIES = ("llama", "mistral", "qwen2", "gemma", "gemma2", "gpt_neox", "gpt2")
 # Elements an activation saves per input element: torch's fused kernels keep the input only,

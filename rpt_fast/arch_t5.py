@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .memory import Setup
+    from .plan_setup import Setup
 
 
 def _tied(raw: dict) -> bool:

@@ -58,90 +58,22 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Union
 
 from .arch_decoder import FAMILIES, DecoderArch
 from .arch_t5 import T5Arch
+from .plan_setup import Setup, check_setup
 
 GIB = 1024**3
 CUDA_CONTEXT_BYTES = GIB // 2
 FRAGMENTATION = 0.10
 HOST_BASELINE_BYTES = 3 * GIB
 NVME_BUFFER_COUNT = 5
-NVME_BUFFER_SIZE = 100_000_000
 
 
 # A backbone as the planner sees it: T5Arch or DecoderArch (parameter tensors, activations, FLOPs).
 Arch = Union[T5Arch, DecoderArch]
-
-
-@dataclass(frozen=True)
-class Setup:
-    """One training configuration (per-GPU batch)."""
-
-    model: str = "t5-xl"
-    batch_size: int = 8
-    source_length: int = 512
-    target_length: int = 128
-    num_tokens: int = 100
-    bottleneck: int = 800
-    separate: bool = False
-    bf16: bool = True
-    zero_stage: int = 3
-    offload_param: str = "none"
-    offload_optimizer: str = "none"
-    grad_checkpointing: bool = False
-    world_size: int = 1
-    dropout: float | None = None  # None: the backbone config's own rate
-    attention: str = "sdpa"
-    max_live_parameters: int = 1_000_000_000
-    prefetch_bucket_size: int = 50_000_000
-    param_persistence_threshold: int = 100_000
-    max_reuse_distance: int = 1_000_000_000
-    gradient_accumulation: int = 1
-    # Elements of the trainable gradients' reduce bucket (None: the trainable count, as
-    # rpt-train sets it; DeepSpeed's own default is 5e8) and of each NVMe swap buffer.
-    reduce_bucket_size: int | None = None
-    nvme_buffer_size: int = NVME_BUFFER_SIZE
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
-
-
-def check_setup(s: Setup) -> None:
-    """Clear errors for bad input, naming the argument, the expected and the actual value."""
-    for name in ("batch_size", "source_length", "target_length", "num_tokens", "bottleneck",
-                 "world_size", "gradient_accumulation"):
-        _positive_int(name, getattr(s, name))
-    for name in ("max_live_parameters", "prefetch_bucket_size", "param_persistence_threshold",
-                 "max_reuse_distance", "reduce_bucket_size", "nvme_buffer_size"):
-        value = getattr(s, name)
-        if value is None and name == "reduce_bucket_size":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
-    if s.zero_stage not in (0, 1, 2, 3):
-        raise ValueError(f"zero_stage: expected 0, 1, 2 or 3, got {s.zero_stage!r}")
-    if s.offload_param not in ("none", "cpu", "nvme"):
-        raise ValueError(f"offload_param: expected 'none', 'cpu' or 'nvme', got {s.offload_param!r}")
-    if s.offload_param != "none" and s.zero_stage != 3:
-        raise ValueError(
-            f"offload_param={s.offload_param!r} needs zero_stage 3, got zero_stage {s.zero_stage}"
-        )
-    if s.offload_optimizer not in ("none", "cpu", "nvme"):
-        raise ValueError(
-            f"offload_optimizer: expected 'none', 'cpu' or 'nvme', got {s.offload_optimizer!r}"
-        )
-    if s.offload_optimizer != "none" and s.zero_stage == 0:
-        raise ValueError(f"offload_optimizer={s.offload_optimizer!r} needs zero_stage >= 1, got 0")
-    if s.dropout is not None and not 0.0 <= s.dropout < 1.0:
-        raise ValueError(f"dropout: expected a probability in [0, 1), got {s.dropout!r}")
-    if s.attention not in ("sdpa", "eager"):
-        raise ValueError(f"attention: expected 'sdpa' or 'eager', got {s.attention!r}")
 
 
 def arch_from_config(raw: dict, model: str = "model") -> Arch:
