@@ -7,7 +7,8 @@ Why: the planner's activation and ZeRO-3 terms are estimates; this script states
 * ZeRO-3 gathered parameters (``--zero3``): peak bytes of non-persistent backbone parameters that
   are gathered or in flight (ds_status not NOT_AVAILABLE) at any module hook (_train_gathered.py)
   during training steps of a tiny T5 under ``deepspeed.initialize`` on one CPU rank
-  (DS_ACCELERATOR=cpu, gloo), vs the planner's term.
+  (DS_ACCELERATOR=cpu, gloo), vs the planner's term; ``param_dtypes`` lists the dtypes of
+  every parameter and partition (fp32 is what the planner assumes).
 
 Usage: python benchmarks/check_memory.py [--json] [--zero3]
 """
@@ -122,13 +123,16 @@ def zero3_row(steps: int = 3) -> dict:
     from transformers import T5ForConditionalGeneration
 
     from _train_gathered import GatheredPeak
+    from rpt_fast.train.zero3 import zero_init_config
 
     ds_torch_comm = importlib.import_module("deepspeed.comm.torch")  # not the torch package
     # One rank needs no shared-memory collectives; skip building that C++ op (minutes on 2 cores).
     ds_torch_comm.build_shm_op = lambda: None
     deepspeed.init_distributed(dist_backend="gloo")
     k = ZERO3_KNOBS
-    config = {
+    # fp32 from the config, not zero.Init(dtype=torch.float32): DeepSpeed ignores that argument
+    # where the accelerator lacks fp16 (AMD EPYC) and built bf16, half the bytes measured here.
+    config = zero_init_config({
         "train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1,
         "zero_allow_untested_optimizer": True,
         "zero_optimization": {
@@ -137,9 +141,9 @@ def zero3_row(steps: int = 3) -> dict:
             "stage3_param_persistence_threshold": k["param_persistence_threshold"],
             "stage3_max_reuse_distance": k["max_reuse_distance"],
         },
-    }
+    }, torch.float32)
     torch.manual_seed(0)
-    with deepspeed.zero.Init(config_dict_or_path=config, dtype=torch.float32):
+    with deepspeed.zero.Init(config_dict_or_path=config):
         wrapper = _PromptedT5(T5ForConditionalGeneration(t5_config("t5-tiny", dropout_rate=0.0)))
     model = wrapper.t5
     for p in model.parameters():
@@ -162,7 +166,8 @@ def zero3_row(steps: int = 3) -> dict:
     return {"case": "t5-tiny fp32 ZeRO-3 gathered, " + ", ".join(f"{a}={b}" for a, b in k.items()),
             "measured": measured, "predicted": predicted, "rel_error": predicted / measured - 1,
             "persistent_numel_measured": measured_persistent,
-            "persistent_numel_predicted": persistent}
+            "persistent_numel_predicted": persistent,
+            "param_dtypes": sorted({str(t.dtype) for p in wrapper.parameters() for t in (p, p.ds_tensor)})}
 
 
 def main(argv=None) -> int:
