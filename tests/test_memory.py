@@ -91,6 +91,7 @@ def test_zero3_gathered_estimate_vs_deepspeed(tmp_path):
         env=env, capture_output=True, text=True, timeout=600, check=True,
     )
     (row,) = json.loads(out.stdout)
+    assert row["param_dtypes"] == ["torch.float32"], row  # what the planner's bytes assume
     assert row["persistent_numel_measured"] == row["persistent_numel_predicted"]
     assert abs(row["rel_error"]) < 0.10, row
 
