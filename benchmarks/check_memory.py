@@ -104,11 +104,10 @@ class _PromptedT5(torch.nn.Module):
         return self.t5(inputs_embeds=embeds, labels=labels).loss
 
 
-# Prefetching off: with it, DeepSpeed gathers ahead along the module trace it recorded, and how
-# much was gathered at the hooks differed between machines with the same versions (212,992 B on
-# an Intel Xeon, 106,496 B on an AMD EPYC), so the check was not reproducible. Without it the
-# peak is set by the module structure alone: the largest fetch, the tied embedding.
-ZERO3_KNOBS = {"max_live_parameters": 30_000, "prefetch_bucket_size": 0,
+# Prefetching on, so the planner's prefetch term is checked too. The peak once differed between
+# machines (212,992 B on an Intel Xeon, 106,496 B on an AMD EPYC): not prefetching, but
+# zero.Init(dtype=torch.float32) building bf16 where DeepSpeed's CPU accelerator lacks fp16.
+ZERO3_KNOBS = {"max_live_parameters": 30_000, "prefetch_bucket_size": 10_000,
                "param_persistence_threshold": 1_000, "max_reuse_distance": 0}
 
 

@@ -59,9 +59,8 @@ activations while it is recomputed. Backward working memory (ESTIMATE): twice th
 layer's activations plus the logits' gradient, 4 B T V.
 
 Measured errors (benchmarks/check_memory.py, CPU): activations +1 % to +5 % over six cases
-(t5-tiny/t5-small, fp32/bf16, sdpa/eager, no dropout); ZeRO-3 gathered bytes exact (t5-tiny,
-prefetching off: with it, how much DeepSpeed had gathered ahead differed between machines, so the
-prefetch term is not checked by a reproducible measurement). Not checked here: CUDA kernels' own saved tensors (sdpa on CUDA
+(t5-tiny/t5-small, fp32/bf16, sdpa/eager, no dropout); ZeRO-3 gathered bytes +2.5 % (t5-tiny,
+fp32, max_live 3e4, prefetch 1e4). Not checked here: CUDA kernels' own saved tensors (sdpa on CUDA
 picks the memory-efficient kernel; dropout masks are 1 byte there), allocator behaviour.
 
 GPU total = allocator peak + CUDA context (ESTIMATE: 0.5 GiB) + 10 % fragmentation (ESTIMATE).
