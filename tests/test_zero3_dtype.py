@@ -59,3 +59,17 @@ def test_check_memory_zero3_measures_fp32_without_fp16_support():
     (row,) = json.loads(out.stdout)
     assert row.get("param_dtypes") == [FP32], row
     assert abs(row["rel_error"]) < 0.10, row  # bf16 partitions measured half the planner's bytes
+
+
+def test_zero_init_config_sets_the_precision_sections_on_a_copy():
+    import torch
+
+    from rpt_fast.train.zero3 import zero_init_config
+
+    user = {"bf16": {"enabled": True}, "zero_optimization": {"stage": 3}}
+    fp32 = zero_init_config(user, torch.float32)
+    assert fp32["bf16"] == {"enabled": False} and fp32["fp16"] == {"enabled": False}
+    assert user == {"bf16": {"enabled": True}, "zero_optimization": {"stage": 3}}  # untouched
+    assert zero_init_config({"bfloat16": {"enabled": False}}, torch.bfloat16)["bf16"] == {"enabled": True}
+    with pytest.raises(ValueError, match="dtype: expected torch.float32 or torch.bfloat16, got torch.float16"):
+        zero_init_config(user, torch.float16)
