@@ -12,7 +12,8 @@ Why: the planner's activation and ZeRO-3 terms are estimates; this script states
 * ZeRO-3 gathered parameters (``--zero3``): peak bytes of non-persistent backbone parameters that
   are gathered or in flight (ds_status not NOT_AVAILABLE) at any module hook (_train_gathered.py)
   during training steps of a tiny T5 under ``deepspeed.initialize`` on one CPU rank
-  (DS_ACCELERATOR=cpu, gloo), vs the planner's term; t5-tiny and tiny-llama.
+  (DS_ACCELERATOR=cpu, gloo), vs the planner's term; t5-tiny and tiny-llama. ``param_dtypes`` lists
+  the dtypes of every parameter and partition (fp32 is what the planner assumes).
 
 Usage: python benchmarks/check_memory.py [--json] [--zero3]
 """
@@ -202,12 +203,11 @@ def _backbone(name: str):
     return AutoModelForCausalLM.from_config(preset_config(name, pad_token_id=None))
 
 
-# Prefetching off: with it, DeepSpeed gathers ahead along the module trace it recorded, and how
-# much was gathered at the hooks differed between machines with the same versions (212,992 B on
-# an Intel Xeon, 106,496 B on an AMD EPYC), so the check was not reproducible. Without it the
-# peak is set by the module structure alone: the largest fetch, the embedding (or the lm_head).
+# Prefetching on, so the planner's prefetch term is checked too. The peak once differed between
+# machines (212,992 B on an Intel Xeon, 106,496 B on an AMD EPYC): not prefetching, but
+# zero.Init(dtype=torch.float32) building bf16 where DeepSpeed's CPU accelerator lacks fp16.
 ZERO3_MODELS = ("t5-tiny", "tiny-llama")
-ZERO3_KNOBS = {"max_live_parameters": 30_000, "prefetch_bucket_size": 0,
+ZERO3_KNOBS = {"max_live_parameters": 30_000, "prefetch_bucket_size": 10_000,
                "param_persistence_threshold": 1_000, "max_reuse_distance": 0}
 
 
@@ -222,13 +222,16 @@ def zero3_row(name: str = "t5-tiny", steps: int = 3) -> dict:
     import deepspeed
 
     from _train_gathered import GatheredPeak
+    from rpt_fast.train.zero3 import zero_init_config
 
     ds_torch_comm = importlib.import_module("deepspeed.comm.torch")  # not the torch package
     # One rank needs no shared-memory collectives; skip building that C++ op (minutes on 2 cores).
     ds_torch_comm.build_shm_op = lambda: None
     deepspeed.init_distributed(dist_backend="gloo")
     k = ZERO3_KNOBS
-    config = {
+    # fp32 from the config, not zero.Init(dtype=torch.float32): DeepSpeed ignores that argument
+    # where the accelerator lacks fp16 (AMD EPYC) and built bf16, half the bytes measured here.
+    config = zero_init_config({
         "train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1,
         "zero_allow_untested_optimizer": True,
         "zero_optimization": {
@@ -237,9 +240,9 @@ def zero3_row(name: str = "t5-tiny", steps: int = 3) -> dict:
             "stage3_param_persistence_threshold": k["param_persistence_threshold"],
             "stage3_max_reuse_distance": k["max_reuse_distance"],
         },
-    }
+    }, torch.float32)
     torch.manual_seed(0)
-    with deepspeed.zero.Init(config_dict_or_path=config, dtype=torch.float32):
+    with deepspeed.zero.Init(config_dict_or_path=config):
         wrapper = _Prompted(_backbone(name))
     model = wrapper.backbone
     for p in model.parameters():
@@ -262,7 +265,8 @@ def zero3_row(name: str = "t5-tiny", steps: int = 3) -> dict:
     return {"case": f"{name} fp32 ZeRO-3 gathered, " + ", ".join(f"{a}={b}" for a, b in k.items()),
             "measured": measured, "predicted": predicted, "rel_error": predicted / measured - 1,
             "persistent_numel_measured": measured_persistent,
-            "persistent_numel_predicted": persistent}
+            "persistent_numel_predicted": persistent,
+            "param_dtypes": sorted({str(t.dtype) for p in wrapper.parameters() for t in (p, p.ds_tensor)})}
 
 
 def main(argv=None) -> int:

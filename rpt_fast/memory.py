@@ -41,11 +41,10 @@ activations +1 % to +5 % over seven T5 cases (t5-tiny/t5-small, fp32/bf16, sdpa/
 the eager attention scores dominating) and -0.3 % to +0.7 % over fifteen decoder-only cases
 (every family, sdpa/eager, bf16/fp32, and cases where the eager scores, the log-probs, the MLP,
 the norms or sdpa's tensors dominate); no dropout (its CPU masks are in the model dtype, CUDA's
-are 1 byte, as modelled); ZeRO-3 gathered bytes and persistent parameters exact (t5-tiny and
-tiny-llama, prefetching off: with it, how much DeepSpeed had gathered ahead differed between
-machines, so the prefetch term is not checked by a reproducible measurement). Not checked here: CUDA kernels' own saved tensors (sdpa on CUDA
-picks the flash or memory-efficient kernel), memory under gradient checkpointing, allocator
-behaviour.
+are 1 byte, as modelled); ZeRO-3 gathered bytes +2.5 % with prefetching (t5-tiny and tiny-llama,
+fp32, max_live 3e4, prefetch 1e4) and persistent parameters exact. Not checked here: CUDA
+kernels' own saved tensors (sdpa on CUDA picks the flash or memory-efficient kernel), memory
+under gradient checkpointing, allocator behaviour.
 
 GPU total = allocator peak + CUDA context (ESTIMATE: 0.5 GiB) + 10 % fragmentation (ESTIMATE).
 Host (ESTIMATE): offloaded partitions (cpu: N_np e / world per rank; nvme: pinned swap buffers),

@@ -99,6 +99,7 @@ def test_zero3_gathered_estimate_vs_deepspeed(tmp_path):
     rows = json.loads(out.stdout)
     assert [row["case"].split()[0] for row in rows] == ["t5-tiny", "tiny-llama"]
     for row in rows:
+        assert row["param_dtypes"] == ["torch.float32"], row  # what the planner's bytes assume
         assert row["persistent_numel_measured"] == row["persistent_numel_predicted"]
         assert abs(row["rel_error"]) < 0.10, row
 

@@ -31,16 +31,9 @@ def test_bf16_trainable_parameters_stay_fp32_under_every_stage(tmp_path):
     assert results["3"]["zero3_communication"] == "torch.float32"
 
 
-def _async_io_builds() -> bool:
-    """Whether DeepSpeed's async_io op (NVMe offload) can be built here: it needs libaio's
-    headers and library (Debian: libaio-dev, or CPATH/LIBRARY_PATH/LD_LIBRARY_PATH to them)."""
-    probe = "from deepspeed.ops.op_builder import AsyncIOBuilder as B; raise SystemExit(not B().is_compatible())"
-    return harness.run([sys.executable, "-c", probe], timeout=120, check=False).returncode == 0
-
-
 @pytest.mark.timeout(600)
 def test_bf16_trainable_parameters_stay_exact_fp32_through_nvme_parameter_offload(tmp_path):
-    if not _async_io_builds():
+    if not harness.async_io_builds():
         pytest.skip("DeepSpeed's async_io op cannot be built here (no libaio headers): NVMe offload is untestable")
     out = tmp_path / "probe.json"
     # Bottleneck 8192: the MLP's 8192 x 64 matrices are 1 MiB in bf16, the smallest partition

@@ -66,6 +66,13 @@ def run(args: list[str], *, timeout: float, check: bool = True,
     return proc
 
 
+def async_io_builds() -> bool:
+    """Whether DeepSpeed's async_io op (NVMe offload) can be built here: it needs libaio's
+    headers and library (Debian: libaio-dev, or CPATH/LIBRARY_PATH/LD_LIBRARY_PATH to them)."""
+    probe = "from deepspeed.ops.op_builder import AsyncIOBuilder as B; raise SystemExit(not B().is_compatible())"
+    return run([sys.executable, "-c", probe], timeout=120, check=False).returncode == 0
+
+
 def train(*args: str, timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:
     """``python -m rpt_fast.train ARGS`` in a single process (no launcher)."""
     return run([sys.executable, "-m", "rpt_fast.train", *args], timeout=timeout, check=check)

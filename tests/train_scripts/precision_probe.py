@@ -1,6 +1,7 @@
-"""Builds an ``rpt-train`` run with ``--bf16`` under each setting given, takes one training
+"""Builds an ``rpt-train`` run (``--bf16`` or not) under each setting given, takes one training
 step, and records the dtypes that matter: the trainable parameters (and their ZeRO-3
-partitions), their gradients' communication dtype, the backbone. Usage:
+partitions), their gradients' communication dtype, the backbone (``backbone``: its first
+partition; ``backbone_all``: every parameter and partition). Usage:
 ``precision_probe.py OUT.json SETTINGS <rpt-train arguments>``; SETTINGS is a comma list of
 ZeRO stages, each optionally with a parameter offload (``0,1,2,3`` or ``3/cpu,3/nvme``), or
 ``plain`` (``--no-deepspeed``). Next to OUT.json each setting's trainable parameters as built
@@ -51,6 +52,8 @@ def probe(cfg, info, tensors_path: str) -> dict:
         "trainable_stored": sorted({str(t.dtype) for t in after}),
         "changed": all(not a.equal(b) for a, b in zip(after, before)),
         "backbone": str(getattr(frozen, "ds_tensor", frozen).dtype),
+        "backbone_all": sorted({str(t.dtype) for p in run.model.backbone.parameters()
+                                for t in (p, getattr(p, "ds_tensor", p))}),
         "engine_communication": str(run.engine.communication_data_type) if run.engine is not None else None,
         "zero3_communication": str(getattr(optimizer, "communication_data_type", None)),
         "nvme_swaps_largest_trainable": swaps,
