@@ -42,6 +42,7 @@ class TrainConfig:
     prompt_dropout: float = 0.0
     prompt_init: str = "vocab"
     backend: str = "auto"
+    skip_self_check: bool = False  # no check of the prompt MLP's op against float64 before step 1
     lr: float = 0.3
     weight_decay: float = 1e-5
     warmup_steps: int = 0
