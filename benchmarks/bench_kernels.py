@@ -20,6 +20,7 @@ import argparse
 import csv
 import datetime
 import importlib.metadata
+import itertools
 import json
 import os
 import platform
@@ -167,8 +168,10 @@ def plan_runs(args, device) -> tuple[list, list[str]]:
                     continue
                 rows += [(regime, s) for s in table[regime]]
             per_op[op] = list(dict.fromkeys(rows))
-    runs = [(op, regime, shape, dt, mode) for op in ops for regime, shape in per_op[op]
-            for dt in dtypes for mode in modes]
+    per_run = [[(op, regime, shape, dt, mode) for regime, shape in per_op[op] for dt in dtypes for mode in modes]
+               for op in ops]
+    # The ops interleaved, so that a run cut short by a time limit has rows of each.
+    runs = [run for group in itertools.zip_longest(*per_run) for run in group if run is not None]
     return runs, notes
 
 

@@ -7,13 +7,16 @@ one, so the time limits of ``gpu_check.sh`` are sized from these counts. Here th
 through the Triton interpreter with their launches stubbed (no arithmetic), on CPU tensors in
 the GPU's dtypes (bf16 included), and each launch's specialisation is recorded.
 
-  python benchmarks/count_variants.py selfcheck             # python -m rpt_fast on CUDA
+  python benchmarks/count_variants.py selfcheck --dtype bfloat16     # python -m rpt_fast on CUDA
   python benchmarks/count_variants.py tests tests/test_gpu_kernels.py tests/test_gpu_cuda_graphs.py
+  python benchmarks/count_variants.py bench --quick --dtype bf16      # bench_kernels.py's triton rows
   python benchmarks/count_variants.py cases "shared:100,2048,800:bf16;grouped:10,768,400:fp32"
+  python benchmarks/count_variants.py --expect 64 selfcheck ...       # exit 1 above 64
 
 ``tests`` collects the files (nothing runs) and counts the (op, M, d, m, dtype) cases of the
 tests parametrised by ``M, d, m`` (and ``grouped``, ``dtype``: shared op and every CUDA dtype
-when absent); other tests are listed as not counted. Prints one line per source and the union.
+when absent); other tests are listed as not counted. ``--expect N`` exits 1 above N, so the
+dry run of ``gpu_check.sh`` notices when its time limits no longer fit what a step compiles.
 """
 
 from __future__ import annotations
@@ -101,12 +104,26 @@ def count(cases) -> set:
     return seen
 
 
-def selfcheck_cases() -> list:
-    """What ``python -m rpt_fast --device cuda`` runs through Triton (the CUDA-graph replay
-    reuses the same variants)."""
-    from rpt_fast.selfcheck import CASES
+def selfcheck_cases(argv: list[str]) -> list:
+    """What ``python -m rpt_fast --device cuda ARGV`` runs through Triton (its CUDA-graph
+    replay reuses the same variants)."""
+    from rpt_fast import selfcheck
 
-    return [(grouped, *shape, dtype) for dtype in CUDA_DTYPES for _, grouped, shape in CASES]
+    args = selfcheck.parse_args(argv)
+    return [(grouped, *shape, dtype) for dtype in args.dtype if dtype in CUDA_DTYPES
+            for _, grouped, shape in args.shapes or selfcheck.CUDA_CASES]
+
+
+def bench_cases(argv: list[str]) -> list:
+    """The triton rows ``benchmarks/bench_kernels.py ARGV`` measures on a GPU."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_kernels
+
+    args = bench_kernels.parse_args(argv)
+    if args.provider and "triton" not in args.provider.split(","):
+        return []
+    runs, _ = bench_kernels.plan_runs(args, torch.device("cuda"))
+    return sorted({(op == "grouped", *shape, DTYPES[dt]) for op, _, shape, dt, _ in runs}, key=str)
 
 
 class _Collector:
@@ -147,22 +164,29 @@ def parse_cases(text: str) -> list:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("selfcheck", "tests", "cases"))
-    ap.add_argument("args", nargs="*", help="test files (tests) or 'op:M,d,m:dtype;...' (cases)")
+    ap.add_argument("--expect", type=int, default=None,
+                    help="exit 1 when there are more variants than this (what a time limit was sized for)")
+    ap.add_argument("what", choices=("selfcheck", "tests", "bench", "cases"))
+    ap.add_argument("args", nargs=argparse.REMAINDER,
+                    help="python -m rpt_fast's arguments (selfcheck), test files (tests), bench_kernels.py's "
+                         "arguments (bench) or 'op:M,d,m:dtype;...' (cases)")
     args = ap.parse_args(argv)
     uncounted = []
     if args.what == "selfcheck":
-        cases = selfcheck_cases()
+        cases = selfcheck_cases(args.args)
+    elif args.what == "bench":
+        cases = bench_cases(args.args)
     elif args.what == "tests":
         cases, uncounted = test_cases(args.args)
     else:
         cases = parse_cases(" ".join(args.args))
     variants = count(cases)
     kernels = len({key[0] for key in variants})
-    print(f"{args.what} {' '.join(Path(a).name for a in args.args)}: {len(variants)} Triton variants "
-          f"({kernels} kernels, {len(cases)} cases)"
-          + (f"; not counted: {len(uncounted)} tests without M, d, m parameters" if uncounted else ""))
-    return 0
+    over = args.expect is not None and len(variants) > args.expect
+    print(f"Triton variants, {args.what}: {len(variants)} ({kernels} kernels, {len(cases)} cases)"
+          + (f"; not counted: {len(uncounted)} tests without M, d, m parameters" if uncounted else "")
+          + (f"; MORE than the {args.expect} its time limit was sized for" if over else ""))
+    return 1 if over else 0
 
 
 if __name__ == "__main__":

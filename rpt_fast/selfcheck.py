@@ -28,25 +28,26 @@ from .ops.precision import fp32_matmul_allows_tf32
 from .ops.reference import grouped_residual_mlp_reference, residual_mlp_reference
 
 GRAD_NAMES = ("dx", "dw1", "db1", "dw2", "db2", "dln_weight", "dln_bias")
-DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
-# (label, grouped, (rows, d, m)). Up to 128 rows the shared op's Triton kernels split their
-# weight reductions (split-K); above, tiles. "odd": no dimension a multiple of 16, so Triton
-# compiles its unaligned variants. On the CPU small enough for the Triton interpreter.
+DTYPES = (torch.bfloat16, torch.float32, torch.float16, torch.float64)  # bf16 first: no CPU test checks it
+# (label, grouped, (rows, d, m)), shared and grouped interleaved (a run cut short has both).
+# Up to 128 rows the shared op's Triton kernels split their weight reductions (split-K);
+# above, tiles. "odd": no dimension a multiple of 16, so Triton compiles its unaligned
+# variants. On the CPU small enough for the Triton interpreter.
 CASES = (
     ("split-K", False, (20, 96, 80)),
-    ("tiled", False, (200, 64, 48)),
-    ("odd", False, (37, 100, 45)),
     ("grouped", True, (8, 96, 80)),
+    ("tiled", False, (200, 64, 48)),
     ("grouped odd", True, (5, 100, 45)),
+    ("odd", False, (37, 100, 45)),
 )
 # On CUDA prompt-sized shapes; the split-K, tiled and grouped ones are also the GPU tier's
 # (tests/test_gpu_kernels.py), so a GPU check compiles their Triton variants once.
 CUDA_CASES = (
     ("split-K", False, (7, 768, 800)),
-    ("tiled", False, (4096, 1024, 256)),
-    ("odd", False, (37, 100, 45)),
     ("grouped", True, (7, 768, 800)),
+    ("tiled", False, (4096, 1024, 256)),
     ("grouped odd", True, (5, 100, 45)),
+    ("odd", False, (37, 100, 45)),
 )
 PACKAGES = ("torch", "triton", "transformers", "deepspeed", "peft", "numpy")
 TF32_EPS = 2.0**-10  # fp32 dots with TF32 round their inputs to a 10-bit mantissa
@@ -251,10 +252,10 @@ def _reason(backend: str, device: torch.device, dtype: torch.dtype, d: int) -> s
     return "backend=\"auto\" does not fall back to eager for it here"
 
 
-def check_backend(backend: str, device, cases=None, dtypes=DTYPES) -> BackendReport:
+def check_backend(backend: str, device, cases=None, dtypes=DTYPES, on_result=None) -> BackendReport:
     """Every case in every dtype ``backend`` serves on ``device`` (default cases: ``CASES`` on
     the CPU, ``CUDA_CASES`` on CUDA, where the first case of each dtype is also replayed from
-    a CUDA graph)."""
+    a CUDA graph); ``on_result(result, seconds)`` is called as each case ends."""
     device = torch.device(device)
     cases = cases or (CUDA_CASES if device.type == "cuda" else CASES)
     start = time.perf_counter()
@@ -265,9 +266,16 @@ def check_backend(backend: str, device, cases=None, dtypes=DTYPES) -> BackendRep
             skipped.append((dtype, reason))
             continue
         for i, (label, grouped, shape) in enumerate(cases):
+            began = time.perf_counter()
             graph = device.type == "cuda" and i == 0
             results.append(check_case(backend, grouped, shape, dtype, device, label, graph=graph))
+            if on_result is not None:
+                on_result(results[-1], time.perf_counter() - began)
     return BackendReport(backend, str(device), results, skipped, time.perf_counter() - start)
+
+
+def _print_result(result: Result, seconds: float) -> None:
+    print(f"    {'ok  ' if result.ok else 'FAIL'} {result.label}: {result.describe()} [{seconds:.1f} s]", flush=True)
 
 
 def _version(package: str) -> str:
@@ -325,6 +333,15 @@ def _shapes(text: str) -> tuple:
     return tuple(("grouped" if grouped else "shared", grouped, s) for s in shapes for grouped in (False, True))
 
 
+def _dtypes(text: str) -> tuple:
+    names = {_name(d): d for d in DTYPES}
+    chosen = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in chosen if item not in names]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(names)}, got {text!r}")
+    return tuple(names[item] for item in chosen)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m rpt_fast", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("all", "cpu", "cuda"), default="all",
@@ -333,6 +350,9 @@ def parse_args(argv=None):
                    help="comma list of backends to check: triton, native, eager (default: all that run here)")
     p.add_argument("--shapes", type=_shapes, default=None, metavar="M,d,m;...",
                    help="check the shared and the grouped op at these shapes instead of the built-in cases")
+    p.add_argument("--dtype", type=_dtypes, default=DTYPES, metavar="DTYPE,...",
+                   help="check only these dtypes (bfloat16, float32, float16, float64; default: all)")
+    p.add_argument("--verbose", "-v", action="store_true", help="a line per case as it ends")
     args = p.parse_args(argv)
     if args.backend is not None:
         args.backend = [b.strip() for b in args.backend.split(",")]
@@ -365,13 +385,13 @@ def main(argv=None) -> int:
               "float64" + ("; CUDA-graph replay of the first" if device.type == "cuda" else ""), flush=True)
     reports = []
     for backend, device in pairs:
-        report = check_backend(backend, device, args.shapes)
+        report = check_backend(backend, device, args.shapes, args.dtype, _print_result if args.verbose else None)
         reports.append(report)
         print(report.line(), flush=True)
         if report.results and report.skipped:
             print(f"    not checked: {report.skips()}", flush=True)
         for result in report.results:
-            if not result.ok:
+            if not result.ok and not args.verbose:
                 print(f"    FAILED {result.label}: {result.describe()}", flush=True)
     failed = [r for r in reports if not r.ok]
     checked = sum(len(r.results) for r in reports)

@@ -2,7 +2,8 @@
 
 The extension is loaded on first use: the library ``setup.py`` built at install when it was
 built from these very sources for this torch version, otherwise a just-in-time ninja build
-(``torch.utils.cpp_extension.load``) cached under ``TORCH_EXTENSIONS_DIR``. When neither works
+(``torch.utils.cpp_extension.load``) cached under ``TORCH_EXTENSIONS_DIR``, whose library a later
+process loads directly (the sources' digest names it). When neither works
 (no compiler, say), :func:`unavailable_reason` says why, and warns once: ``auto`` then runs eager,
 and an explicit ``backend="native"`` raises.
 
@@ -107,12 +108,18 @@ def build_status() -> tuple[bool, str]:
 def _jit_build(src: Path) -> None:
     from torch.utils import cpp_extension
 
+    name, library = _jit_library(src)
+    if library.is_file():  # built earlier from these very sources (the digest names it)
+        try:
+            torch.ops.load_library(str(library))
+            return
+        except OSError:  # a build cut short: let ninja redo it
+            pass
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
         raise RuntimeError(f"no C++ compiler found (CXX={compiler!r} is not on PATH)")
     if not cpp_extension.is_ninja_available():
         raise RuntimeError("ninja is not installed (pip install ninja)")
-    name, library = _jit_library(src)
     if not library.is_file():
         print(
             f"rpt_fast: compiling the native C++ extension into {library.parent} (once, about a minute)",
