@@ -1,45 +1,25 @@
 #!/usr/bin/env bash
-# The one script a lent GPU (H100 or H200, 132 SMs) runs: what it answers first is "is it
-# correct", then "how fast", then the training row, each step under its own time limit and all
-# under one budget (GPU_CHECK_BUDGET, 450 s), so the script plus the machine's start (1-2 min)
-# fits 10 of a loan's 15 minutes and leaves room for a rerun.
+# The one script a lent GPU (H100 or H200) runs, "is it correct" first, then "how fast", then
+# the training row, each step under its own time limit and all under one budget
+# (GPU_CHECK_BUDGET, 450 s) that each limit is cut to, so the script plus the machine's start
+# fits 10 of a loan's 15 minutes:
+#   1. python -m rpt_fast --device cuda (bf16, fp32) beside the GPU tier's test files, by name
+#   2. bench_kernels.py --quick, bf16 then fp32 (ops interleaved; torch.compile with dynamic shapes)
+#   3. bench_host.py (host time per eager call)
+#   4. bench_train.py, T5-XL with ZeRO-3 + checkpointing, offload first (skipped without deepspeed)
+# Limits come from the Triton variants each step compiles, counted by the dry run
+# (count_variants.py --expect fails it when a step outgrows the count below) at an assumed
+# 2 s per compile: self-check 64 (one process), GPU tier 201 (8 workers, 57 also the
+# self-check's), kernel benchmarks 28 per dtype (all compiled by the GPU tier before).
+# $OUT gets at most 8 files and no folder (what the device tool returns), as steps end:
+# gpu_check.log, kernels-bf16.json, kernels-fp32.json, host.json, train.json, report.md,
+# bench.tar.gz. A failing step does not stop the others; exit status 1 if any failed.
 #
-#   1. python -m rpt_fast --device cuda (the self-check: Triton and eager against float64, bf16
-#      and fp32, CUDA-graph replay) side by side with the GPU-tier test files, named one by one
-#      (tests/test_gpu_*.py; pytest -n 8 -v: a line per test as it ends)
-#   2. kernel benchmarks, bf16 then fp32 (fwd + bwd; eager, eager-loop, torch.compile with
-#      dynamic shapes, triton, the gemms bound; shared and grouped ops interleaved)
-#   3. the Triton path's host time per eager call (bench_host.py)
-#   4. the training row last: T5-XL, ZeRO-3 + checkpointing, with parameter offload first, then
-#      without (bench_train.py; skipped with the reason when deepspeed does not import)
-#
-# Time limits come from the Triton variants each step compiles, counted on a CPU by the dry run
-# (benchmarks/count_variants.py, which fails the dry run when a step outgrows its count here),
-# at an assumed 2 s per compile on the GPU machine's CPU (1-3 s): the self-check 64 variants
-# (~130 s, one process), the GPU tier 201 (-n 8 workers: ~50 s of compiles plus start-up; 57 of
-# them are the self-check's too), the kernel benchmarks 28 per dtype (all also the GPU tier's,
-# so cached by then) plus two torch.compile graphs per dtype (~20-30 s each).
-#
-# Everything goes to $OUT as it happens, never more than 8 files and no folder (what the device
-# tool returns): gpu_check.log (every step's output, unbuffered), kernels-bf16.json,
-# kernels-fp32.json, host.json, train.json (copied as each step ends), report.md and
-# bench.tar.gz (plots and all results) at the end. A failing step does not stop the others; the
-# exit status is 1 if any failed.
-#
-# Preparation, here (DeepSpeed is missing on the GPU machine, which has no network; it ships as
-# an sdist only, so build its pure-Python wheel here; hjson, pydantic and pydantic's needs are
-# the rest of what it lacks; einops, msgpack, ninja, psutil, py-cpuinfo are in its image):
-#   python -m pip wheel --no-deps --no-build-isolation -w .whl deepspeed==0.19.8
-#   python -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#     -d .whl hjson==3.1.0 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 \
-#     typing-inspection==0.4.5 typing_extensions==4.16.0
-# (.whl/ is in .gitignore: about 5 MB). Then the device tool's call:
-#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=480)
-# and on a CPU, before spending GPU minutes (tests/test_gpu_check_script.py runs it):
+# The wheels to carry (DeepSpeed and what it lacks there) and the device tool's call,
+#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=480),
+# are in benchmarks/README.md ("The GPU check"). On a CPU first (tests/test_gpu_check_script.py):
 #   OUT=/tmp/out PYTHON=/path/to/venv/bin/python bash benchmarks/gpu_check.sh --dry-run
-#
-# PYTHON (default python3) is the interpreter every step runs; no step calls a bare python3.
+# PYTHON (default python3) runs every step; no step calls a bare python3.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

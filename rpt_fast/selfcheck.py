@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import _backends
+from . import __version__, _backends
 from .functional import grouped_residual_mlp, residual_mlp
 from .ops import native
 from .ops.precision import fp32_matmul_allows_tf32
@@ -288,7 +288,7 @@ def _version(package: str) -> str:
 def environment() -> list[str]:
     """Versions and the devices, as bug reports need them."""
     versions = ", ".join(f"{p} {_version(p)}" for p in PACKAGES)
-    lines = [f"rpt-fast {_version('rpt-fast')}, python {platform.python_version()}, {versions}",
+    lines = [f"rpt-fast {__version__}, python {platform.python_version()}, {versions}",
              f"torch built with CUDA {torch.version.cuda or 'none'}; CPU: {platform.machine()}, "
              f"{torch.get_num_threads()} threads"]
     if torch.cuda.is_available():
