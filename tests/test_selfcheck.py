@@ -84,6 +84,15 @@ def test_a_wrong_backend_fails_the_check_with_exit_status_1(capsys, monkeypatch,
     assert lines[-1].startswith("self-check FAILED")
 
 
+def test_python_dash_m_rpt_fast_runs_it_and_stops_quietly_when_its_reader_leaves():
+    command = [sys.executable, "-m", "rpt_fast", "--backend", "eager", "--shapes", TINY]
+    proc = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[-1].startswith("self-check passed"), proc.stderr
+    piped = subprocess.run(" ".join(command) + " | head -1", shell=True, env=env(), capture_output=True,
+                           text=True, timeout=120)
+    assert piped.stdout.startswith("rpt-fast ") and "Traceback" not in piped.stderr, piped.stderr
+
+
 def test_tolerances_are_the_gpu_tiers_bounds():
     out, grad = selfcheck.tolerances(torch.bfloat16)
     assert 1.0e-2 < out < 1.1e-2 and 2.0e-2 < grad < 2.1e-2
