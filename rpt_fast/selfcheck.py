@@ -254,8 +254,8 @@ def _reason(backend: str, device: torch.device, dtype: torch.dtype, d: int) -> s
 
 def check_backend(backend: str, device, cases=None, dtypes=DTYPES, on_result=None) -> BackendReport:
     """Every case in every dtype ``backend`` serves on ``device`` (default cases: ``CASES`` on
-    the CPU, ``CUDA_CASES`` on CUDA, where the first case of each dtype is also replayed from
-    a CUDA graph); ``on_result(result, seconds)`` is called as each case ends."""
+    the CPU, ``CUDA_CASES`` on CUDA, where a kernel backend's first case of each dtype is also
+    replayed from a CUDA graph); ``on_result(result, seconds)`` is called as each case ends."""
     device = torch.device(device)
     cases = cases or (CUDA_CASES if device.type == "cuda" else CASES)
     start = time.perf_counter()
@@ -267,7 +267,7 @@ def check_backend(backend: str, device, cases=None, dtypes=DTYPES, on_result=Non
             continue
         for i, (label, grouped, shape) in enumerate(cases):
             began = time.perf_counter()
-            graph = device.type == "cuda" and i == 0
+            graph = device.type == "cuda" and i == 0 and backend != "eager"  # our kernels, not cuBLAS
             results.append(check_case(backend, grouped, shape, dtype, device, label, graph=graph))
             if on_result is not None:
                 on_result(results[-1], time.perf_counter() - began)
@@ -374,15 +374,16 @@ def main(argv=None) -> int:
     pairs = plan(devices, args.backend)
     ready, status = native.build_status()
     print(f"native extension: {status}", flush=True)
-    if not ready and status.startswith("not built") and any(device.type == "cpu" for _, device in pairs):
-        print("native extension: building it now, for the checks below", flush=True)
+    if not ready and status.startswith("not built") and torch.device("cpu") in devices:
+        print("native extension: building it now (backend=\"auto\" runs it on the CPU)", flush=True)
     for device in devices:
         print(auto_choices(device), flush=True)
     for device in devices:
         cases = args.shapes or (CUDA_CASES if device.type == "cuda" else CASES)
         shapes = "; ".join(f"{label} {shape}" for label, _, shape in cases)
         print(f"cases on {device}: {shapes}; forward and 7 gradients each, relative Frobenius error against "
-              "float64" + ("; CUDA-graph replay of the first" if device.type == "cuda" else ""), flush=True)
+              "float64" + ("; Triton's first also replayed from a CUDA graph" if device.type == "cuda" else ""),
+              flush=True)
     reports = []
     for backend, device in pairs:
         report = check_backend(backend, device, args.shapes, args.dtype, _print_result if args.verbose else None)
