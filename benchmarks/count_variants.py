@@ -3,9 +3,10 @@
 Triton compiles a kernel once per specialisation: its constexpr values, warps and stages, the
 dtype of each pointer and whether it is 16-byte aligned, and each integer argument equal to 1
 or divisible by 16. A first GPU run pays a compile (about 1-3 s on an H100) for every distinct
-one, so the time limits of ``gpu_check.sh`` are sized from these counts. Here the kernels run
-through the Triton interpreter with their launches stubbed (no arithmetic), on CPU tensors in
-the GPU's dtypes (bf16 included), and each launch's specialisation is recorded.
+one, so the time limits of ``gpu_check.sh`` are sized from these counts. Here the launchers
+run as on a GPU, on meta tensors (shapes and dtypes only, so any size and bf16 too), with every
+Triton launch stubbed (the interpreter's entry point), and each launch's specialisation is
+recorded.
 
   python benchmarks/count_variants.py selfcheck --dtype bfloat16     # python -m rpt_fast on CUDA
   python benchmarks/count_variants.py tests tests/test_gpu_kernels.py tests/test_gpu_cuda_graphs.py

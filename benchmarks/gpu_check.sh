@@ -9,7 +9,7 @@
 #   4. bench_train.py, T5-XL with ZeRO-3 + checkpointing, offload first (skipped without deepspeed)
 # Limits come from the Triton variants each step compiles, counted by the dry run
 # (count_variants.py --expect fails it when a step outgrows the count below) at an assumed
-# 2 s per compile: self-check 64 (one process), GPU tier 201 (8 workers, 57 also the
+# 2 s per compile: self-check 64 (one process), GPU tier 201 (8 workers, 40 also the
 # self-check's), kernel benchmarks 28 per dtype (all compiled by the GPU tier before).
 # $OUT gets at most 8 files and no folder (what the device tool returns), as steps end:
 # gpu_check.log, kernels-bf16.json, kernels-fp32.json, host.json, train.json, report.md,
