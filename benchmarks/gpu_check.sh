@@ -131,7 +131,7 @@ keep "$WORK/bench/host/host.json" host.json
 # 4. The training row, with whatever time is left.
 if ! why=$("$PYTHON" -c "import deepspeed" 2>&1 >/dev/null); then
   echo "=== training benchmark: SKIPPED, deepspeed does not import: ${why##*$'\n'}"
-  echo "    (carry its wheels in .whl/: see the preparation lines at the top of this script)"
+  echo "    (carry its wheels in .whl/: benchmarks/README.md, section 'The GPU check')"
   SKIPPED+=("training benchmark(no deepspeed)")
 elif [[ $DRY -eq 1 ]]; then
   bench_step "training benchmark" 150 "$PYTHON" benchmarks/bench_train.py --quick --config-timeout 50 \
