@@ -1,4 +1,5 @@
-"""Loads kernels.json results files for plot.py and report.py, checking their schema."""
+"""Where benchmark results go, and kernels.json loading (schema checked) for plot.py and
+report.py."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import json
 from pathlib import Path
 
 SCHEMA = "rpt-fast-bench-kernels/1"
+# Without --out every benchmark writes under results/local/<device>/, which git ignores: the
+# committed results/<device>/ folders change only when --out names them.
+LOCAL_RESULTS = Path(__file__).resolve().parent / "results" / "local"
 
 
 def load(paths: list[str]) -> list[dict]:

@@ -7,7 +7,7 @@ without CUDA graphs this host time, not the kernels, can set the pace. On CPU it
 (TRITON_INTERPRET=1 lets the backend take CPU tensors; CPU allocations stand in for the CUDA
 caching allocator's); on a GPU, ``--device cuda`` measures the same path on CUDA tensors.
 
-    python benchmarks/bench_host.py                    # CPU, results/<device>/host.json
+    python benchmarks/bench_host.py                    # CPU, results/local/<device>/host.json
     python benchmarks/bench_host.py --device cuda --out DIR
 """
 
@@ -26,7 +26,7 @@ def parse_args(argv=None):
     p.add_argument("--shapes", default="10,768,400;100,2048,800", help="'M,d,m;M,d,m'")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--budget", type=float, default=0.5, help="seconds of reps per measurement")
-    p.add_argument("--out", help="results folder (default benchmarks/results/<device>)")
+    p.add_argument("--out", help="results folder (default benchmarks/results/local/<device>)")
     return p.parse_args(argv)
 
 
@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
 
+    from _results import LOCAL_RESULTS
     from bench_kernels import device_slug, environment
     from rpt_fast.ops import launches
 
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"{shape[0]:>6} {shape[1]:>6} {shape[2]:>6}  {row['plans_ms'] * 1e3:8.1f}  "
               f"{row['forward_ms'] * 1e3:10.1f}  {row['full_ms'] * 1e3:10.1f}")
-    out = Path(args.out or Path(__file__).resolve().parent / "results" / device_slug(device))
+    out = Path(args.out or LOCAL_RESULTS / device_slug(device))
     out.mkdir(parents=True, exist_ok=True)
     report = {**environment(device), "threads": 1, "launches": "stubbed", "rows": rows}
     (out / "host.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -14,7 +14,7 @@ commands that reproduce the paper's setup with real checkpoints and data).
   python benchmarks/bench_recipe.py --lrs 0.03,0.3 --seeds 0 --steps 50   # a quick look
 
 Writes ``recipe.json``, ``recipe.csv``, ``recipe.md`` (the table) and ``plots/recipe_lr.png``
-under ``benchmarks/results/<cpu|cuda>/`` (or ``--out``); the JSON is rewritten after every
+under ``benchmarks/results/local/<cpu|cuda>/`` (or ``--out``); the JSON is rewritten after every
 run, so an interrupted sweep keeps what it measured.
 """
 
@@ -35,6 +35,8 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from _results import LOCAL_RESULTS  # noqa: E402  (this script's folder is on sys.path)
+
 METHODS = ("residual", "none")
 LABELS = {"residual": "residual prompt tuning", "none": "prompt tuning"}
 
@@ -51,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bottleneck", type=int, default=800)
     p.add_argument("--eval-examples", type=int, default=128)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: no oversubscription on a shared machine)")
-    p.add_argument("--out", default=None, help="results folder (default: benchmarks/results/<device>)")
+    p.add_argument("--out", default=None, help="results folder (default: benchmarks/results/local/<device>)")
     p.add_argument("--render", action="store_true", help="only rewrite the table and plot from <out>/recipe.json")
     return p.parse_args(argv)
 
@@ -161,7 +163,7 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    out = args.out or os.path.join(REPO, "benchmarks", "results", device)
+    out = args.out or str(LOCAL_RESULTS / device)
     os.makedirs(out, exist_ok=True)
     if args.render:
         with open(os.path.join(out, "recipe.json"), encoding="utf-8") as handle:

@@ -9,7 +9,7 @@ peak gathered backbone bytes (module hooks, one extra untimed step). Next to eac
 memory planner's prediction (``rpt-train --plan``) and the relative error (predicted /
 measured - 1), and checks the design goals when the issue's settings were run on CUDA.
 Each configuration runs in its own process; train.json and train.csv under
-benchmarks/results/<device>/ (or --out) are rewritten after each.
+benchmarks/results/local/<device>/ (or --out) are rewritten after each.
 
   python benchmarks/bench_train.py              # CPU: t5-tiny, t5-small, fp32, source 128
   python benchmarks/bench_train.py              # GPU: t5-small..t5-xxl, bf16, B 8, source 512
@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 if not os.environ.get("RPT_FAST_INSTALLED"):
     sys.path.insert(0, str(HERE.parent))
 
+from _results import LOCAL_RESULTS  # noqa: E402
 from rpt_fast.memory import GIB, Setup, plan  # noqa: E402
 from rpt_fast.presets import T5_PRESETS  # noqa: E402
 
@@ -84,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "step over all rounds (steadier ratios on a shared, loaded machine)")
     ap.add_argument("--quick", action="store_true", help="a small subset (CPU: t5-tiny; GPU: t5-xl)")
     ap.add_argument("--config-timeout", type=float, default=900, help="seconds per configuration")
-    ap.add_argument("--out", help="results folder (default benchmarks/results/<device>)")
+    ap.add_argument("--out", help="results folder (default benchmarks/results/local/<device>)")
     args = ap.parse_args(argv)
     args.device = _device_type()
     for key, value in {**DEFAULTS[args.device], **(QUICK[args.device] if args.quick else {})}.items():
@@ -398,7 +399,7 @@ def main(argv=None) -> int:
     env = environment(args.device)
     if args.threads:
         env["device"]["threads"] = args.threads
-    out = out or HERE / "results" / env["device"]["slug"]
+    out = out or LOCAL_RESULTS / env["device"]["slug"]
     settings = {k: getattr(args, k) for k in ("models", "modes", "batch_size", "seq_len", "target_len",
                                               "num_tokens", "dtype", "warmup", "steps", "backend",
                                               "max_live_parameters", "persistence_threshold", "threads")}

@@ -18,7 +18,33 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+
 from _results import load, ok_rows  # noqa: E402
+
+# "gemms" times the op's six GEMMs alone: a bound on what any implementation on that BLAS
+# reaches, not an implementation; the legends say so.
+LABELS = {"gemms": "gemms (bound: the 6 GEMMs alone)"}
+# Speedup ticks, finest series first: the first giving at most 8 ticks in the data's range is
+# used, labelled "2x" (the log axis' own minor labels overlap when the range is under a decade).
+SPEEDUP_TICKS = (
+    (0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.1, 1.25, 1.5, 2),
+    (0.125, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8),
+    (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100),
+)
+
+
+def _label(provider: str) -> str:
+    return LABELS.get(provider, provider)
+
+
+def speedup_ticks(low: float, high: float, most: int = 8) -> list[float]:
+    """Tick values for a log speedup axis spanning [low, high] (see ``SPEEDUP_TICKS``)."""
+    for series in SPEEDUP_TICKS:
+        inside = [t for t in series if low <= t <= high]
+        if low >= series[0] and high <= series[-1] and len(inside) <= most:
+            return inside
+    return [t for t in SPEEDUP_TICKS[-1] if low <= t <= high] or [1]
 
 
 def time_vs_m(report: dict, out: Path) -> list[Path]:
@@ -37,7 +63,7 @@ def time_vs_m(report: dict, out: Path) -> list[Path]:
                 pts = sorted((r["M"], r["median_ms"]) for r in rows
                              if r["provider"] == prov and (r["d"], r["m"]) == (d, m))
                 if pts:
-                    ax.plot(*zip(*pts), marker="o", label=prov)
+                    ax.plot(*zip(*pts), marker="o", label=_label(prov))
             ax.set(xscale="log", yscale="log", title=f"d={d} m={m}", xlabel="M", ylabel="ms")
         for ax in list(axes.flat)[len(panels):]:
             ax.axis("off")
@@ -66,11 +92,17 @@ def speedup(report: dict, out: Path) -> list[Path]:
         for i, prov in enumerate(provs):
             vals = {(r["M"], r["d"], r["m"]): r["speedup_vs_eager"] for r in rows if r["provider"] == prov}
             xs = [j + i * width for j, s in enumerate(shapes) if s in vals]
-            ax.bar(xs, [vals[s] for s in shapes if s in vals], width, label=prov)
+            ax.bar(xs, [vals[s] for s in shapes if s in vals], width, label=_label(prov))
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(shapes))])
         ax.set_xticklabels([f"{M}x{d}x{m}" for M, d, m in shapes], rotation=60, fontsize=7)
         ax.set(yscale="log", ylabel="speedup over eager", title=f"{op} op, {dt}, {mode}")
+        speedups = [r["speedup_vs_eager"] for r in rows]
+        low, high = min(min(speedups), 1.0) / 1.1, max(max(speedups), 1.0) * 1.1
+        ax.set_ylim(low, high)
+        ax.yaxis.set_major_locator(FixedLocator(speedup_ticks(low, high)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.yaxis.set_minor_locator(NullLocator())
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out / f"speedup_{op}_{dt}_{mode}.png"

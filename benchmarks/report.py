@@ -31,7 +31,10 @@ def section(report: dict) -> str:
         f"Measured ceilings: copy {c['copy_GBps']:.1f} GB/s, matmul "
         + ", ".join(f"{k} {v:.2f} TFLOP/s" for k, v in c["matmul_TFLOPs"].items())
         + f", empty op {c['empty_op_us']:.1f} us. Floor = max(bytes / copy rate, FLOPs / matmul rate); "
-        "'floor' is the fraction of it reached (1.0 = at the floor).",
+        "'floor' is the fraction of it reached (1.0 = at the floor; (!) above it: faster than the "
+        "measured ceilings allow, the data stayed in a cache the copy ceiling does not see or a ceiling "
+        "read low; ceilings are the best of "
+        f"{c.get('repeats', 1)} measurement{'s' if c.get('repeats', 1) > 1 else ''}).",
         "",
     ]
     groups = defaultdict(list)
@@ -54,7 +57,8 @@ def section(report: dict) -> str:
                 if r is None:
                     out.append("-")
                     continue
-                text = f"{_ms(r['median_ms'])} ({r['speedup_vs_eager'] or 0:.2f}x; {r['floor_fraction']:.2f})"
+                above = " (!)" if r["floor_fraction"] > 1 else ""
+                text = f"{_ms(r['median_ms'])} ({r['speedup_vs_eager'] or 0:.2f}x; {r['floor_fraction']:.2f}{above})"
                 if r.get("graph_ms"):
                     text += f"; g {_ms(r['graph_ms'])}"
                 out.append(text)

@@ -1,9 +1,11 @@
 """torch.compile runs the fused kernels: the registered custom ops are in the compiled forward
 and backward graphs (not an eager re-trace of the reference), the compiled value and
-gradients match the float64 reference, and ``opcheck`` passes on every registered op."""
+gradients match the float64 reference (also under ``dynamic=True`` with changing row counts),
+and ``opcheck`` passes on every registered op."""
 
 import pytest
 import torch
+import torch._dynamo.testing
 from functorch.compile import make_boxed_func
 from torch._dynamo.backends.common import aot_autograd
 
@@ -142,3 +144,55 @@ def test_compiled_op_takes_views(backend):
     for got, want in zip((y, *grads), (ref, *ref_grads)):
         assert ((got.double() - want).abs().max() / want.abs().max().clamp_min(1.0)) < 1e-5
     assert torch.ops.rpt_fast.residual_mlp_fwd.default in _targets(graphs["forward"])
+
+
+def _op_inputs(grouped, rows, d=12, m=5):
+    """Fresh random (x, w1, b1, w2, b2, ln_weight, ln_bias) leaves, one MLP per row if grouped."""
+    lead = (rows,) if grouped else ()
+    tensors = (torch.randn(rows, d), torch.randn(*lead, m, d) / d**0.5, 0.1 * torch.randn(*lead, m),
+               torch.randn(*lead, d, m) / m**0.5, 0.1 * torch.randn(*lead, d),
+               1 + 0.1 * torch.randn(*lead, d), 0.1 * torch.randn(*lead, d))
+    return [t.requires_grad_() for t in tensors]
+
+
+@GROUPED
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_dynamic_shapes_compile_once_and_match_float64(backend, grouped):
+    """``torch.compile(fullgraph=True, dynamic=True)``: one graph serves changing row counts
+    (and, for the grouped op, changing group counts, whose weights change shape with them),
+    through the custom ops, with the float64 reference's values and gradients."""
+    torch._dynamo.reset()
+    op = rpt_fast.grouped_residual_mlp if grouped else rpt_fast.residual_mlp
+    ref_op = grouped_residual_mlp_reference if grouped else residual_mlp_reference
+    compiler, graphs = _recording_backend()
+    compiled = torch.compile(lambda *t: op(*t, backend=backend), fullgraph=True, dynamic=True,
+                             backend=compiler)
+    for rows in (3, 7, 12):
+        leaves = _op_inputs(grouped, rows)
+        y = compiled(*leaves)
+        dy = torch.randn_like(y)
+        grads = torch.autograd.grad(y, leaves, dy)
+        ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
+        ref = ref_op(*ref_leaves)
+        ref_grads = torch.autograd.grad(ref, ref_leaves, dy.double())
+        for name, got, want in zip(("y", "x", *PARAMS), (y, *grads), (ref, *ref_grads)):
+            err = (got.double() - want).abs().max() / want.abs().max().clamp_min(1.0)
+            assert err < 1e-5, (rows, name, err.item())
+    assert len(graphs["forward"]) == 1 and len(graphs["backward"]) == 1, "recompiled"
+    prefix = "grouped_" if grouped else ""
+    assert getattr(torch.ops.rpt_fast, f"{prefix}residual_mlp_fwd").default in _targets(graphs["forward"])
+    assert getattr(torch.ops.rpt_fast, f"{prefix}residual_mlp_bwd").default in _targets(graphs["backward"])
+
+
+@pytest.mark.parametrize("backend", ["auto", "eager"])
+def test_dynamic_module_with_leading_dims(backend):
+    """A module under ``dynamic=True`` (Parameters static, x dynamic): batch and sequence dims
+    change without a recompile, and ``auto`` resolves while tracing as it does eagerly."""
+    torch._dynamo.reset()
+    module = _module(False, backend)
+    counter = torch._dynamo.testing.CompileCounter()
+    compiled = torch.compile(module, fullgraph=True, dynamic=True, backend=counter)
+    for shape in ((2, 3, 12), (4, 5, 12), (3, 9, 12)):
+        x = torch.randn(*shape)
+        torch.testing.assert_close(compiled(x), module(x), rtol=1e-5, atol=1e-5)
+    assert counter.frame_count == 1

@@ -10,23 +10,13 @@ import torch
 import rpt_fast
 from rpt_fast.ops.reference import grouped_residual_mlp_reference, residual_mlp_reference
 from rpt_fast.ops.triton_residual_mlp import MAX_D
+from rpt_fast.selfcheck import tolerances  # the bounds python -m rpt_fast holds every backend to
 
 pytestmark = pytest.mark.gpu
 
 NAMES = ("y", "dx", "dw1", "db1", "dw2", "db2", "dln_weight", "dln_bias")
 PROMPT_SHAPES = [(1, 64, 5), (7, 768, 800), (100, 1000, 64), (128, 2048, 800), (16, MAX_D, 800)]
 CASES = [(False, *s) for s in PROMPT_SHAPES + [(4096, 1024, 256)]] + [(True, *s) for s in PROMPT_SHAPES]
-
-
-def tolerances(dtype):
-    """(output, gradient) bounds on the relative Frobenius error against float64 on the same
-    rounded inputs. Storing a value in ``dtype`` costs eps/2 at most, ~0.3 eps rms: the output
-    passes through about two such roundings (h, y), a gradient about four (the stored
-    intermediates and the result); fp32 accumulation over up to 8192 terms adds ~1e-6. So bf16
-    gets ~1e-2 and ~2e-2, fp16 ~1.3e-3 and ~2.6e-3, fp32 1e-5 and 2e-5: a bf16 accumulation or
-    a dropped LayerNorm gain in the backward is many times over these."""
-    eps = torch.finfo(dtype).eps
-    return 1.3 * eps + 1e-5, 2.6 * eps + 2e-5
 
 
 @contextlib.contextmanager

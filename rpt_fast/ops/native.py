@@ -2,7 +2,8 @@
 
 The extension is loaded on first use: the library ``setup.py`` built at install when it was
 built from these very sources for this torch version, otherwise a just-in-time ninja build
-(``torch.utils.cpp_extension.load``) cached under ``TORCH_EXTENSIONS_DIR``. When neither works
+(``torch.utils.cpp_extension.load``) cached under ``TORCH_EXTENSIONS_DIR``, whose library a later
+process loads directly (the sources' digest names it). When neither works
 (no compiler, say), :func:`unavailable_reason` says why, and warns once: ``auto`` then runs eager,
 and an explicit ``backend="native"`` raises.
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 
 __all__ = [
+    "build_status",
     "unavailable_reason",
     "residual_mlp",
     "grouped_residual_mlp",
@@ -78,19 +80,49 @@ def _prebuilt_library(src: Path) -> str | None:
     return spec.origin
 
 
+def _jit_library(src: Path) -> tuple[str, Path]:
+    """(name, library path) of the just-in-time build of ``src`` under TORCH_EXTENSIONS_DIR."""
+    from torch.utils import cpp_extension
+
+    name = f"rpt_fast_native_{source_digest(src)[:16]}"
+    return name, Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
+
+
+def build_status() -> tuple[bool, str]:
+    """(ready, what): whether the extension can load without compiling, and from where; builds
+    nothing (``python -m rpt_fast`` says so before a first use compiles it)."""
+    if "reason" in _state:
+        return _state["reason"] is None, _state["reason"] or "loaded"
+    src = source_dir()
+    if src is None:
+        return False, "the C++ sources (csrc/) are not shipped with this installation"
+    library = _prebuilt_library(src)
+    if library is not None:
+        return True, f"built at install ({library})"
+    path = _jit_library(src)[1]
+    if path.is_file():
+        return True, f"built ({path})"
+    return False, f"not built yet (the first use compiles it into {path.parent}, about a minute)"
+
+
 def _jit_build(src: Path) -> None:
     from torch.utils import cpp_extension
 
+    name, library = _jit_library(src)
+    if library.is_file():  # built earlier from these very sources (the digest names it)
+        try:
+            torch.ops.load_library(str(library))
+            return
+        except OSError:  # a build cut short: let ninja redo it
+            pass
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
         raise RuntimeError(f"no C++ compiler found (CXX={compiler!r} is not on PATH)")
     if not cpp_extension.is_ninja_available():
         raise RuntimeError("ninja is not installed (pip install ninja)")
-    name = f"rpt_fast_native_{source_digest(src)[:16]}"
-    build_dir = cpp_extension._get_build_directory(name, verbose=False)
-    if not (Path(build_dir) / f"{name}.so").is_file():
+    if not library.is_file():
         print(
-            f"rpt_fast: compiling the native C++ extension into {build_dir} (once, about a minute)",
+            f"rpt_fast: compiling the native C++ extension into {library.parent} (once, about a minute)",
             file=sys.stderr,
             flush=True,
         )

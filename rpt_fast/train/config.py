@@ -43,6 +43,7 @@ class TrainConfig:
     prompt_dropout: float = 0.0
     prompt_init: str = "vocab"
     backend: str = "auto"
+    skip_self_check: bool = False  # no check of the prompt MLP's op against float64 before step 1
     lr: float = 0.3
     weight_decay: float = 1e-5
     warmup_steps: int = 0
@@ -224,7 +225,7 @@ RESUME_ROLES = {
     "gradient_checkpointing": FREE, "max_live_parameters": FREE, "gpu_memory": FREE, "deepspeed_config": FIXED,
     "eval_mode": FIXED,
     "output_dir": INVOCATION, "save_interval": FREE, "save_total_limit": FREE, "resume": INVOCATION,
-    "progress": INVOCATION, "report_to": FREE,
+    "progress": INVOCATION, "skip_self_check": INVOCATION, "report_to": FREE,
 }
 
 

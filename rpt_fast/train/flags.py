@@ -96,6 +96,8 @@ def build_parser(prog: str = "rpt-train", *, planner: bool = False) -> argparse.
                    help="initial prompt: rows of the vocabulary embedding, or random")
     g.add_argument("--backend", choices=BACKENDS, default=d.backend,
                    help="kernels of the prompt MLP (auto: Triton on GPU, native C++ on CPU)")
+    g.add_argument("--skip-self-check", action="store_true",
+                   help="do not check the prompt MLP's op against the float64 reference before the first step")
     g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
     g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     g.add_argument("--warmup-steps", type=int, default=d.warmup_steps,

@@ -34,6 +34,7 @@ from .optim import build_optimizer, lr_lambda
 from .rank_errors import on_every_rank
 from .rank_errors import propagate as propagate_failures
 from .shared_fs import require_shared
+from .selfcheck import self_check
 from .zero3 import partition_trainables_off_nvme, register_fused_parameters
 from .export import export_prompt, gathered, load_trainable, trainable_tensors
 
@@ -370,6 +371,8 @@ def train(cfg: TrainConfig, task=None, resumption: resume.Resumption | None = No
         out = _output_dir(cfg, info)
         try:
             run = Run(cfg, info, task, out=out)
+            if not cfg.skip_self_check:  # the prompt encoder's op against float64, before step 1
+                self_check(run)
         except BaseException:
             if made_here and info.is_main and not os.listdir(out):  # a failed start leaves nothing
                 os.rmdir(out)
