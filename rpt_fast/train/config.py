@@ -35,6 +35,7 @@ class TrainConfig:
     max_input_length: int = 256
     max_target_length: int = 16
     backbone_dropout: float | None = None
+    chat_template: bool = False  # decoder-only: inputs as a user turn of the tokenizer's chat template
     # The paper's knobs.
     num_tokens: int = 100
     bottleneck: int = 800
