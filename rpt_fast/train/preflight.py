@@ -86,4 +86,8 @@ def preflight(cfg: TrainConfig, world_size: int | None = None):
             f"(after --max-train-examples), got {cfg.batch_size}"
         )
     _check_model(cfg)
+    if cfg.chat_template:
+        from .backbone import check_chat_template
+
+        check_chat_template(cfg)
     return task
