@@ -1,8 +1,9 @@
 """The data a decoder-only model trains on: one causal sequence ``[BOS] input \\n target EOS``
-(or the tokenizer's chat template around the input), the loss on the target and EOS only, the
-source cut to ``max_input_length`` at the input's end; errors naming ``--chat-template``; the
-default generation length."""
+(or the tokenizer's chat template around the input; SuperGLUE's formatted inputs and label
+words alike), the loss on the target and EOS only, the source cut to ``max_input_length`` at
+the input's end; errors naming ``--chat-template``; the default generation length."""
 
+import json
 import os
 import sys
 
@@ -15,7 +16,7 @@ from cli_run import rpt_train  # noqa: E402
 
 from rpt_fast.train.data import IGNORE_INDEX, causal_layout, encode_examples  # noqa: E402
 from rpt_fast.train.evaluate import generation_length  # noqa: E402
-from rpt_fast.train.tasks import Example, Task  # noqa: E402
+from rpt_fast.train.tasks import Example, Task, get_task  # noqa: E402
 
 BYT5 = ByT5Tokenizer()
 
@@ -44,6 +45,19 @@ def test_the_input_is_cut_so_the_source_fits_and_the_separator_stays():
     assert enc.input_ids[5:] == ids(BYT5, "ye") + [BYT5.eos_token_id]
     with pytest.raises(ValueError, match="max_input_length: 1 tokens leave no room for the input"):
         encode(BYT5, Example("a", "b"), max_input_length=1)
+
+
+def test_a_superglue_task_becomes_one_causal_sequence(tmp_path):
+    from test_tasks import FIXTURES
+
+    for name in ("train.jsonl", "val.jsonl"):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in FIXTURES["cb"]))
+    task = get_task("cb", str(tmp_path))
+    encoded = encode_examples(task.train, BYT5, encoder_decoder=False, max_input_length=256, max_target_length=16)
+    whole = BYT5.decode(encoded[0].input_ids)
+    assert whole == "premise: It rained. hypothesis: The ground is wet.\nentailment</s>"
+    target = [label for label in encoded[0].labels if label != IGNORE_INDEX]
+    assert BYT5.decode(target) == "entailment</s>"  # the loss sees the label word and EOS only
 
 
 def test_bos_comes_first_when_the_tokenizer_adds_one():
