@@ -36,6 +36,8 @@ def test_tiny_llama_learns_the_synthetic_task(tmp_path):
     with open(os.path.join(summary["exports"]["peft"], "adapter_config.json")) as handle:
         config = json.load(handle)
     assert config["task_type"] == "CAUSAL_LM" and config["base_model_name_or_path"] == "tiny-llama"
+    with open(os.path.join(summary["exports"]["peft"], "README.md")) as handle:
+        assert "- inputs: the input followed by a newline" in handle.read()  # how to feed the adapter
 
 
 def _jsonl(folder, name, rows):
