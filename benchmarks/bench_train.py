@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.metadata
 import json
 import os
 import re
@@ -293,6 +294,10 @@ def environment(device: str) -> dict:
     out = subprocess.run([sys.executable, "-c", code, str(HERE), device], capture_output=True, text=True,
                          check=True)
     env = json.loads(out.stdout.strip().splitlines()[-1])
+    try:  # the "peft" rows' library
+        env["versions"]["peft"] = importlib.metadata.version("peft")
+    except importlib.metadata.PackageNotFoundError:
+        pass
     env["command"] = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
     env.pop("triton_interpret", None)
     return env

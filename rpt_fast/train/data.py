@@ -1,4 +1,5 @@
-"""Tokenized examples, the seeded epoch order and the per-rank batches.
+"""Tokenized examples (T5: source -> target; decoder-only: one causal sequence laid out by
+:class:`CausalLayout`, the loss on the target), the seeded epoch order and the per-rank batches.
 
 The order of epoch ``e`` depends only on ``(seed, e)`` and global step ``s`` is batch
 ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``: a resumed run needs nothing but the
