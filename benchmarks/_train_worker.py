@@ -97,8 +97,9 @@ class PlainLoop:
         if kind == "peft":
             from peft import PromptTuningConfig, get_peft_model
 
+            task_type = "SEQ_2_SEQ_LM" if backbone.config.is_encoder_decoder else "CAUSAL_LM"
             self.model = get_peft_model(backbone, PromptTuningConfig(
-                task_type="SEQ_2_SEQ_LM", num_virtual_tokens=cfg.num_tokens))
+                task_type=task_type, num_virtual_tokens=cfg.num_tokens))
             self.model.backbone = backbone
             params = [p for p in self.model.parameters() if p.requires_grad]
         else:
@@ -139,12 +140,16 @@ def mlp_ms(encoder, repeats: int = 10) -> float:
 
 
 def synthetic_batch(run: Run, spec: dict) -> dict:
-    vocab = run.model.backbone.config.vocab_size
+    """Random source and target ids. T5: the target is the decoder's labels; decoder-only: one
+    sequence, source then target, labelled on the target (as rpt-train's data)."""
+    config = run.model.backbone.config
     g = torch.Generator().manual_seed(0)
     shape, target = (spec["batch_size"], spec["seq_len"]), (spec["batch_size"], spec["target_len"])
-    batch = {"input_ids": torch.randint(2, vocab, shape, generator=g),
-             "attention_mask": torch.ones(shape, dtype=torch.long),
-             "labels": torch.randint(2, vocab, target, generator=g)}
+    source, labels = torch.randint(2, config.vocab_size, shape, generator=g), \
+        torch.randint(2, config.vocab_size, target, generator=g)
+    if not config.is_encoder_decoder:
+        source, labels = torch.cat((source, labels), 1), torch.cat((torch.full(shape, -100), labels), 1)
+    batch = {"input_ids": source, "attention_mask": torch.ones_like(source), "labels": labels}
     return {k: v.to(run.info.device) for k, v in batch.items()}
 
 

@@ -1,9 +1,11 @@
-"""Training benchmark: frozen T5 presets (random weights) with a residual prompt, built as
-``rpt-train`` builds them, trained a few steps on synthetic batches in plain PyTorch or
-DeepSpeed ZeRO (with or without parameter offload and gradient checkpointing).
+"""Training benchmark: frozen presets (random weights: T5, or decoder-only such as tiny-llama)
+with a residual prompt, built as ``rpt-train`` builds them, trained a few steps on synthetic
+batches in plain PyTorch or DeepSpeed ZeRO (with or without parameter offload and gradient
+checkpointing), beside PEFT prompt tuning of the same backbone ("peft").
 
 Measures per configuration the median step time, tokens/s (batch x (source + target) tokens
-per second; prompt tokens not counted) and memory: on CUDA the allocator peak and the device
+per second; prompt tokens not counted; a decoder-only model reads source and target as one
+sequence with the loss on the target) and memory: on CUDA the allocator peak and the device
 peak (reserved + context), on CPU the peak RSS of the training steps; under ZeRO-3 also the
 peak gathered backbone bytes (module hooks, one extra untimed step). Next to each it prints the
 memory planner's prediction (``rpt-train --plan``) and the relative error (predicted /
@@ -14,12 +16,14 @@ benchmarks/results/local/<device>/ (or --out) are rewritten after each.
   python benchmarks/bench_train.py              # CPU: t5-tiny, t5-small, fp32, source 128
   python benchmarks/bench_train.py              # GPU: t5-small..t5-xxl, bf16, B 8, source 512
   python benchmarks/bench_train.py --models t5-xl --modes zero3-ckpt,zero3-offload-ckpt
+  python benchmarks/bench_train.py --models tiny-llama --modes peft,loop,plain,auto,zero3,zero3-offload
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.metadata
 import json
 import os
 import re
@@ -37,7 +41,7 @@ if not os.environ.get("RPT_FAST_INSTALLED"):
 
 from _results import LOCAL_RESULTS  # noqa: E402
 from rpt_fast.memory import GIB, Setup, plan  # noqa: E402
-from rpt_fast.presets import T5_PRESETS  # noqa: E402
+from rpt_fast.presets import PRESETS  # noqa: E402
 
 SCHEMA = "rpt-fast-bench-train/1"
 WORKER = HERE / "_train_worker.py"
@@ -60,7 +64,7 @@ QUICK = {
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", help=f"comma list of {', '.join(T5_PRESETS)}")
+    ap.add_argument("--models", help=f"comma list of {', '.join(PRESETS)}")
     ap.add_argument("--modes", help="comma list: plain or zero0..zero3, then -offload (zero3), then -ckpt")
     ap.add_argument("--seq-len", type=int, help="source tokens (the prompt comes on top)")
     ap.add_argument("--target-len", type=int, help="target tokens")
@@ -91,7 +95,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     for key, value in {**DEFAULTS[args.device], **(QUICK[args.device] if args.quick else {})}.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    args.models = _csv(args.models, lambda m: m in T5_PRESETS, "models")
+    args.models = _csv(args.models, lambda m: m in PRESETS, "models")
     args.modes = _csv(args.modes, _valid_mode, "modes")
     args.variants = {}
     for item in args.variant:
@@ -151,10 +155,20 @@ def _err(predicted, measured):
     return predicted / measured - 1 if predicted is not None and measured else None
 
 
+PREDICTIONS = ("pred_backbone_params", "pred_gathered_bytes", "pred_persistent_bytes", "pred_allocated_bytes",
+               "pred_device_total_bytes", "pred_rss_growth_bytes", "err_gathered", "err_allocated",
+               "err_device_total", "err_rss_growth")
+
+
 def compare(row: dict) -> None:
-    """Adds the planner's prediction and its relative errors to a measured row."""
-    dropout = row.get("dropout", T5_PRESETS[row["model"]].get("dropout_rate", 0.1))  # failed rows
-    p = plan(planner_setup(row, row.get("attention", "sdpa"), dropout))
+    """Adds the planner's prediction and its relative errors to a measured row (None, with
+    the planner's reason in ``planner_note``, for a model it does not know)."""
+    dropout = row.get("dropout", PRESETS[row["model"]].get("dropout_rate", 0.1))  # failed rows
+    try:
+        p = plan(planner_setup(row, row.get("attention", "sdpa"), dropout))
+    except ValueError as exc:
+        row.update(dict.fromkeys(PREDICTIONS), planner_note=str(exc))
+        return
     gpu, host = p["gpu_terms"], p["host_terms"]
     row["pred_backbone_params"] = p["backbone_params"]
     row["pred_gathered_bytes"] = gpu.get("backbone gathered (live)")
@@ -222,18 +236,18 @@ def comparison(rows: list[dict]) -> list[dict]:
 
 def comparison_table(entries: list[dict]) -> str:
     timed = "CPU ms" if entries and entries[0].get("timed") == "step_cpu_ms_median" else "step ms"
-    head = (f"{'model':9s} {'system':22s} {timed:>9s} {'vs PEFT':>8s} {'vs plain':>8s} "
+    head = (f"{'model':10s} {'system':22s} {timed:>9s} {'vs PEFT':>8s} {'vs plain':>8s} "
             f"{'peak MiB':>9s} {'MLP share':>9s}  loss")
     lines = [head, "-" * len(head)]
     for e in entries:
         if "mlp_ms" in e:
-            lines.append(f"{e['model']:9s} residual MLP fwd+bwd alone: {e['mlp_ms']:.2f} ms (backend), "
+            lines.append(f"{e['model']:10s} residual MLP fwd+bwd alone: {e['mlp_ms']:.2f} ms (backend), "
                          f"{e['mlp_eager_ms']:.2f} ms (eager)")
             continue
         name = e["mode"] + (f" ({e['resolved_mode']})" if e.get("resolved_mode") else "")
         vs_plain = f"{e['vs_no_deepspeed']:8.3f}" if "vs_no_deepspeed" in e else f"{'-':>8s}"
         share = f"{100 * e['mlp_share']:8.2f}%" if "mlp_share" in e and e["mode"] != "peft" else f"{'-':>9s}"
-        lines.append(f"{e['model']:9s} {name:22s} {e['step_ms']:9.1f} {e['vs_peft']:8.3f} {vs_plain} "
+        lines.append(f"{e['model']:10s} {name:22s} {e['step_ms']:9.1f} {e['vs_peft']:8.3f} {vs_plain} "
                      f"{_mib(e['peak_bytes'])} {share}  {e['loss_last']:.4f}")
     return "\n".join(lines)
 
@@ -281,6 +295,10 @@ def environment(device: str) -> dict:
     out = subprocess.run([sys.executable, "-c", code, str(HERE), device], capture_output=True, text=True,
                          check=True)
     env = json.loads(out.stdout.strip().splitlines()[-1])
+    try:  # the "peft" rows' library
+        env["versions"]["peft"] = importlib.metadata.version("peft")
+    except importlib.metadata.PackageNotFoundError:
+        pass
     env["command"] = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
     env.pop("triton_interpret", None)
     return env
@@ -329,7 +347,7 @@ CSV_FIELDS = ["model", "mode", "device", "dtype", "batch_size", "seq_len", "targ
               "pred_device_total_bytes", "err_device_total", "rss_peak_bytes", "rss_growth_bytes",
               "pred_rss_growth_bytes", "err_rss_growth", "gathered_peak_bytes", "pred_gathered_bytes",
               "err_gathered", "persistent_bytes", "pred_persistent_bytes", "backbone_params",
-              "pred_backbone_params", "backbone_bytes", "note"]
+              "pred_backbone_params", "backbone_bytes", "note", "planner_note"]
 
 
 def write(report: dict, out: Path) -> None:
@@ -353,7 +371,7 @@ def _pct(v) -> str:
 
 
 def line(r: dict) -> str:
-    head = f"{r['model']:9s} {r['mode']:19s}"
+    head = f"{r['model']:10s} {r['mode']:19s}"
     if r["status"] != "ok":
         return f"{head} {r['status']}: {r.get('note', '')[:90]}"
     if r["device"] == "cuda":
@@ -368,7 +386,7 @@ def line(r: dict) -> str:
 
 def table(report: dict) -> str:
     kind = "alloc peak" if report["device"]["type"] == "cuda" else "RSS growth"
-    head = (f"{'model':9s} {'mode':19s} {'step ms':>9s} {'tokens/s':>9s} {kind + ' MiB':>9s} "
+    head = (f"{'model':10s} {'mode':19s} {'step ms':>9s} {'tokens/s':>9s} {kind + ' MiB':>9s} "
             f"{'planner':>9s} {'error':>7s}  {'gathered':>9s} {'planner':>9s} {'error':>7s}")
     lines = [head, "-" * len(head), *map(line, report["results"])]
     lines += [f"deviation: {d}" for d in report["deviations"]]

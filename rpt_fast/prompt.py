@@ -8,6 +8,7 @@ PROMPT_TUNING puts its prompt, so ``export_peft`` hands P' to PEFT without chang
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -163,6 +164,9 @@ class ResidualPromptModel(nn.Module):
                 f"residual={residual}, activation={activation!r}"
             )
         self.is_encoder_decoder = _check_backbone(backbone)
+        # Decoder-only models that take position ids get them from the mask (see forward).
+        self._positions_from_mask = not self.is_encoder_decoder and "position_ids" in inspect.signature(
+            backbone.forward).parameters
         if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
             raise ValueError(f"num_tokens: expected a positive int, got {num_tokens!r}")
         embedding = backbone.get_input_embeddings()
@@ -228,19 +232,31 @@ class ResidualPromptModel(nn.Module):
             attention_mask = torch.cat((ones, attention_mask), dim=1)
         return embeds, attention_mask
 
+    def _position_ids(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Positions of P' + input with the input's left padding skipped: P' takes 0..n-1 and
+        each row's first real token n, whatever the padding side, as ``generate`` numbers them.
+        Unpadded and right-padded rows get 0, 1, 2, ... (the backbone's own default)."""
+        n = self.num_tokens
+        left_pad = (attention_mask[:, n:].cumsum(-1) == 0).sum(-1, keepdim=True)
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device).unsqueeze(0)
+        return (positions - torch.where(positions >= n, left_pad, 0)).clamp(min=0)
+
     def forward(self, input_ids, attention_mask=None, labels=None, **kwargs):
         """The backbone's output (``.loss``, ``.logits``) with P' prepended.
 
         T5: ``labels`` are the decoder targets, passed on unchanged. Decoder-only: ``labels``
         has input_ids' shape (the usual causal-LM labels) and gets -100 at the prompt positions,
-        so the logits have ``num_tokens + seq_len`` positions.
+        so the logits have ``num_tokens + seq_len`` positions; with an ``attention_mask`` the
+        position ids skip left padding, so a row's logits do not depend on the padding side.
         """
         embeds, attention_mask = self._embed_with_prompt(input_ids, attention_mask)
-        if labels is not None and not self.is_encoder_decoder:
-            device = embeds.device
-            _check_ids("labels", labels, input_ids, device)
-            pad = labels.new_full((labels.shape[0], self.num_tokens), -100)
-            labels = torch.cat((pad, labels), dim=1)
+        if not self.is_encoder_decoder:
+            if labels is not None:
+                _check_ids("labels", labels, input_ids, embeds.device)
+                pad = labels.new_full((labels.shape[0], self.num_tokens), -100)
+                labels = torch.cat((pad, labels), dim=1)
+            if attention_mask is not None and self._positions_from_mask and "position_ids" not in kwargs:
+                kwargs["position_ids"] = self._position_ids(attention_mask)
         return self.backbone(
             inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs
         )

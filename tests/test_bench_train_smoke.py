@@ -1,7 +1,8 @@
 """Smoke test of the training benchmark: bench_train.py on t5-tiny (PEFT in a plain loop,
 rpt-train's plain mode and ZeRO-3, one step) in a subprocess; the schema of its JSON and CSV,
 ZeRO-3 gathered bytes that are neither nothing nor the whole backbone (small live-parameter and
-persistence limits), and the comparison against PEFT."""
+persistence limits), and the comparison against PEFT; the same comparison on tiny-llama (PEFT
+CAUSAL_LM prompt tuning, a causal batch)."""
 
 import csv
 import json
@@ -55,3 +56,27 @@ def test_bench_train_tiny(tmp_path):
     assert by_mode["peft"]["vs_peft"] == 1.0 and by_mode["plain"]["vs_no_deepspeed"] == 1.0
     assert by_mode["zero3"]["vs_peft"] == pytest.approx(zero3["step_cpu_ms_median"] / peft["step_cpu_ms_median"])
     assert "vs PEFT" in proc.stdout
+
+
+@pytest.mark.timeout(180)
+def test_bench_train_decoder_only_beside_peft(tmp_path):
+    """tiny-llama: PEFT CAUSAL_LM prompt tuning and rpt-train's plain mode on one causal batch."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env["TORCH_EXTENSIONS_DIR"] = str(tmp_path / "ext")
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--models", "tiny-llama", "--modes", "peft,plain",
+         "--seq-len", "16", "--target-len", "4", "--batch-size", "2", "--num-tokens", "4", "--warmup", "0",
+         "--steps", "1", "--config-timeout", "90", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=170,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "train.json").read_text())
+    peft, plain = report["results"]
+    for row in (peft, plain):
+        assert row["status"] == "ok" and row["step_cpu_ms_median"] > 0 and row["backbone_params"] == 123_200, row
+        # the planner's prediction where it knows the family, else its reason
+        assert row["pred_backbone_params"] == row["backbone_params"] or row["planner_note"], row
+    by_mode = {e["mode"]: e for e in report["comparison"]}
+    assert by_mode["plain"]["vs_peft"] == pytest.approx(plain["step_cpu_ms_median"] / peft["step_cpu_ms_median"])

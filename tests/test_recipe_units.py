@@ -146,12 +146,18 @@ def test_bad_recipe_settings_name_the_setting(changes, message):
 def test_generation_length_is_the_flag_then_the_official_then_max_target_length(capsys):
     from types import SimpleNamespace
 
+    from rpt_fast.train import trainer
+    from rpt_fast.train.evaluate import generation_length
     from rpt_fast.train.tasks import Task
-    from rpt_fast.train.trainer import _max_new_tokens
 
     main = SimpleNamespace(is_main=True)
     encoded = [SimpleNamespace(num_label_tokens=n) for n in (2, 6)]  # 1 and 5 tokens + eos
     boolq, jsonl = Task("boolq", [], [], "accuracy", [], 1), Task("jsonl", [], [], "accuracy")
+
+    def _max_new_tokens(cfg, task, encoded, info):  # as trainer.Run takes it for T5
+        default = generation_length(task, [], encoder_decoder=True, max_target_length=cfg.max_target_length)
+        return trainer._max_new_tokens(cfg, default, encoded, info)
+
     assert _max_new_tokens(TrainConfig(max_new_tokens=5), boolq, encoded, main) == 5
     assert capsys.readouterr().out == ""
     assert _max_new_tokens(TrainConfig(max_target_length=16), jsonl, encoded, main) == 16

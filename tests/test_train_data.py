@@ -65,20 +65,20 @@ def test_encoder_decoder_encoding(tokenizer):
 def test_decoder_only_encoding_labels_the_target_only(tokenizer):
     (enc,) = encode_examples([Example("abcdef", "yes")], tokenizer, encoder_decoder=False,
                              max_input_length=4, max_target_length=3)
-    src = tokenizer("abc", add_special_tokens=False)["input_ids"]
+    src = tokenizer("abc\n", add_special_tokens=False)["input_ids"]  # the input cut, then the separator
     tgt = tokenizer("ye", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     assert enc.input_ids == src + tgt and enc.prompt_ids == src
-    assert enc.labels == [IGNORE_INDEX] * 3 + tgt
-    # The count matches what a causal LM's shifted loss sees.
-    assert enc.num_label_tokens == sum(label != IGNORE_INDEX for label in enc.labels[1:])
+    assert enc.labels == [IGNORE_INDEX] * 4 + tgt
+    # The count matches what a causal LM's shifted loss sees (P' comes first: every label counts).
+    assert enc.num_label_tokens == sum(label != IGNORE_INDEX for label in enc.labels)
 
 
 def test_collate_pads_and_masks(tokenizer):
     encoded = encode_examples([Example("a", "x"), Example("abcd", "xyz")], tokenizer, encoder_decoder=False,
                               max_input_length=16, max_target_length=16)
     batch = collate_train(encoded, pad_id=0)
-    assert batch["input_ids"].shape == (2, 8)
-    assert batch["attention_mask"].sum(1).tolist() == [3, 8]
-    assert (batch["labels"][0, 3:] == IGNORE_INDEX).all()
+    assert batch["input_ids"].shape == (2, 9)
+    assert batch["attention_mask"].sum(1).tolist() == [4, 9]
+    assert (batch["labels"][0, 4:] == IGNORE_INDEX).all()
     gen = collate_generate(encoded, pad_id=0, encoder_decoder=False)
-    assert gen["attention_mask"].tolist()[0] == [0, 0, 0, 1]  # left-padded for generation
+    assert gen["attention_mask"].tolist()[0] == [0, 0, 0, 1, 1]  # left-padded for generation

@@ -1,7 +1,8 @@
 """ResidualPromptModel under ``transformers.Trainer`` (rpt_fast.train.hf.PromptTrainer), with and
-without ``TrainingArguments(deepspeed=...)`` (ZeRO-3, one CPU rank): it trains, its checkpoints
-hold only the trainable prompt encoder, and resuming from one ends exactly where the
-uninterrupted run ends; ZeRO-3 trains like the plain Trainer."""
+without ``TrainingArguments(deepspeed=...)`` (ZeRO-3, one CPU rank), on T5 and on a decoder-only
+backbone (tiny-llama, data from ``prompt_dataset``): it trains, its checkpoints hold only the
+trainable prompt encoder, and resuming from one ends exactly where the uninterrupted run ends;
+ZeRO-3 trains like the plain Trainer."""
 
 import json
 import os
@@ -35,8 +36,15 @@ def plain(tmp_path_factory):
     return out, *_run(out)
 
 
-def test_trainer_checkpoints_hold_the_prompt_encoder_and_resume_exactly(plain):
-    out, whole, resumed, (losses, resumed_losses) = plain
+@pytest.fixture(scope="module")
+def decoder_plain(tmp_path_factory):
+    out = tmp_path_factory.mktemp("decoder")
+    return out, *_run(out, "--model", "tiny-llama")
+
+
+@pytest.mark.parametrize("run", ["plain", "decoder_plain"])
+def test_trainer_checkpoints_hold_the_prompt_encoder_and_resume_exactly(run, request):
+    out, whole, resumed, (losses, resumed_losses) = request.getfixturevalue(run)
     assert losses[-1] < losses[0] and len(losses) == 4  # it trains
     for name in whole:
         assert torch.equal(whole[name], resumed[name]), name
@@ -48,9 +56,11 @@ def test_trainer_checkpoints_hold_the_prompt_encoder_and_resume_exactly(plain):
         os.stat(os.path.join(out, "whole", "checkpoint-2", "trainer_state.json")).st_mode)
 
 
-def test_trainer_with_a_deepspeed_zero3_config_trains_and_resumes_like_the_plain_one(plain, tmp_path):
-    _, reference, _, (reference_losses, _) = plain
-    whole, resumed, (losses, resumed_losses) = _run(tmp_path, "--zero-stage", "3")
+@pytest.mark.parametrize("run", ["plain", "decoder_plain"])
+def test_trainer_with_a_deepspeed_zero3_config_trains_and_resumes_like_the_plain_one(run, request, tmp_path):
+    _, reference, _, (reference_losses, _) = request.getfixturevalue(run)
+    model = ["--model", "tiny-llama"] if run == "decoder_plain" else []
+    whole, resumed, (losses, resumed_losses) = _run(tmp_path, "--zero-stage", "3", *model)
     for name in whole:
         assert torch.equal(whole[name], resumed[name]), name
         torch.testing.assert_close(whole[name], reference[name], rtol=1e-4, atol=1e-5)

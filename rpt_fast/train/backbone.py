@@ -16,6 +16,7 @@ import torch
 
 from ..presets import PRESETS, init_preset_weights, preset_config
 from .config import TrainConfig
+from .data import encode_examples
 
 _DROPOUT_ATTRS = (
     "dropout_rate", "dropout", "attention_dropout", "hidden_dropout", "resid_pdrop",
@@ -39,6 +40,16 @@ def load_tokenizer(cfg: TrainConfig):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def check_chat_template(cfg: TrainConfig) -> None:
+    """``--chat-template`` needs a decoder-only model and a tokenizer whose template renders a
+    user message, with room for an input in ``--max-input-length``: ValueError naming the
+    setting otherwise (the rules of :func:`~rpt_fast.train.data.encode_examples`, checked
+    before any model is built)."""
+    encoder_decoder = bool(getattr(model_config(cfg), "is_encoder_decoder", False))
+    encode_examples([], load_tokenizer(cfg), encoder_decoder=encoder_decoder, max_input_length=cfg.max_input_length,
+                    max_target_length=cfg.max_target_length, chat_template=cfg.chat_template)
 
 
 def model_config(cfg: TrainConfig):

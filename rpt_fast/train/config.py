@@ -36,6 +36,7 @@ class TrainConfig:
     max_input_length: int = 256
     max_target_length: int = 16
     backbone_dropout: float | None = None
+    chat_template: bool = False  # decoder-only: inputs as a user turn of the tokenizer's chat template
     # The paper's knobs.
     num_tokens: int = 100
     bottleneck: int = 800
@@ -214,6 +215,7 @@ FIXED, FREE, INVOCATION = "fixed", "free", "invocation"
 RESUME_ROLES = {
     "model": FIXED, "tokenizer": FIXED, "task": FIXED, "data_dir": FIXED, "max_train_examples": FIXED,
     "max_eval_examples": FIXED, "max_input_length": FIXED, "max_target_length": FIXED, "backbone_dropout": FIXED,
+    "chat_template": FIXED,
     "num_tokens": FIXED, "bottleneck": FIXED, "separate": FIXED, "prompt_dropout": FIXED, "prompt_init": FIXED,
     "backend": FIXED, "lr": FIXED, "weight_decay": FIXED, "warmup_steps": FIXED, "batch_size": FIXED,
     "eval_batch_size": FREE, "epochs": FREE, "max_steps": FREE, "eval_interval": FREE, "log_interval": FREE,

@@ -1,4 +1,5 @@
-"""Tokenized examples, the seeded epoch order and the per-rank batches.
+"""Tokenized examples (T5: source -> target; decoder-only: one causal sequence laid out by
+:class:`CausalLayout`, the loss on the target), the seeded epoch order and the per-rank batches.
 
 The order of epoch ``e`` depends only on ``(seed, e)`` and global step ``s`` is batch
 ``s % steps_per_epoch`` of epoch ``s // steps_per_epoch``: a resumed run needs nothing but the
@@ -28,28 +29,83 @@ class Encoded:
     num_label_tokens: int
 
 
+CAUSAL_SEPARATOR = "\n"  # between a decoder-only model's input and its target (no chat template)
+_SENTINEL = "<<rpt-fast-input>>"  # stands for the input while a chat template is rendered
+
+
+@dataclass(frozen=True)
+class CausalLayout:
+    """The token ids around a decoder-only model's input: ``prefix + input + suffix`` is the
+    source (what generation continues), the target follows it. Without a chat template the
+    prefix is the tokenizer's BOS where its own encoding starts with one (Llama, Mistral; not
+    GPT-2, Qwen2, ByT5) and the suffix :data:`CAUSAL_SEPARATOR`; with one, they are what the
+    template puts before and after a user message, the assistant's header included."""
+
+    prefix: list[int]
+    suffix: list[int]
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def causal_layout(tokenizer, chat_template: bool = False) -> CausalLayout:
+    """The layout of :class:`CausalLayout`; ValueError naming ``chat_template`` when the
+    tokenizer has none, or one that does not show the user's message verbatim."""
+    if not chat_template:
+        bos = tokenizer.bos_token_id
+        adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [bos]
+        return CausalLayout([bos] if adds_bos else [], _ids(tokenizer, CAUSAL_SEPARATOR))
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"chat_template: the tokenizer ({type(tokenizer).__name__}, {tokenizer.name_or_path or 'built in'}) "
+            "has no chat template; give --tokenizer a tokenizer folder whose tokenizer_config.json or "
+            "chat_template.jinja has one, or leave out --chat-template"
+        )
+    text = tokenizer.apply_chat_template([{"role": "user", "content": _SENTINEL}], tokenize=False,
+                                         add_generation_prompt=True)
+    if text.count(_SENTINEL) != 1:
+        raise ValueError("chat_template: the tokenizer's template does not render a user message verbatim "
+                         f"(a test message came out as {text!r})")
+    before, after = text.split(_SENTINEL)
+    return CausalLayout(_ids(tokenizer, before), _ids(tokenizer, after))
+
+
+def target_ids(tokenizer, text: str, max_target_length: int) -> list[int]:
+    """``text``'s tokens cut to ``max_target_length - 1``, then EOS."""
+    return _ids(tokenizer, text)[: max_target_length - 1] + [tokenizer.eos_token_id]
+
+
 def encode_examples(examples, tokenizer, *, encoder_decoder: bool, max_input_length: int,
-                    max_target_length: int) -> list[Encoded]:
-    """T5: ``input + eos`` -> ``target + eos``. Decoder-only: ``input + target + eos`` with the
-    loss on the target part only. Inputs and targets are cut at the end to their max lengths
-    (eos included)."""
-    eos = tokenizer.eos_token_id
-    if eos is None:
+                    max_target_length: int, chat_template: bool = False) -> list[Encoded]:
+    """T5: ``input + eos`` -> ``target + eos``. Decoder-only: one causal sequence ``prefix +
+    input + suffix + target + eos`` (:class:`CausalLayout`; ``chat_template``: the tokenizer's)
+    with the loss on the target and its EOS only. The input is cut at its end so that the source
+    (T5: with its EOS; decoder-only: with prefix and suffix) has at most ``max_input_length``
+    tokens; the target is cut to ``max_target_length`` tokens, EOS included."""
+    if tokenizer.eos_token_id is None:
         raise ValueError("tokenizer: has no eos_token_id, needed to end targets")
+    if encoder_decoder:
+        if chat_template:
+            raise ValueError("chat_template: chat templates format decoder-only models' inputs; this model is "
+                             "an encoder-decoder (T5)")
+        out = []
+        for example in examples:
+            source = _ids(tokenizer, example.input)[: max_input_length - 1] + [tokenizer.eos_token_id]
+            target = target_ids(tokenizer, example.target, max_target_length)
+            out.append(Encoded(source, target, source, len(target)))
+        return out
+    layout = causal_layout(tokenizer, chat_template)
+    room = max_input_length - len(layout.prefix) - len(layout.suffix)
+    if room < 1:
+        raise ValueError(f"max_input_length: {max_input_length} tokens leave no room for the input beside the "
+                         f"{len(layout.prefix) + len(layout.suffix)} tokens of the "
+                         f"{'chat template' if chat_template else 'BOS and separator'}")
     out = []
     for example in examples:
-        source = tokenizer(example.input, add_special_tokens=False)["input_ids"][: max_input_length - 1]
-        target = tokenizer(example.target, add_special_tokens=False)["input_ids"][: max_target_length - 1]
-        target = target + [eos]
-        if encoder_decoder:
-            source = source + [eos]
-            out.append(Encoded(source, target, source, len(target)))
-        else:
-            if not source:
-                source = [eos]  # the first token is never a label: keep the target's first one
-            ids = source + target
-            labels = [IGNORE_INDEX] * len(source) + target
-            out.append(Encoded(ids, labels, source, len(target)))
+        source = layout.prefix + _ids(tokenizer, example.input)[:room] + layout.suffix
+        target = target_ids(tokenizer, example.target, max_target_length)
+        out.append(Encoded(source + target, [IGNORE_INDEX] * len(source) + target, source, len(target)))
     return out
 
 
@@ -92,24 +148,24 @@ class StepSampler:
         return self.global_batch(step)[start : start + per_rank]
 
 
-def _pad(rows: list[list[int]], value: int, *, left: bool = False) -> torch.Tensor:
+def pad_rows(rows: list[list[int]], value: int, *, left: bool = False) -> torch.Tensor:
     width = max(len(row) for row in rows)
     padded = [([value] * (width - len(r)) + r) if left else (r + [value] * (width - len(r))) for r in rows]
     return torch.tensor(padded, dtype=torch.long)
 
 
 def collate_train(encoded: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    input_ids = _pad([e.input_ids for e in encoded], pad_id)
-    mask = _pad([[1] * len(e.input_ids) for e in encoded], 0)
-    labels = _pad([e.labels for e in encoded], IGNORE_INDEX)
+    input_ids = pad_rows([e.input_ids for e in encoded], pad_id)
+    mask = pad_rows([[1] * len(e.input_ids) for e in encoded], 0)
+    labels = pad_rows([e.labels for e in encoded], IGNORE_INDEX)
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
 def collate_generate(encoded: list[Encoded], pad_id: int, *, encoder_decoder: bool) -> dict[str, torch.Tensor]:
     """Generation inputs; decoder-only ones are left-padded so new tokens follow directly."""
     left = not encoder_decoder
-    input_ids = _pad([e.prompt_ids for e in encoded], pad_id, left=left)
-    mask = _pad([[1] * len(e.prompt_ids) for e in encoded], 0, left=left)
+    input_ids = pad_rows([e.prompt_ids for e in encoded], pad_id, left=left)
+    mask = pad_rows([[1] * len(e.prompt_ids) for e in encoded], 0, left=left)
     return {"input_ids": input_ids, "attention_mask": mask}
 
 

@@ -83,9 +83,12 @@ def build_parser(prog: str = "rpt-train", *, planner: bool = False) -> argparse.
                    help="keep a seeded random subset of this many evaluation examples (default: all)")
     g.add_argument("--max-input-length", type=int, default=d.max_input_length, help="tokens, longer inputs are cut")
     g.add_argument("--max-target-length", type=int, default=d.max_target_length,
-                   help="tokens, targets truncated; also the generation length of tasks without an official one")
+                   help="tokens, targets truncated; for T5 also the generation length of tasks without an official one")
     g.add_argument("--backbone-dropout", type=float, default=None,
                    help="set the backbone config's dropout rates (default: the config's own)")
+    g.add_argument("--chat-template", action="store_true",
+                   help="decoder-only: each input becomes a user turn of the tokenizer's chat template, the target "
+                        "the assistant's reply (default: input, a newline, target)")
 
     g = p.add_argument_group("residual prompt (the paper's knobs)")
     g.add_argument("--num-tokens", type=int, default=d.num_tokens, help="prompt length")
@@ -130,7 +133,8 @@ def build_parser(prog: str = "rpt-train", *, planner: bool = False) -> argparse.
     g.add_argument("--gradient-accumulation-steps", type=int, default=d.gradient_accumulation_steps, metavar="N",
                    help="micro-batches per step; --batch-size stays the global batch (per rank: batch / (ranks * N))")
     g.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
-                   help="generation length at evaluation (default: the task's official length, else --max-target-length)")
+                   help="generation length at evaluation (default: T5: the task's official length, else "
+                        "--max-target-length; decoder-only: the longest training target)")
     g.add_argument("--few-shot", type=int, default=None, metavar="K",
                    help="K training examples per label, seeded (record, wsc: K in all) (default: all examples)")
     g.add_argument("--eval-split", choices=EVAL_SPLITS, default=d.eval_split,

@@ -4,7 +4,8 @@ A stock ``Trainer`` saves a plain module's whole ``state_dict()``: the frozen ba
 T5's tied embeddings make safetensors refuse it) next to the few trainable tensors. The
 :class:`PromptTrainer` below saves and reloads only what trains (P and the MLP, ``model.
 safetensors`` in each ``checkpoint-N``), with or without ``TrainingArguments(deepspeed=...)``;
-optimizer, scheduler and RNG states are the Trainer's own.
+optimizer, scheduler and RNG states are the Trainer's own. :func:`prompt_dataset` tokenizes examples
+as ``rpt-train`` does (for decoder-only models: input and target in one causal sequence).
 """
 
 from __future__ import annotations
@@ -13,7 +14,22 @@ import os
 
 from transformers import Trainer
 
+from .data import encode_examples
 from .export import make_public
+
+
+def prompt_dataset(examples, tokenizer, model, *, max_input_length: int = 256, max_target_length: int = 16,
+                   chat_template: bool = False) -> list[dict]:
+    """``examples`` (:class:`~rpt_fast.train.tasks.Example`) as ``Trainer`` features, tokenized
+    as ``rpt-train`` tokenizes them for ``model`` (a ResidualPromptModel; see
+    :func:`~rpt_fast.train.data.encode_examples`): T5 ``input`` -> ``target``; decoder-only one
+    causal sequence with the loss on the target only (``chat_template``: the tokenizer's).
+    ``transformers.DataCollatorForSeq2Seq(tokenizer)`` pads them, on either side (the model's
+    position ids skip left padding)."""
+    encoded = encode_examples(examples, tokenizer, encoder_decoder=model.is_encoder_decoder,
+                              max_input_length=max_input_length, max_target_length=max_target_length,
+                              chat_template=chat_template)
+    return [{"input_ids": e.input_ids, "attention_mask": [1] * len(e.input_ids), "labels": e.labels} for e in encoded]
 
 
 def trainable_state_dict(model, state_dict: dict | None = None) -> dict:

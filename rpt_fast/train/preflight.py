@@ -143,4 +143,8 @@ def preflight(cfg: TrainConfig, world_size: int | None = None):
             "batch_size", f"expected at most the {len(task.train)} training examples "
             f"(after --max-train-examples), got {cfg.batch_size}"
         )
+    if cfg.chat_template:
+        from .backbone import check_chat_template
+
+        check_chat_template(cfg)
     return task

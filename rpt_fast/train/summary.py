@@ -10,6 +10,7 @@ import shlex
 import sys
 
 from ..presets import PRESETS
+from .backbone import model_config
 from .config import TrainConfig
 
 SUMMARY_FILE = "summary.json"
@@ -115,12 +116,16 @@ def model_card(summary: dict, cfg: TrainConfig, adapter_dir: str) -> str:
     score = summary["best_score"]
     result = "not evaluated" if score is None else \
         f"{summary['primary_metric']} {score:.3f} on the evaluation set at step {summary['best_step']}"
+    causal = not getattr(model_config(cfg), "is_encoder_decoder", False)
     if cfg.model in PRESETS:
         load = (f"from rpt_fast.presets import build_backbone\n"
                 f"backbone = build_backbone({cfg.model!r}, seed={cfg.seed})  # the run's random-weight preset\n")
     else:
-        load = ("from transformers import AutoModelForSeq2SeqLM  # AutoModelForCausalLM for decoder-only\n"
-                f"backbone = AutoModelForSeq2SeqLM.from_pretrained({base!r})\n")
+        auto = "AutoModelForCausalLM" if causal else "AutoModelForSeq2SeqLM"
+        load = f"from transformers import {auto}\nbackbone = {auto}.from_pretrained({base!r})\n"
+    layout = ("the tokenizer's chat template around the input (a user turn and the assistant header)"
+              if cfg.chat_template else "the input followed by a newline (after BOS where the tokenizer adds one)")
+    inputs = f"- inputs: {layout}; the model continues with the answer and EOS\n" if causal else ""
     warning = "".join(f"\n**Warning:** {w}\n" for w in summary["warnings"])
     return f"""---
 library_name: peft
@@ -138,7 +143,7 @@ MLP is folded into the prompt, so stock PEFT loads it.
 - result: {result}
 - steps: {summary['steps']} (batch {cfg.batch_size}, learning rate {cfg.lr})
 - command: `{summary['command']}` ({summary['mode']}, {summary['world_size']} rank(s))
-{warning}
+{inputs}{warning}
 ```python
 from peft import PeftModel
 {load}model = PeftModel.from_pretrained(backbone, {adapter_dir!r})

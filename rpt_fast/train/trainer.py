@@ -29,7 +29,7 @@ from .config import TrainConfig, field_names
 from .data import StepSampler, collate_train, encode_examples
 from .distributed import DistInfo, all_reduce_mean, local_world_size, barrier, broadcast_object, init_distributed, shutdown
 from .ds_config import build_ds_config
-from .evaluate import evaluate
+from .evaluate import evaluate, generation_length
 from .optim import build_optimizer, lr_lambda
 from .rank_errors import on_every_rank
 from .rank_errors import propagate as propagate_failures
@@ -92,14 +92,14 @@ def _fingerprint(cfg: TrainConfig, info: DistInfo) -> dict:
     keys = ("model", "task", "data_dir", "num_tokens", "bottleneck", "separate", "seed", "batch_size",
             "deepspeed", "zero_stage", "max_train_examples", "max_input_length", "max_target_length",
             "reparam", "layer_norm", "residual", "activation", "gradient_accumulation_steps", "few_shot",
-            "eval_split", "wsc_format")
+            "eval_split", "wsc_format", "chat_template")
     return {**{k: getattr(cfg, k) for k in keys}, "world_size": info.world_size}
 
 
-def _max_new_tokens(cfg: TrainConfig, task, encoded, info: DistInfo) -> int:
-    """``--max-new-tokens``, else the task's official generation length, else
-    ``max_target_length``; warns when that cannot produce the longest target."""
-    length = cfg.max_new_tokens or task.max_new_tokens or cfg.max_target_length
+def _max_new_tokens(cfg: TrainConfig, default: int, encoded, info: DistInfo) -> int:
+    """``--max-new-tokens``, else ``default`` (:func:`~rpt_fast.train.evaluate.generation_length`);
+    warns when that cannot produce the longest target."""
+    length = cfg.max_new_tokens or default
     longest = max((e.num_label_tokens - 1 for e in encoded), default=0)  # without the eos
     if longest > length and info.is_main:
         print(f"warning: generating at most {length} new tokens, but the longest eval target has {longest} "
@@ -137,11 +137,14 @@ class Run:
             if cfg.deepspeed else None
         backbone, self._hf_zero3 = build_backbone(cfg, self.ds_config, info.rank)
         encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
-        lengths = {"max_input_length": cfg.max_input_length, "max_target_length": cfg.max_target_length}
-        self.train_data = encode_examples(self.task.train, self.tokenizer, encoder_decoder=encoder_decoder, **lengths)
-        self.eval_data = encode_examples(self.task.eval, self.tokenizer, encoder_decoder=encoder_decoder, **lengths)
-        self.test_data = encode_examples(self.task.test, self.tokenizer, encoder_decoder=encoder_decoder, **lengths)
-        self.max_new_tokens = _max_new_tokens(cfg, self.task, self.eval_data + self.test_data, info)
+        encoding = {"max_input_length": cfg.max_input_length, "max_target_length": cfg.max_target_length,
+                    "chat_template": cfg.chat_template}
+        self.train_data = encode_examples(self.task.train, self.tokenizer, encoder_decoder=encoder_decoder, **encoding)
+        self.eval_data = encode_examples(self.task.eval, self.tokenizer, encoder_decoder=encoder_decoder, **encoding)
+        self.test_data = encode_examples(self.task.test, self.tokenizer, encoder_decoder=encoder_decoder, **encoding)
+        default = generation_length(self.task, self.train_data, encoder_decoder=encoder_decoder,
+                                    max_target_length=cfg.max_target_length)
+        self.max_new_tokens = _max_new_tokens(cfg, default, self.eval_data + self.test_data, info)
         self.sampler = StepSampler(len(self.train_data), cfg.batch_size, cfg.seed, info.rank, info.world_size,
                                    accumulation=cfg.gradient_accumulation_steps)
         self.total_steps = cfg.total_steps(self.sampler.steps_per_epoch)
@@ -225,7 +228,7 @@ class Run:
             self.model, self.task, data, self.tokenizer, self.info, examples=examples,
             batch_size=batch, max_new_tokens=length,
             synced_gpus=self.zero3 and self.info.world_size > 1, autocast_dtype=self.autocast_dtype,
-            mode=cfg.eval_mode, max_input_length=cfg.max_input_length,
+            mode=cfg.eval_mode, max_input_length=cfg.max_input_length, chat_template=cfg.chat_template,
         )
 
     def save(self, step: int, best: dict | None, train_time_s: float = 0.0) -> None:

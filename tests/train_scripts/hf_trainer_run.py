@@ -3,7 +3,8 @@ for 4 steps saving at step 2, then again resuming from that checkpoint in a fres
 Trainer; writes both runs' final trainable tensors (gathered whole under ZeRO-3) to
 ``OUT/whole.safetensors`` and ``OUT/resumed.safetensors``.
 
-    python hf_trainer_run.py OUT [--zero-stage N]   (with N: TrainingArguments(deepspeed=...))
+    python hf_trainer_run.py OUT [--zero-stage N] [--model PRESET]
+    (with N: TrainingArguments(deepspeed=...); PRESET: t5-tiny, or a decoder-only one)
 """
 
 import argparse
@@ -17,12 +18,13 @@ from transformers import ByT5Tokenizer, DataCollatorForSeq2Seq, TrainingArgument
 from rpt_fast.presets import build_backbone
 from rpt_fast.prompt import ResidualPromptModel
 from rpt_fast.train.export import gathered, trainable_tensors
-from rpt_fast.train.hf import PromptTrainer
+from rpt_fast.train.hf import PromptTrainer, prompt_dataset
 from rpt_fast.train.tasks import get_task
 
 parser = argparse.ArgumentParser()
 parser.add_argument("out")
 parser.add_argument("--zero-stage", type=int, default=None)
+parser.add_argument("--model", default="t5-tiny")
 args = parser.parse_args()
 
 ds_config = None
@@ -37,13 +39,13 @@ if args.zero_stage is not None:
 
 tokenizer = ByT5Tokenizer()
 task = get_task("synthetic", seed=42, max_train=32)
-data = [dict(tokenizer(e.input), labels=tokenizer(e.target)["input_ids"]) for e in task.train]
 
 
 def train(out, resume_from=None):
     torch.manual_seed(0)  # the MLP's init
-    model = ResidualPromptModel(build_backbone("t5-tiny", seed=42), num_tokens=4, bottleneck=8, backend="eager",
+    model = ResidualPromptModel(build_backbone(args.model, seed=42), num_tokens=4, bottleneck=8, backend="eager",
                                 seed=0)
+    data = prompt_dataset(task.train, tokenizer, model)
     training = TrainingArguments(output_dir=out, max_steps=4, per_device_train_batch_size=4, learning_rate=0.3,
                                  save_steps=2, logging_steps=1, report_to=[], use_cpu=True, seed=0,
                                  deepspeed=ds_config, disable_tqdm=True)
