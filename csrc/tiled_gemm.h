@@ -10,6 +10,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/ones.h>
 #include <ATen/ops/relu.h>
 #include <omp.h>
 
@@ -26,6 +27,23 @@ extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
 
 namespace rpt_native {
 
+// The first sizeable GEMM that MKL runs on a thread takes another path than every later one,
+// with other rounding (MKL_DISABLE_FAST_MM=1 removes the difference, so it is the first call's
+// packing-buffer allocation): on a Xeon (MKL 2024.2, torch 2.13), dw1 = dh^T x at (48, 1000) x
+// (1000, 64) in fp64 came out different on an OpenMP worker's first call only, so 1 and 2 threads
+// disagreed about once in three runs under load. Each thread therefore runs one 512^3 product in
+// fp32 and fp64, discarded, before its first tile (a 64^3 warm-up still failed once; with 512^3
+// the full native suite passed 8 runs in a row beside three busy loops).
+inline void warm_blas_once() {
+  thread_local bool warm = false;
+  if (warm) return;
+  warm = true;
+  for (const auto dtype : {at::kFloat, at::kDouble}) {
+    const at::Tensor a = at::ones({512, 512}, at::TensorOptions().dtype(dtype));
+    at::mm(a, a);
+  }
+}
+
 // Single-threaded BLAS on this thread while alive: MKL's thread-local count, and the OpenMP
 // count that OpenMP-threaded libraries (oneDNN) read. MKL picks its kernel by its thread count
 // even where it would run serially, so the serial and parallel paths below must both set it.
@@ -34,6 +52,7 @@ class SerialBlas {
   SerialBlas() : omp_threads_(omp_get_max_threads()) {
     omp_set_num_threads(1);
     if (MKL_Set_Num_Threads_Local != nullptr) mkl_previous_ = MKL_Set_Num_Threads_Local(1);
+    warm_blas_once();
   }
   ~SerialBlas() {
     if (MKL_Set_Num_Threads_Local != nullptr) MKL_Set_Num_Threads_Local(mkl_previous_);
