@@ -43,6 +43,20 @@ class Launch:
         )
 
 
+@dataclass
+class ZeroFill(Launch):
+    """``args["out"].zero_()``: torch's fill kernel, one launch on the current stream (a kernel
+    node when captured into a CUDA graph). Not a Triton kernel: the AOT check skips it."""
+
+    def __call__(self) -> None:
+        self.args["out"].zero_()
+
+
+def zero_fill(name: str, out) -> ZeroFill:
+    """The launch that zeroes ``out`` (one program: it moves a few bytes)."""
+    return ZeroFill(name, None, (1,), {"out": out}, {}, 0, 0, nbytes=tensor_bytes(out))
+
+
 def cdiv(a: int, b: int) -> int:
     """ceil(a / b) for the launch plans. ``triton.cdiv`` (and ``triton.next_power_of_2``) are
     constexpr functions, 1.7 us per call from Python on triton 3.6 and 3.9: the 21-28 calls of a

@@ -6,7 +6,8 @@ split-K partials of ``h W2^T`` in a fixed order (or reads ``zb = h W2^T`` a GEMM
 b2, and saves zb (x's dtype) for the backward, which rebuilds ``z = zb + b2`` in fp32 instead of recomputing the GEMM. The
 backward writes the gradients of ln_weight, ln_bias and b2 as per-program fp32 partials (each
 program owns a fixed range of rows), which a later fixed-order column sum reduces:
-deterministic, no atomics.
+deterministic, no atomics. Its program 0 also zeroes the arrival counters of the launches after
+it (the backward's split reductions), so they need no launch of their own.
 """
 
 from __future__ import annotations
@@ -56,18 +57,30 @@ def layer_norm_forward_kernel(
 
 
 @triton.jit
+def _zero_counters(count_ptr, n_counters, BLOCK_N: tl.constexpr):
+    """Program 0 zeroes the ``n_counters`` int32 arrival counters at ``count_ptr``."""
+    if tl.program_id(0) == 0:
+        cols = tl.arange(0, BLOCK_N)
+        for c0 in range(0, n_counters, BLOCK_N):
+            tl.store(count_ptr + c0 + cols, tl.zeros((BLOCK_N,), dtype=tl.int32),
+                     mask=c0 + cols < n_counters)
+
+
+@triton.jit
 def layer_norm_backward_kernel(
     dy_ptr, zb_ptr, b2_ptr, w_ptr, mean_ptr, rstd_ptr, dz_ptr, part_w_ptr, part_b_ptr, part_dz_ptr,
-    M, N, rows_per_program,
+    count_ptr, M, N, rows_per_program, n_counters,
     BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, PARTIALS: tl.constexpr,
 ):
     """Program ``p`` handles rows ``[p * rows_per_program, ...)`` (a multiple of BLOCK_R):
     writes dz (dz's dtype) and row ``p`` of the fp32 partials ``part_w = sum dy * zhat``,
     ``part_b = sum dy`` and ``part_dz = sum dz`` (for db2); without ``PARTIALS`` only dz (a
-    later kernel sums the few rows of a prompt itself).
+    later kernel sums the few rows of a prompt itself). Program 0 zeroes the ``n_counters``
+    int32 arrival counters at ``count_ptr`` (the grid has at least one program).
 
     dy, zb and dz are contiguous (M, N), z = zb + b2; part_* are (P, N) fp32.
     """
+    _zero_counters(count_ptr, n_counters, BLOCK_N)
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     c_ok = cols < N
@@ -106,12 +119,13 @@ def layer_norm_backward_kernel(
 @triton.jit
 def layer_norm_backward_wide_kernel(
     dy_ptr, zb_ptr, b2_ptr, w_ptr, mean_ptr, rstd_ptr, dz_ptr, part_w_ptr, part_b_ptr, part_dz_ptr,
-    M, N, rows_per_program,
+    count_ptr, M, N, rows_per_program, n_counters,
     BLOCK_N: tl.constexpr, PARTIALS: tl.constexpr,
 ):
     """:func:`layer_norm_backward_kernel` for rows too wide for registers: each row is walked
     in BLOCK_N-column chunks twice (the two row sums, then dz), and the program accumulates
     its partials in its own rows of part_* (no other program touches them)."""
+    _zero_counters(count_ptr, n_counters, BLOCK_N)
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     part_w_row = part_w_ptr + pid.to(tl.int64) * N

@@ -150,8 +150,9 @@ def _split_grad_tile(
     ``job % splits`` (a weight gradient whose K = the many rows). Each program stores its fp32
     partial (and, with ROWSUM in the first column block, its row-sum partial) and takes a
     ticket from the tile's arrival counter; the last to arrive sums the ``splits`` partials in
-    order 0..splits-1, stores C (and rowsum) and resets the counter.
-    part is (splits, M, N) fp32, part_sum (splits, M) fp32, count one int32 per tile."""
+    order 0..splits-1 and stores C (and rowsum).
+    part is (splits, M, N) fp32, part_sum (splits, M) fp32, count one int32 per tile, zeroed
+    by the launch before."""
     tile = job // splits
     split = job % splits
     pid_m, pid_n = _tile_coords(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -182,7 +183,6 @@ def _split_grad_tile(
         if ROWSUM:
             if pid_n == 0:
                 tl.store(rowsum_ptr + rows, row_sum.to(rowsum_ptr.dtype.element_ty), mask=rows < M)
-        tl.store(count_ptr + tile, 0)
 
 
 @triton.jit

@@ -1,13 +1,16 @@
 """Launch plans of the shared residual encoder's Triton kernels, and their fixed config tables.
 
-Forward, 3 launches: F1 ``h = relu(x W1^T + b1)``; F2 ``zb = h W2^T`` (fp32 split-K partials
+Forward, 3 kernels: F1 ``h = relu(x W1^T + b1)``; F2 ``zb = h W2^T`` (fp32 split-K partials
 for prompt-sized inputs, which F3 sums and saves as zb; zb itself in x's dtype for many rows);
 F3 adds b2, LayerNorm + affine + residual (writes y, mean, rstd). zb is saved for the
 backward, which so needs no GEMM to rebuild z = zb + b2.
-Backward, 3 launches: B1 LayerNorm backward (dz; for many rows also fp32 partials of
+Backward, 3 kernels: B1 LayerNorm backward (dz; for many rows also fp32 partials of
 dln_weight, dln_bias, db2); B2 ``da = (dz W2) * (h > 0)`` (for few rows also db1, and
 dW2 = dz^T h from the same dz tiles); B3 ``dx = da W1 + dy``, dW1 (from the same da tiles for
 few rows; with db1 and dW2 split over the rows for many), dln_weight, dln_bias and db2.
+The kernels that reduce across programs with arrival counters (F1 for few rows, B2 and B3)
+count in a buffer made for that call alone and zeroed before them: by a fill launch F0 in the
+forward, by B1 in the backward. No result depends on what an earlier launch left behind.
 
 Two paths, chosen from M alone: up to ``SMALL_M`` rows (the prompt) the split-K kernels of
 ``triton_splitk`` (every weight-reading launch gets >= ``TARGET_PROGRAMS`` programs where the
@@ -26,7 +29,7 @@ from typing import NamedTuple
 
 import torch
 
-from .launches import Launch, cdiv, tensor_bytes
+from .launches import Launch, ZeroFill, cdiv, tensor_bytes, zero_fill
 from .precision import dot_precision
 from .triton_layer_norm import (
     layer_norm_backward_kernel,
@@ -128,8 +131,9 @@ MAX_D = ROW_KERNEL_CONFIGS[-1].block_n
 # B1 writes at most this many rows of partials (each program owns a contiguous row range).
 MAX_PARTIALS = 256
 
-_COUNTERS: dict = {}
-_OUTGROWN_COUNTERS: list = []
+# Each launch's arrival counters start at a multiple of 4 int32 (16 bytes) in the pass's counter
+# buffer: every pointer a kernel gets is 16-byte aligned (the variant the AOT check compiles).
+COUNTER_ALIGN = 4
 
 
 def row_kernel_config(d: int) -> RowKernelConfig:
@@ -180,18 +184,21 @@ def grad_split(rows: int, dw_tiles: int, cfg: MatmulConfig) -> tuple[int, int]:
     return k_chunk, cdiv(rows, k_chunk)
 
 
-def _counters(device: torch.device, n: int) -> torch.Tensor:
-    """Zeroed int32 arrival counters, one buffer per device and stream: each split-K launch
-    leaves them at 0 again, and launches on one stream never overlap."""
-    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
-    key = (str(device), stream)
-    buf = _COUNTERS.get(key)
-    if buf is None or buf.numel() < n:
-        if buf is not None:  # a captured CUDA graph may still point at it: never free it
-            _OUTGROWN_COUNTERS.append(buf)
-        buf = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
-        _COUNTERS[key] = buf
-    return buf
+def _arrival_counters(device, *counts: int) -> tuple[torch.Tensor, list]:
+    """(buffer, views): a fresh int32 buffer holding ``counts[i]`` arrival counters for the
+    pass's i-th counting launch, each view starting 16-byte aligned.
+
+    Made for every call and zeroed by the launch before the kernels that count (F0, a fill;
+    in the backward B1, which runs anyway), in stream order: a result never depends on what
+    earlier launches left (a CUDA graph captured without warm-up, graphs replayed in another
+    order or on two streams, a launch that died), and no kernel resets a counter.
+    """
+    offsets, total = [], 0
+    for n in counts:
+        offsets.append(total)
+        total += cdiv(n, COUNTER_ALIGN) * COUNTER_ALIGN
+    buf = torch.empty((total,), dtype=torch.int32, device=device)
+    return buf, [buf[o:o + n] for o, n in zip(offsets, counts)]
 
 
 def _tiles(rows: int, cols: int, cfg: MatmulConfig) -> int:
@@ -234,11 +241,13 @@ def forward_plan(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
         cfg = SPLITK_CONFIGS[x.dtype]
         p1 = split_k(m, d, cfg)
         part1 = torch.empty((p1.splits, M, m), **f32)
+        counters, (count1,) = _arrival_counters(x.device, p1.blocks)
+        launches.append(zero_fill("F0 zero F1's arrival counters", counters))
         launches.append(Launch(
             f"F1 h=relu(x@w1.T+b1) split-K {p1.splits}", splitk_bias_relu_kernel,
             (p1.blocks, p1.splits),
             dict(a_ptr=x, b_ptr=w1, bias_ptr=b1, c_ptr=h, part_ptr=part1,
-                 count_ptr=_counters(x.device, p1.blocks), M=M, N=m, K=d, k_chunk=p1.k_chunk,
+                 count_ptr=count1, M=M, N=m, K=d, k_chunk=p1.k_chunk,
                  stride_bk=1, stride_bn=d),
             _splitk_constexprs(block_m, p1, cfg, precision), cfg.num_warps, cfg.num_stages,
             nbytes=tensor_bytes(x, w1, b1, h) + 2 * tensor_bytes(part1),
@@ -290,12 +299,21 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
     rows = row_kernel_config(d)
     precision = dot_precision(x.dtype)
     f32 = dict(device=x.device, dtype=torch.float32)
-    launches = []
-
-    # B1. Prompt-sized inputs: one row block per program, no partials (B3 sums the few rows
-    # itself); many rows: per-program fp32 partials of dln_weight, dln_bias and db2.
     block_m = small_m_block(M)
-    partials = block_m is None
+    partials = block_m is None  # many rows: B1 writes per-program LayerNorm partials
+    if partials:
+        grad_cfg = GRAD_MATMUL_CONFIGS[x.dtype]
+        dw_tiles = _tiles(m, d, grad_cfg) + _tiles(d, m, grad_cfg)
+        k_chunk, splits = grad_split(M, dw_tiles, grad_cfg)
+        counters, (count,) = _arrival_counters(x.device, dw_tiles)
+    else:
+        cfg = SPLITK_GRAD_CONFIGS[x.dtype]
+        p2, p3 = split_k(m, d, cfg), split_k(d, m, cfg)
+        counters, (count2, count3) = _arrival_counters(x.device, p2.blocks, p3.blocks)
+
+    # B1, which also zeroes the arrival counters of B2 and B3. Prompt-sized inputs: one row
+    # block per program, no partials (B3 sums the few rows itself); many rows: per-program fp32
+    # partials of dln_weight, dln_bias and db2.
     block_r = 1 if rows.wide_backward else rows.block_r
     rows_per_program = block_r
     if partials:
@@ -305,21 +323,23 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
     ln_parts = [torch.empty((n_programs if partials else 0, d), **f32) for _ in range(3)]
     ln_args = dict(dy_ptr=dy, zb_ptr=zb, b2_ptr=b2, w_ptr=ln_weight, mean_ptr=mean,
                    rstd_ptr=rstd, dz_ptr=dz, part_w_ptr=ln_parts[0], part_b_ptr=ln_parts[1],
-                   part_dz_ptr=ln_parts[2], M=M, N=d, rows_per_program=rows_per_program)
-    ln_bytes = tensor_bytes(dy, zb, b2, ln_weight, mean, rstd, dz, *ln_parts)
+                   part_dz_ptr=ln_parts[2], count_ptr=counters, M=M, N=d,
+                   rows_per_program=rows_per_program, n_counters=counters.numel())
+    ln_bytes = tensor_bytes(dy, zb, b2, ln_weight, mean, rstd, dz, *ln_parts, counters)
+    b1_grid = (max(n_programs, 1),)  # no rows: one program still zeroes the counters
     if rows.wide_backward:
-        launches.append(Launch(
+        launches = [Launch(
             f"B1 layer norm backward (chunks of {WIDE_BACKWARD_BLOCK_N})",
-            layer_norm_backward_wide_kernel, (n_programs,), ln_args,
+            layer_norm_backward_wide_kernel, b1_grid, ln_args,
             dict(BLOCK_N=WIDE_BACKWARD_BLOCK_N, PARTIALS=partials), WIDE_BACKWARD_WARPS,
-            ROW_KERNEL_STAGES, nbytes=ln_bytes, workspace_bytes=tensor_bytes(*ln_parts)))
+            ROW_KERNEL_STAGES, nbytes=ln_bytes, workspace_bytes=tensor_bytes(*ln_parts))]
     else:
-        launches.append(Launch(
+        launches = [Launch(
             f"B1 layer norm backward ({rows.block_r}x{rows.block_n})",
-            layer_norm_backward_kernel, (n_programs,), ln_args,
+            layer_norm_backward_kernel, b1_grid, ln_args,
             dict(BLOCK_R=rows.block_r, BLOCK_N=rows.block_n, PARTIALS=partials),
             rows.num_warps, ROW_KERNEL_STAGES,
-            nbytes=ln_bytes, workspace_bytes=tensor_bytes(*ln_parts)))
+            nbytes=ln_bytes, workspace_bytes=tensor_bytes(*ln_parts))]
 
     da = torch.empty_like(h)
     dx = torch.empty_like(x)
@@ -333,26 +353,22 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
     ln_sums_bytes = tensor_bytes(*ln_parts, db2, dln_weight, dln_bias)
 
     if not partials:
-        cfg = SPLITK_GRAD_CONFIGS[x.dtype]
-        p2 = split_k(m, d, cfg)
         part_a = torch.empty((p2.splits, M, m), **f32)
         launches.append(Launch(
             f"B2 da=(dz@w2)*(h>0), db1, dw2=dz.T@h split-K {p2.splits}", da_dw2_kernel,
             (p2.blocks, p2.splits),
             dict(dz_ptr=dz, w2_ptr=w2, h_ptr=h, da_ptr=da, db1_ptr=db1, dw2_ptr=dw2,
-                 part_ptr=part_a, count_ptr=_counters(x.device, p2.blocks), M=M, D=d, HID=m,
-                 k_chunk=p2.k_chunk),
+                 part_ptr=part_a, count_ptr=count2, M=M, D=d, HID=m, k_chunk=p2.k_chunk),
             _splitk_constexprs(block_m, p2, cfg, precision), cfg.num_warps, cfg.num_stages,
             nbytes=tensor_bytes(dz, w2, h, da, db1, dw2) + 2 * tensor_bytes(part_a),
             workspace_bytes=2 * tensor_bytes(part_a), flops=4 * M * d * m, weight_reading=True,
         ))
-        p3 = split_k(d, m, cfg)
         part_x = torch.empty((p3.splits, M, d), **f32)
         launches.append(Launch(
             f"B3 dx=da@w1+dy, dw1=da.T@x split-K {p3.splits}, LN sums", dx_dw1_kernel,
             (p3.blocks, p3.splits + 1),
             dict(da_ptr=da, w1_ptr=w1, x_ptr=x, dy_ptr=dy, dx_ptr=dx, dw1_ptr=dw1,
-                 part_ptr=part_x, count_ptr=_counters(x.device, p3.blocks), zb_ptr=zb, b2_ptr=b2,
+                 part_ptr=part_x, count_ptr=count3, zb_ptr=zb, b2_ptr=b2,
                  dz_ptr=dz, mean_ptr=mean, rstd_ptr=rstd, dlnw_ptr=dln_weight, dlnb_ptr=dln_bias,
                  db2_ptr=db2, M=M, D=d, HID=m, k_chunk=p3.k_chunk),
             _splitk_constexprs(block_m, p3, cfg, precision), cfg.num_warps, cfg.num_stages,
@@ -366,13 +382,10 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
     launches.append(_matmul_launch(
         "B2 da=(dz@w2)*(h>0)", dz, w2, (m, 1), da, da, h, d, EPI_RELU_MASK, precision,
         tensor_bytes(dz, w2, h, da), 2 * M * d * m))
-    cfg = GRAD_MATMUL_CONFIGS[x.dtype]
-    dw_tiles = _tiles(m, d, cfg) + _tiles(d, m, cfg)
-    k_chunk, splits = grad_split(M, dw_tiles, cfg)
     part_dw1 = torch.empty((splits, m, d), **f32)
     part_db1 = torch.empty((splits, m), **f32)
     part_dw2 = torch.empty((splits, d, m), **f32)
-    b3_programs = cdiv(d, REDUCE_BLOCK_C) + dw_tiles * splits + _tiles(M, d, cfg)
+    b3_programs = cdiv(d, REDUCE_BLOCK_C) + dw_tiles * splits + _tiles(M, d, grad_cfg)
     launches.append(Launch(
         "B3 dw1=da.T@x (+db1), dw2=dz.T@h, dx=da@w1+dy, LN sums", backward_grads_kernel,
         (b3_programs,),
@@ -380,11 +393,12 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
              db1_ptr=db1, dw2_ptr=dw2, db2_ptr=db2, dx_ptr=dx, part_w_ptr=ln_parts[0],
              part_b_ptr=ln_parts[1], part_dz_ptr=ln_parts[2], dlnw_ptr=dln_weight,
              dlnb_ptr=dln_bias, part_dw1_ptr=part_dw1, part_db1_ptr=part_db1,
-             part_dw2_ptr=part_dw2, count_ptr=_counters(x.device, dw_tiles), M=M, D=d, HID=m,
+             part_dw2_ptr=part_dw2, count_ptr=count, M=M, D=d, HID=m,
              P=n_programs, k_chunk=k_chunk, splits=splits, stride_w1h=d, stride_w1d=1),
-        dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
-             BLOCK_P=REDUCE_BLOCK_P, BLOCK_C=REDUCE_BLOCK_C, PRECISION=precision),
-        cfg.num_warps, cfg.num_stages,
+        dict(BLOCK_M=grad_cfg.block_m, BLOCK_N=grad_cfg.block_n, BLOCK_K=grad_cfg.block_k,
+             GROUP_M=grad_cfg.group_m, BLOCK_P=REDUCE_BLOCK_P, BLOCK_C=REDUCE_BLOCK_C,
+             PRECISION=precision),
+        grad_cfg.num_warps, grad_cfg.num_stages,
         nbytes=(tensor_bytes(da, dz, x, h, w1, dy, dw1, db1, dw2, dx) + ln_sums_bytes
                 + 2 * tensor_bytes(part_dw1, part_db1, part_dw2)),
         workspace_bytes=tensor_bytes(*ln_parts) + 2 * tensor_bytes(part_dw1, part_db1, part_dw2),
@@ -443,6 +457,8 @@ def aot_specs(dtype: torch.dtype) -> list:
     for M, d, m in AOT_SHAPES:
         forward, backward = plans(M, d, m, dtype)
         for launch in forward + backward:
+            if isinstance(launch, ZeroFill):  # torch's fill kernel, not Triton's
+                continue
             base = spec_from_launch(launch, f"{launch.name} [{M}x{d}x{m}]")
             for precision in precisions if "PRECISION" in base.constexprs else (None,):
                 constexprs = dict(base.constexprs)

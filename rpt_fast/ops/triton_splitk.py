@@ -8,9 +8,9 @@ M rows live in one tile, so each weight tile is read exactly once per pass.
 Program ``(n, s)`` writes its fp32 partial to ``part[s]``; for the kernels with an epilogue it
 then takes a ticket from a per-column-block arrival counter (acq_rel atomic, after a CTA
 barrier). The program drawing the last ticket sums the S partials in the fixed order
-s = 0 .. S-1 (deterministic whatever the arrival order), applies the epilogue and resets the
-counter to 0 for the next launch. The counters live in a zeroed buffer that the launcher keeps
-per device and stream (``triton_residual_mlp._counters``).
+s = 0 .. S-1 (deterministic whatever the arrival order) and applies the epilogue. The counters
+are zeroed for each call by the launch before (``triton_residual_mlp._arrival_counters``), so
+the kernels never reset them and nothing carries over from one launch to the next.
 
 * :func:`splitk_bias_relu_kernel`   F1: ``h = relu(x W1^T + b1)``.
 * :func:`splitk_partials_kernel`    F2: fp32 partials of ``h W2^T`` (the LayerNorm kernel sums them).
@@ -94,7 +94,6 @@ def splitk_bias_relu_kernel(
         acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
         acc = tl.where(acc < 0.0, 0.0, acc)
         tl.store(c_ptr + offs, acc.to(c_ptr.dtype.element_ty), mask=ok)
-        tl.store(count_ptr + tl.program_id(0), 0)
 
 
 @triton.jit
@@ -151,7 +150,6 @@ def da_dw2_kernel(
         tl.store(da_ptr + offs, da, mask=ok)
         db1 = tl.sum(da.to(tl.float32), axis=0)  # rows past M are 0
         tl.store(db1_ptr + rn, db1.to(db1_ptr.dtype.element_ty), mask=n_ok)
-        tl.store(count_ptr + tl.program_id(0), 0)
 
 
 @triton.jit
@@ -199,4 +197,3 @@ def dx_dw1_kernel(
             acc = _sum_partials(part_ptr, M * D, offs, ok, n_splits, BLOCK_M, BLOCK_N)
             acc += tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32)
             tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=ok)
-            tl.store(count_ptr + tl.program_id(0), 0)
