@@ -79,3 +79,26 @@ def check_kernels(M, d, m, dtype, strided_weights=False):
         assert grad.dtype == dtype and grad.shape == param.shape, name
         assert torch.isfinite(grad).all(), f"d{name} has unwritten (NaN) elements"
         assert rel(grad, ref) < grad_tol, f"d{name}: relative error {rel(grad, ref):.3g}"
+
+
+SMALL_SPLIT_K = trm.SplitKConfig((16,), 16, 4, 1)
+
+
+def small_split_k(monkeypatch, target):
+    """Every split-K launch (either variant, any dtype) on 16x16 blocks, aiming at ``target``
+    programs: many splits at interpreter-sized shapes."""
+    monkeypatch.setattr(trm, "TARGET_PROGRAMS", target)
+    monkeypatch.setattr(trm, "PLAIN_SPLITK_CONFIG", SMALL_SPLIT_K)
+    for table in (trm.SPLITK_CONFIGS, trm.SPLITK_GRAD_CONFIGS):
+        for dtype in list(table):
+            monkeypatch.setitem(table, dtype, SMALL_SPLIT_K)
+
+
+def unaligned(t):
+    """A contiguous copy of ``t`` that starts 4 bytes past a 16-byte boundary, as a view such as
+    ``x[1:]`` of a (M + 1, d) fp32 x with an odd d does."""
+    buf = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+    view = buf[1:].view(t.shape)
+    view.copy_(t)
+    assert view.is_contiguous() and view.data_ptr() % 16
+    return view

@@ -15,6 +15,7 @@ from grouped_op_cases import (
     make_inputs,
     relative_error,
 )
+from shared_op_cases import unaligned
 
 from rpt_fast import BackendUnavailableError, _library, grouped_residual_mlp
 from rpt_fast.ops import triton_backend, triton_grouped
@@ -226,3 +227,53 @@ def test_reference_is_a_loop_of_the_shared_reference(n):
     )
     torch.testing.assert_close(got, loop, rtol=1e-12, atol=1e-12)
 
+
+
+def _launched_pattern(kernel, param, value) -> str:
+    """What Triton's launcher compiles an integer argument as (rpt_fast.ops.aot mirrors it)."""
+    if param in kernel.unspecialised:
+        return "i32"
+    if value == 1:
+        return "constexpr 1"
+    return "i32 divisible" if value % 16 == 0 else "i32"
+
+
+def _compiled_pattern(spec, param) -> str:
+    if spec.signature[param] == "constexpr":
+        return f"constexpr {spec.constexprs[param]}"
+    return spec.signature[param] + (" divisible" if param in spec.divisible else "")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_launches_run_the_variants_the_aot_check_compiles(dtype, monkeypatch):
+    """Every launch, at d and m of 1, odd and multiples of 16 and from unaligned views, gets
+    16-byte-aligned pointers and integers that Triton specialises exactly as one of
+    ``aot_specs`` is compiled (recorded, not run)."""
+    recorded = []
+
+    def record(kernel, name, grid, shapes_hinted, *args, **constexprs):
+        recorded.append((name, kernel.pick(shapes_hinted), args))
+
+    monkeypatch.setattr(triton_grouped, "_launch", record)
+    specs = {spec.name: spec for spec in triton_grouped.aot_specs(dtype)}
+    for n, d, m in [(1, 8, 1), (3, 100, 5), (2, 768, 800), (1, 16, 16), (2, 1, 32)]:
+        x, w1, b1, w2, b2, g, beta = (unaligned(t.to(dtype)) for t in make_inputs(n, d, m))
+        y, h, z, mean, rstd = triton_grouped.grouped_residual_mlp_forward(
+            x, w1, b1, w2, b2, g, beta, 1e-5)
+        triton_grouped.grouped_residual_mlp_backward(unaligned(y), x, w1, w2, b2, g, h, z,
+                                                     mean, rstd)
+    assert len(recorded) == 5 * 7
+    for name, kernel, args in recorded:
+        spec = specs[f"{name} ({kernel.variant})"]
+        for param, value in zip(kernel.arg_names, args):
+            if isinstance(value, torch.Tensor):
+                assert value.data_ptr() % 16 == 0, (name, param)
+            elif isinstance(value, int):
+                launched = _launched_pattern(kernel, param, value)
+                assert launched == _compiled_pattern(spec, param), (spec.name, param, value)
+
+
+@interpreted
+def test_unaligned_views_match_the_reference(poisoned):
+    check_against_reference([unaligned(t.float()) for t in make_inputs(3, 37, 5)],
+                            torch.float32)

@@ -12,10 +12,9 @@ import pkgutil
 
 import pytest
 import torch
-from shared_op_cases import check_kernels
+from shared_op_cases import check_kernels, small_split_k
 
 import rpt_fast.ops
-from rpt_fast.ops import triton_residual_mlp as trm
 
 
 def _ops_modules():
@@ -62,9 +61,7 @@ CASES = [(10, 96, 40, 64), (37, 40, 72, 200), (300, 40, 24, None)]
 def test_results_ignore_what_earlier_launches_left(M, d, m, target, monkeypatch,
                                                    poisoned_scratch):
     if target is not None:
-        monkeypatch.setattr(trm, "TARGET_PROGRAMS", target)
-        for table in (trm.SPLITK_CONFIGS, trm.SPLITK_GRAD_CONFIGS):
-            monkeypatch.setitem(table, torch.float32, trm.SplitKConfig((16,), 16, 4, 1))
+        small_split_k(monkeypatch, target)
     check_kernels(M, d, m, torch.float32)  # a first call: whatever state it makes exists now
     for t in _kept_tensors():
         _poison(t)

@@ -7,7 +7,7 @@ each grid in a given order of its program ids: reversed (every tile's highest sp
 first, so such an epilogue sums partials not written yet: NaN from the poisoned scratch) and
 seeded random permutations. Every kernel that reduces across programs runs so: the split-K
 kernels (F1, F2, B2, B3), the tiled path's split dW reductions, the LayerNorm partials (B1 and
-B3's column sums, the chunked B1 of wide rows) and the grouped op's partials.
+B3's column sums, the chunked F3 and B1 of wide rows) and the grouped op's partials.
 """
 
 import random
@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 import triton.runtime.interpreter as interpreter
 from grouped_op_cases import check_against_reference, make_inputs
-from shared_op_cases import check_kernels
+from shared_op_cases import check_kernels, small_split_k
 
 from rpt_fast.ops import triton_backend, triton_grouped, triton_splitk
 from rpt_fast.ops import triton_residual_mlp as trm
@@ -84,16 +84,9 @@ def test_programs_run_in_the_order_given(order, program_order):
     assert torch.equal(arrival, expected)
 
 
-def _small_splits(monkeypatch, target):
-    """Split-K with many splits at small shapes: BLOCK_K = BLOCK_N = 16, ``target`` programs."""
-    monkeypatch.setattr(trm, "TARGET_PROGRAMS", target)
-    for table in (trm.SPLITK_CONFIGS, trm.SPLITK_GRAD_CONFIGS):
-        monkeypatch.setitem(table, torch.float32, trm.SplitKConfig((16,), 16, 4, 1))
-
-
 @pytest.mark.parametrize("order", ORDERS)
 def test_split_k_kernels_in_any_program_order(order, program_order, monkeypatch, poisoned):
-    _small_splits(monkeypatch, 64)  # grids: F1 3x5, F2 5x3, B2 3x5, B3 5x(3+1)
+    small_split_k(monkeypatch, 64)  # grids: F1 3x5, F2 5x3, B2 3x5, B3 5x(3+1)
     program_order(order)
     check_kernels(17, 72, 40, torch.float32)
 
@@ -108,13 +101,13 @@ def test_tiled_split_reductions_in_any_program_order(order, program_order, monke
 
 
 @pytest.mark.parametrize("M", [20, 150])
-def test_chunked_layer_norm_backward_in_any_program_order(M, program_order, monkeypatch,
-                                                           poisoned):
+def test_chunked_layer_norm_in_any_program_order(M, program_order, monkeypatch, poisoned):
     monkeypatch.setattr(trm, "ROW_KERNEL_CONFIGS", (trm.RowKernelConfig(128, 1, 4, True),))
-    monkeypatch.setattr(trm, "WIDE_BACKWARD_BLOCK_N", 32)
+    monkeypatch.setattr(trm, "WIDE_BLOCK_N", 32)
     monkeypatch.setattr(trm, "MAX_PARTIALS", 8)
+    small_split_k(monkeypatch, 64)
     program_order("reversed")
-    check_kernels(M, 100, 8, torch.float32)
+    check_kernels(M, 100, 40, torch.float32)
 
 
 @pytest.mark.parametrize("order", ORDERS)
@@ -133,7 +126,7 @@ def test_an_epilogue_run_by_the_highest_split_index_fails_in_reversed_order(
         program_order, monkeypatch, poisoned):
     """The tests above can fail: with the ticket replaced by "highest split index", in-order
     runs still pass, the reversed order does not."""
-    _small_splits(monkeypatch, 64)
+    small_split_k(monkeypatch, 64)
     monkeypatch.setattr(triton_splitk, "_last_to_arrive", _highest_split_index)
     check_kernels(17, 72, 40, torch.float32)
     program_order("reversed")

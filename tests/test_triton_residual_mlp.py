@@ -11,17 +11,21 @@ import triton
 from shared_op_cases import (
     DEVICE,
     GRAD_NAMES,
+    OUT_NAMES,
+    SMALL_SPLIT_K,
     TOLERANCE,
     check_kernels,
     make_inputs,
     reference,
     rel,
     run_kernels,
+    small_split_k,
+    unaligned,
 )
 
 import rpt_fast
 from rpt_fast.ops import triton_residual_mlp as trm
-from rpt_fast.ops.launches import ZeroFill
+from rpt_fast.ops.launches import Launch, ZeroFill
 from rpt_fast.ops.reference import residual_mlp_reference
 
 
@@ -77,20 +81,15 @@ def test_public_op_with_3d_noncontiguous_x_and_strided_weights(dtype):
         assert rel(grad, r) < grad_tol, f"d{name}"
 
 
-@pytest.mark.parametrize("M", [20, 150])  # split-K path (no partials), tiled path (partials)
-def test_chunked_backward_of_wide_rows(M, monkeypatch, nan_buffers):
-    # Rows wider than 4096 take the chunked LayerNorm backward; shrink its chunk so a small d
-    # walks several chunks (and a ragged last one) in the interpreter.
+@pytest.mark.parametrize("M", [20, 150])  # split-K path (F2 partials), tiled (B1 partials)
+def test_chunked_layer_norm_of_wide_rows(M, monkeypatch, nan_buffers):
+    # Rows wider than 4096 take the chunked F3 and B1; shrink their chunk so a small d walks
+    # several chunks (and a ragged last one) in the interpreter.
     monkeypatch.setattr(trm, "ROW_KERNEL_CONFIGS", (trm.RowKernelConfig(128, 1, 4, True),))
-    monkeypatch.setattr(trm, "WIDE_BACKWARD_BLOCK_N", 32)
+    monkeypatch.setattr(trm, "WIDE_BLOCK_N", 32)
     monkeypatch.setattr(trm, "MAX_PARTIALS", 8)  # several rows per program
-    inputs = make_inputs(M, 100, 8, torch.float32)
-    dy = torch.randn(M, 100, device=DEVICE)
-    ref_grads = reference(inputs, dy)[4]
-    _, grads = run_kernels(inputs, dy)
-    for name, grad, ref in zip(GRAD_NAMES, grads, ref_grads):
-        assert torch.isfinite(grad).all(), f"d{name} has unwritten (NaN) elements"
-        assert rel(grad, ref) < TOLERANCE[torch.float32][1], f"d{name}"
+    small_split_k(monkeypatch, 64)  # F2 in 3 splits: F3 sums 3 partials per pass
+    check_kernels(M, 100, 40, torch.float32)
 
 
 @pytest.mark.gpu  # the interpreter runs programs one after another: it cannot show a race
@@ -142,11 +141,8 @@ SPLIT_CASES = [
 
 @pytest.mark.parametrize("M, d, m, dtype, target", SPLIT_CASES, ids=str)
 def test_split_k_matches_reference(M, d, m, dtype, target, monkeypatch, poisoned):
-    monkeypatch.setattr(trm, "TARGET_PROGRAMS", target)
-    for table in (trm.SPLITK_CONFIGS, trm.SPLITK_GRAD_CONFIGS):
-        monkeypatch.setitem(table, dtype, trm.SplitKConfig((16,), 16, 4, 1))
-    splits = [trm.split_k(m, d, trm.SPLITK_CONFIGS[dtype]).splits,
-              trm.split_k(d, m, trm.SPLITK_CONFIGS[dtype]).splits]
+    small_split_k(monkeypatch, target)
+    splits = [trm.split_k(m, d, SMALL_SPLIT_K).splits, trm.split_k(d, m, SMALL_SPLIT_K).splits]
     assert (max(splits) == 1) == (target == 1), splits
     check_kernels(M, d, m, dtype)
 
@@ -156,7 +152,7 @@ def test_launch_counts(M, fills, monkeypatch):
     """3 Triton kernels forward and 3 backward on both paths; a fill of F1's arrival counters
     before them in the split-K forward (the backward's B1 zeroes B2's and B3's); nothing else."""
     kernels, fill_calls = [], []
-    kind = type(trm.matmul_kernel)  # JITFunction, or InterpretedFunction in the interpreter
+    kind = type(trm.matmul_kernel.hinted)  # JITFunction, or InterpretedFunction (interpreter)
     getitem, fill = kind.__getitem__, ZeroFill.__call__
 
     def counting_kernel(self, grid):
@@ -188,3 +184,27 @@ def test_zero_rows_give_zero_gradients(dtype, poisoned):
     grads = trm.residual_mlp_backward(x.clone(), x, w1, w2, b2, ln_weight, h, z, mean, rstd)
     for name, grad, param in zip(GRAD_NAMES, grads, (x, w1, b1, w2, b2, ln_weight, ln_bias)):
         assert grad.shape == param.shape and not grad.any(), f"d{name}"
+
+
+@pytest.mark.parametrize("M", [9, 200])  # split-K path, tiled path
+def test_unaligned_views_reach_the_kernels_aligned(M, monkeypatch):
+    """Triton specialises kernels on 16-byte pointer alignment and the AOT check compiles the
+    aligned variant: the launchers copy inputs that start elsewhere, same numbers."""
+    unaligned_args = []
+    call = Launch.__call__
+
+    def checking(self):
+        unaligned_args.extend(name for name, value in self.args.items()
+                              if isinstance(value, torch.Tensor) and value.data_ptr() % 16)
+        call(self)
+
+    monkeypatch.setattr(Launch, "__call__", checking)
+    inputs = make_inputs(M, 37, 5, torch.float32)
+    dy = torch.randn(M, 37, device=DEVICE)
+    *ref_out, ref_grads = reference(inputs, dy)
+    outs, grads = run_kernels([unaligned(t) for t in inputs], unaligned(dy))
+    assert unaligned_args == []
+    for name, out, ref in zip(OUT_NAMES, outs, ref_out):
+        assert rel(out, ref) < TOLERANCE[torch.float32][0], name
+    for name, grad, ref in zip(GRAD_NAMES, grads, ref_grads):
+        assert rel(grad, ref) < TOLERANCE[torch.float32][1], f"d{name}"

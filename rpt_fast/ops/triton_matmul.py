@@ -20,6 +20,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .specialise import jit_variants
+
 # Epilogues, applied to the fp32 accumulator before the store.
 EPI_NONE = 0  # C = A @ B
 EPI_BIAS = 1  # C = A @ B + bias[n]
@@ -185,7 +187,8 @@ def _split_grad_tile(
                 tl.store(rowsum_ptr + rows, row_sum.to(rowsum_ptr.dtype.element_ty), mask=rows < M)
 
 
-@triton.jit
+@jit_variants(counts=("M",), shapes=("N", "K", "stride_am", "stride_bk", "stride_bn", "stride_cm",
+                                      "stride_auxm"))
 def matmul_kernel(
     a_ptr, b_ptr, c_ptr, bias_ptr, aux_ptr,
     M, N, K,
@@ -216,7 +219,7 @@ def _column_sums(part_ptr, out_ptr, P, N, col_block, BLOCK_P: tl.constexpr, BLOC
     tl.store(out_ptr + cols, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=c_ok)
 
 
-@triton.jit
+@jit_variants(counts=("M", "P", "splits"), shapes=("D", "HID", "stride_w1h"))
 def backward_grads_kernel(
     da_ptr, dz_ptr, x_ptr, h_ptr, w1_ptr, dy_ptr,
     dw1_ptr, db1_ptr, dw2_ptr, db2_ptr, dx_ptr,

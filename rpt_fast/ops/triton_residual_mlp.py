@@ -19,8 +19,10 @@ reduction is long enough); above it the tiled kernels of ``triton_matmul``.
 Everything is decided in Python from shapes only (no autotuning, no host-device sync): the
 ``forward_plan`` / ``backward_plan`` functions return the list of :class:`Launch` records that
 the launchers run, ``rpt_fast.ops.plan`` prices (cost model) and ``rpt_fast.ops.aot`` compiles.
-Inputs are contiguous (the functional layer guarantees it; ``.contiguous()`` here is a no-op
-then), so the compiled specialisation is exact.
+Inputs are contiguous (the functional layer guarantees it) and 16-byte aligned (copied here when
+a view starts elsewhere), and each kernel runs as its ``hinted`` variant when d and m (for the
+row kernels: d) are multiples of 16, as its ``plain`` one otherwise (``rpt_fast.ops.specialise``):
+every variant Triton's launcher can compile is one the AOT check compiles.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ import torch
 
 from .launches import Launch, ZeroFill, cdiv, tensor_bytes, zero_fill
 from .precision import dot_precision
+from .specialise import aligned_contiguous, hinted
 from .triton_layer_norm import (
     layer_norm_backward_kernel,
     layer_norm_backward_wide_kernel,
     layer_norm_forward_kernel,
+    layer_norm_forward_wide_kernel,
 )
 from .triton_matmul import (
     EPI_BIAS_RELU,
@@ -55,7 +59,7 @@ class RowKernelConfig(NamedTuple):
     block_n: int  # holds a whole row: d <= block_n
     block_r: int  # rows per step
     num_warps: int
-    wide_backward: bool  # B1 walks rows in column chunks (rows too wide for its registers)
+    wide: bool  # F3 and B1 walk rows in column chunks (rows too wide for registers)
 
 
 class MatmulConfig(NamedTuple):
@@ -89,9 +93,11 @@ SMALL_M = 128
 # every extra split adds an (M, cols) fp32 partial to write and read back.
 TARGET_PROGRAMS = 128
 # Forward (F1, F2) and backward (B2, B3) split-K kernels: (block_ns, block_k, warps, stages),
-# each spill-free as compiled by triton 3.6 and 3.9 (fp32: 2 stages forward, 3 backward).
+# each spill-free as compiled by triton 3.6 and 3.9 (fp32: 16-deep steps and 2 stages forward,
+# 32 and 3 backward), for d and m multiples of 16 (the ``hinted`` kernels,
+# rpt_fast.ops.specialise).
 SPLITK_CONFIGS = {
-    torch.float32: SplitKConfig((32, 16), 32, 8, 2),
+    torch.float32: SplitKConfig((32, 16), 16, 8, 2),
     torch.float16: SplitKConfig((32, 16), 64, 4, 3),
     torch.bfloat16: SplitKConfig((32, 16), 64, 4, 3),
 }
@@ -100,7 +106,8 @@ SPLITK_GRAD_CONFIGS = {
     torch.float16: SplitKConfig((32, 16), 64, 4, 3),
     torch.bfloat16: SplitKConfig((32, 16), 64, 4, 3),
 }
-# Many rows: F1, F2 and B2 (M output rows), and B3 (dW1, dW2 reduce over M; dx has M rows).
+# Many rows, d and m multiples of 16: F1, F2 and B2 (M output rows), and B3 (dW1, dW2 reduce
+# over M; dx has M rows).
 ROW_MATMUL_CONFIGS = {
     torch.float32: MatmulConfig(128, 64, 32, 8, 8, 3),
     torch.float16: MatmulConfig(128, 128, 64, 8, 8, 3),
@@ -111,6 +118,12 @@ GRAD_MATMUL_CONFIGS = {
     torch.float16: MatmulConfig(128, 128, 64, 8, 8, 3),
     torch.bfloat16: MatmulConfig(128, 128, 64, 8, 8, 3),
 }
+# Any other d or m runs the ``plain`` kernels: no divisibility hints, so scalar loads and more
+# address registers. These smaller configs keep every one of them spill-free (sm_80, sm_90,
+# all dtypes, triton 3.6 and 3.9; in fp32 split-K with BLOCK_K 32 or 3 stages, ptxas squeezes
+# B2/B3 into 32-80 registers and spills, up to kilobytes with triton 3.9's CUDA 13 ptxas).
+PLAIN_SPLITK_CONFIG = SplitKConfig((32, 16), 16, 8, 2)
+PLAIN_MATMUL_CONFIG = MatmulConfig(64, 64, 32, 8, 8, 3)
 # dW1/dW2 (large M) reduce over at least this many BLOCK_K steps of rows per split.
 MIN_GRAD_CHUNK_STEPS = 8
 # The LayerNorm partials' column sums inside B3 (large M): BLOCK_P rows x BLOCK_C columns.
@@ -118,14 +131,14 @@ REDUCE_BLOCK_P = 16
 REDUCE_BLOCK_C = 128
 # Row kernels (F3, B1): the first config whose block_n holds a whole row.
 ROW_KERNEL_CONFIGS = (
-    RowKernelConfig(256, 8, 8, False),
+    RowKernelConfig(256, 4, 8, False),
     RowKernelConfig(1024, 2, 4, False),
     RowKernelConfig(4096, 1, 16, False),
     RowKernelConfig(8192, 1, 16, True),
 )
-# The chunked B1 for wide rows: columns per chunk, warps.
-WIDE_BACKWARD_BLOCK_N = 2048
-WIDE_BACKWARD_WARPS = 8
+# The chunked F3 and B1 of wide rows: columns per chunk, warps.
+WIDE_BLOCK_N = 2048
+WIDE_WARPS = 16
 ROW_KERNEL_STAGES = 1
 MAX_D = ROW_KERNEL_CONFIGS[-1].block_n
 # B1 writes at most this many rows of partials (each program owns a contiguous row range).
@@ -184,6 +197,20 @@ def grad_split(rows: int, dw_tiles: int, cfg: MatmulConfig) -> tuple[int, int]:
     return k_chunk, cdiv(rows, k_chunk)
 
 
+def splitk_config(dtype, grad: bool, shapes_hinted: bool) -> SplitKConfig:
+    """The split-K config of the forward (F1, F2) or backward (``grad``: B2, B3) kernels."""
+    if not shapes_hinted:
+        return PLAIN_SPLITK_CONFIG
+    return (SPLITK_GRAD_CONFIGS if grad else SPLITK_CONFIGS)[dtype]
+
+
+def matmul_config(dtype, grad: bool, shapes_hinted: bool) -> MatmulConfig:
+    """The tiled config of F1, F2, B2, or (``grad``) B3."""
+    if not shapes_hinted:
+        return PLAIN_MATMUL_CONFIG
+    return (GRAD_MATMUL_CONFIGS if grad else ROW_MATMUL_CONFIGS)[dtype]
+
+
 def _arrival_counters(device, *counts: int) -> tuple[torch.Tensor, list]:
     """(buffer, views): a fresh int32 buffer holding ``counts[i]`` arrival counters for the
     pass's i-th counting launch, each view starting 16-byte aligned.
@@ -205,12 +232,13 @@ def _tiles(rows: int, cols: int, cfg: MatmulConfig) -> int:
     return cdiv(rows, cfg.block_m) * cdiv(cols, cfg.block_n)
 
 
-def _matmul_launch(name, a, b, b_strides, c, bias, aux, K, epilogue, precision, nbytes, flops):
+def _matmul_launch(name, a, b, b_strides, c, bias, aux, K, epilogue, precision, shapes_hinted,
+                   nbytes, flops):
     """``c = epilogue(a @ b)`` with a, c (and aux, when used) contiguous (rows, cols)."""
-    cfg = ROW_MATMUL_CONFIGS[a.dtype]
+    cfg = matmul_config(a.dtype, False, shapes_hinted)
     rows, cols = c.shape
     return Launch(
-        name, matmul_kernel, (_tiles(rows, cols, cfg),),
+        name, matmul_kernel.pick(shapes_hinted), (_tiles(rows, cols, cfg),),
         dict(a_ptr=a, b_ptr=b, c_ptr=c, bias_ptr=bias, aux_ptr=aux, M=rows, N=cols, K=K,
              stride_am=K, stride_ak=1, stride_bk=b_strides[0], stride_bn=b_strides[1],
              stride_cm=cols, stride_cn=1, stride_auxm=cols, stride_auxn=1),
@@ -227,9 +255,10 @@ def _splitk_constexprs(block_m, plan: SplitK, cfg: SplitKConfig, precision) -> d
 def forward_plan(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
     """(launches, (y, h, zb, mean, rstd)): the forward's launches and the tensors they write."""
     x, w1, b1, w2, b2, ln_weight, ln_bias = (
-        t.contiguous() for t in (x, w1, b1, w2, b2, ln_weight, ln_bias))
+        aligned_contiguous(t) for t in (x, w1, b1, w2, b2, ln_weight, ln_bias))
     M, d = x.shape
     m = w1.shape[0]
+    gemm_hinted, row_hinted = hinted(d, m), hinted(d)
     rows = row_kernel_config(d)
     precision = dot_precision(x.dtype)
     f32 = dict(device=x.device, dtype=torch.float32)
@@ -238,13 +267,13 @@ def forward_plan(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
     launches = []
     block_m = small_m_block(M)
     if block_m is not None:
-        cfg = SPLITK_CONFIGS[x.dtype]
+        cfg = splitk_config(x.dtype, False, gemm_hinted)
         p1 = split_k(m, d, cfg)
         part1 = torch.empty((p1.splits, M, m), **f32)
         counters, (count1,) = _arrival_counters(x.device, p1.blocks)
         launches.append(zero_fill("F0 zero F1's arrival counters", counters))
         launches.append(Launch(
-            f"F1 h=relu(x@w1.T+b1) split-K {p1.splits}", splitk_bias_relu_kernel,
+            f"F1 h=relu(x@w1.T+b1) split-K {p1.splits}", splitk_bias_relu_kernel.pick(gemm_hinted),
             (p1.blocks, p1.splits),
             dict(a_ptr=x, b_ptr=w1, bias_ptr=b1, c_ptr=h, part_ptr=part1,
                  count_ptr=count1, M=M, N=m, K=d, k_chunk=p1.k_chunk,
@@ -256,7 +285,8 @@ def forward_plan(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
         p2 = split_k(d, m, cfg)
         part2 = torch.empty((p2.splits, M, d), **f32)
         launches.append(Launch(
-            f"F2 h@w2.T split-K {p2.splits}", splitk_partials_kernel, (p2.blocks, p2.splits),
+            f"F2 h@w2.T split-K {p2.splits}", splitk_partials_kernel.pick(gemm_hinted),
+            (p2.blocks, p2.splits),
             dict(a_ptr=h, b_ptr=w2, part_ptr=part2, M=M, N=d, K=m, k_chunk=p2.k_chunk,
                  stride_bk=1, stride_bn=m),
             _splitk_constexprs(block_m, p2, cfg, precision), cfg.num_warps, cfg.num_stages,
@@ -267,54 +297,64 @@ def forward_plan(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
         part2 = zb[None]  # one "partial": zb itself, in x's dtype
         launches.append(_matmul_launch(
             "F1 h=relu(x@w1.T+b1)", x, w1, (1, d), h, b1, h, d, EPI_BIAS_RELU, precision,
-            tensor_bytes(x, w1, b1, h), 2 * M * d * m))
+            gemm_hinted, tensor_bytes(x, w1, b1, h), 2 * M * d * m))
         launches.append(_matmul_launch(
             "F2 zb=h@w2.T", h, w2, (1, m), zb, b2, zb, m, EPI_NONE, precision,
-            tensor_bytes(h, w2, zb), 2 * M * d * m))
+            gemm_hinted, tensor_bytes(h, w2, zb), 2 * M * d * m))
 
     y = torch.empty_like(x)
     store_zb = block_m is not None
     mean = torch.empty((M,), **f32)
     rstd = torch.empty((M,), **f32)
-    launches.append(Launch(
-        f"F3 zb(+partials)+b2, layer norm, +x ({rows.block_r}x{rows.block_n})",
-        layer_norm_forward_kernel, (cdiv(M, rows.block_r),),
-        dict(part_ptr=part2, b2_ptr=b2, x_ptr=x, w_ptr=ln_weight, b_ptr=ln_bias, y_ptr=y,
-             zb_ptr=zb, mean_ptr=mean, rstd_ptr=rstd, M=M, N=d, S=part2.shape[0], eps=eps),
-        dict(BLOCK_R=rows.block_r, BLOCK_N=rows.block_n, STORE_ZB=store_zb), rows.num_warps,
-        ROW_KERNEL_STAGES,
-        nbytes=(tensor_bytes(part2, b2, x, ln_weight, ln_bias, y, mean, rstd)
-                + (tensor_bytes(zb) if store_zb else 0)),
-        workspace_bytes=tensor_bytes(part2) if store_zb else 0,
-    ))
+    f3_args = dict(part_ptr=part2, b2_ptr=b2, x_ptr=x, w_ptr=ln_weight, b_ptr=ln_bias, y_ptr=y,
+                   zb_ptr=zb, mean_ptr=mean, rstd_ptr=rstd, M=M, N=d, S=part2.shape[0], eps=eps)
+    f3_bytes = (tensor_bytes(part2, b2, x, ln_weight, ln_bias, y, mean, rstd)
+                + (tensor_bytes(zb) if store_zb else 0))
+    f3_workspace = tensor_bytes(part2) if store_zb else 0
+    if rows.wide:  # three passes over the partials (and b2)
+        launches.append(Launch(
+            f"F3 zb(+partials)+b2, layer norm, +x (chunks of {WIDE_BLOCK_N})",
+            layer_norm_forward_wide_kernel.pick(row_hinted), (M,), f3_args,
+            dict(BLOCK_N=WIDE_BLOCK_N, STORE_ZB=store_zb), WIDE_WARPS, ROW_KERNEL_STAGES,
+            nbytes=f3_bytes + 2 * tensor_bytes(part2, b2),
+            workspace_bytes=3 * f3_workspace,
+        ))
+    else:
+        launches.append(Launch(
+            f"F3 zb(+partials)+b2, layer norm, +x ({rows.block_r}x{rows.block_n})",
+            layer_norm_forward_kernel.pick(row_hinted), (cdiv(M, rows.block_r),), f3_args,
+            dict(BLOCK_R=rows.block_r, BLOCK_N=rows.block_n, STORE_ZB=store_zb),
+            rows.num_warps, ROW_KERNEL_STAGES, nbytes=f3_bytes, workspace_bytes=f3_workspace,
+        ))
     return launches, (y, h, zb, mean, rstd)
 
 
 def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
     """(launches, (dx, dw1, db1, dw2, db2, dln_weight, dln_bias)) of the backward."""
-    dy, x, w1, w2, b2, ln_weight, h, zb = (
-        t.contiguous() for t in (dy, x, w1, w2, b2, ln_weight, h, zb))
+    dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd = (
+        aligned_contiguous(t) for t in (dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd))
     M, d = x.shape
     m = w1.shape[0]
+    gemm_hinted, row_hinted = hinted(d, m), hinted(d)
     rows = row_kernel_config(d)
     precision = dot_precision(x.dtype)
     f32 = dict(device=x.device, dtype=torch.float32)
     block_m = small_m_block(M)
     partials = block_m is None  # many rows: B1 writes per-program LayerNorm partials
     if partials:
-        grad_cfg = GRAD_MATMUL_CONFIGS[x.dtype]
+        grad_cfg = matmul_config(x.dtype, True, gemm_hinted)
         dw_tiles = _tiles(m, d, grad_cfg) + _tiles(d, m, grad_cfg)
         k_chunk, splits = grad_split(M, dw_tiles, grad_cfg)
         counters, (count,) = _arrival_counters(x.device, dw_tiles)
     else:
-        cfg = SPLITK_GRAD_CONFIGS[x.dtype]
+        cfg = splitk_config(x.dtype, True, gemm_hinted)
         p2, p3 = split_k(m, d, cfg), split_k(d, m, cfg)
         counters, (count2, count3) = _arrival_counters(x.device, p2.blocks, p3.blocks)
 
     # B1, which also zeroes the arrival counters of B2 and B3. Prompt-sized inputs: one row
     # block per program, no partials (B3 sums the few rows itself); many rows: per-program fp32
     # partials of dln_weight, dln_bias and db2.
-    block_r = 1 if rows.wide_backward else rows.block_r
+    block_r = 1 if rows.wide else rows.block_r
     rows_per_program = block_r
     if partials:
         rows_per_program = cdiv(cdiv(M, MAX_PARTIALS), block_r) * block_r
@@ -327,16 +367,16 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
                    rows_per_program=rows_per_program, n_counters=counters.numel())
     ln_bytes = tensor_bytes(dy, zb, b2, ln_weight, mean, rstd, dz, *ln_parts, counters)
     b1_grid = (max(n_programs, 1),)  # no rows: one program still zeroes the counters
-    if rows.wide_backward:
+    if rows.wide:
         launches = [Launch(
-            f"B1 layer norm backward (chunks of {WIDE_BACKWARD_BLOCK_N})",
-            layer_norm_backward_wide_kernel, b1_grid, ln_args,
-            dict(BLOCK_N=WIDE_BACKWARD_BLOCK_N, PARTIALS=partials), WIDE_BACKWARD_WARPS,
+            f"B1 layer norm backward (chunks of {WIDE_BLOCK_N})",
+            layer_norm_backward_wide_kernel.pick(row_hinted), b1_grid, ln_args,
+            dict(BLOCK_N=WIDE_BLOCK_N, PARTIALS=partials), WIDE_WARPS,
             ROW_KERNEL_STAGES, nbytes=ln_bytes, workspace_bytes=tensor_bytes(*ln_parts))]
     else:
         launches = [Launch(
             f"B1 layer norm backward ({rows.block_r}x{rows.block_n})",
-            layer_norm_backward_kernel, b1_grid, ln_args,
+            layer_norm_backward_kernel.pick(row_hinted), b1_grid, ln_args,
             dict(BLOCK_R=rows.block_r, BLOCK_N=rows.block_n, PARTIALS=partials),
             rows.num_warps, ROW_KERNEL_STAGES,
             nbytes=ln_bytes, workspace_bytes=tensor_bytes(*ln_parts))]
@@ -355,7 +395,8 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
     if not partials:
         part_a = torch.empty((p2.splits, M, m), **f32)
         launches.append(Launch(
-            f"B2 da=(dz@w2)*(h>0), db1, dw2=dz.T@h split-K {p2.splits}", da_dw2_kernel,
+            f"B2 da=(dz@w2)*(h>0), db1, dw2=dz.T@h split-K {p2.splits}",
+            da_dw2_kernel.pick(gemm_hinted),
             (p2.blocks, p2.splits),
             dict(dz_ptr=dz, w2_ptr=w2, h_ptr=h, da_ptr=da, db1_ptr=db1, dw2_ptr=dw2,
                  part_ptr=part_a, count_ptr=count2, M=M, D=d, HID=m, k_chunk=p2.k_chunk),
@@ -365,7 +406,8 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
         ))
         part_x = torch.empty((p3.splits, M, d), **f32)
         launches.append(Launch(
-            f"B3 dx=da@w1+dy, dw1=da.T@x split-K {p3.splits}, LN sums", dx_dw1_kernel,
+            f"B3 dx=da@w1+dy, dw1=da.T@x split-K {p3.splits}, LN sums",
+            dx_dw1_kernel.pick(gemm_hinted),
             (p3.blocks, p3.splits + 1),
             dict(da_ptr=da, w1_ptr=w1, x_ptr=x, dy_ptr=dy, dx_ptr=dx, dw1_ptr=dw1,
                  part_ptr=part_x, count_ptr=count3, zb_ptr=zb, b2_ptr=b2,
@@ -381,13 +423,14 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
 
     launches.append(_matmul_launch(
         "B2 da=(dz@w2)*(h>0)", dz, w2, (m, 1), da, da, h, d, EPI_RELU_MASK, precision,
-        tensor_bytes(dz, w2, h, da), 2 * M * d * m))
+        gemm_hinted, tensor_bytes(dz, w2, h, da), 2 * M * d * m))
     part_dw1 = torch.empty((splits, m, d), **f32)
     part_db1 = torch.empty((splits, m), **f32)
     part_dw2 = torch.empty((splits, d, m), **f32)
     b3_programs = cdiv(d, REDUCE_BLOCK_C) + dw_tiles * splits + _tiles(M, d, grad_cfg)
     launches.append(Launch(
-        "B3 dw1=da.T@x (+db1), dw2=dz.T@h, dx=da@w1+dy, LN sums", backward_grads_kernel,
+        "B3 dw1=da.T@x (+db1), dw2=dz.T@h, dx=da@w1+dy, LN sums",
+        backward_grads_kernel.pick(gemm_hinted),
         (b3_programs,),
         dict(da_ptr=da, dz_ptr=dz, x_ptr=x, h_ptr=h, w1_ptr=w1, dy_ptr=dy, dw1_ptr=dw1,
              db1_ptr=db1, dw2_ptr=dw2, db2_ptr=db2, dx_ptr=dx, part_w_ptr=ln_parts[0],
@@ -425,11 +468,18 @@ def residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd):
     return grads
 
 
-# Shapes (M, d, m) whose launch plans the AOT check compiles: the headline shapes of the cost
-# model, plus shapes reaching every split-K BLOCK_M and every row-kernel config.
+# Shapes (M, d, m) whose launch plans the AOT check compiles. Row counts are never specialised.
+# d and m multiples of 16 (the ``hinted`` kernels): the cost model's headline shapes, split-K at
+# every BLOCK_M (16, 32, 64, 128; BLOCK_N 16 and 32 at 128), every row-kernel config on both
+# paths. Any other d or m (the ``plain`` kernels: their integers are not specialised, so every
+# such shape compiles the same code per config): split-K at the smallest and the largest
+# BLOCK_M (16, 128: the tiles between hold fewer registers than 128), BLOCK_N 16 and 32, every
+# row-kernel config on both paths.
 AOT_SHAPES = (
-    (100, 2048, 800), (100, 4096, 800), (10, 768, 400), (16384, 1024, 256),
-    (20, 256, 128), (50, 8192, 400),
+    (100, 2048, 800), (100, 4096, 800), (10, 768, 400), (16384, 1024, 256), (20, 256, 128),
+    (50, 8192, 400), (128, 64, 48), (256, 256, 128), (256, 4096, 256), (256, 8192, 256),
+    (100, 1000, 792), (100, 72, 40), (10, 200, 392), (100, 3000, 100), (10, 5000, 392),
+    (1000, 1000, 392), (300, 200, 100), (300, 3000, 100), (300, 5000, 100),
 )
 
 
@@ -459,7 +509,7 @@ def aot_specs(dtype: torch.dtype) -> list:
         for launch in forward + backward:
             if isinstance(launch, ZeroFill):  # torch's fill kernel, not Triton's
                 continue
-            base = spec_from_launch(launch, f"{launch.name} [{M}x{d}x{m}]")
+            base = spec_from_launch(launch, f"{launch.name} [{M}x{d}x{m}] {launch.kernel.variant}")
             for precision in precisions if "PRECISION" in base.constexprs else (None,):
                 constexprs = dict(base.constexprs)
                 if precision is not None:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .specialise import jit_variants
+
 
 @triton.jit
 def _row_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -80,7 +82,7 @@ def _splitk_partial(
     return rn, n_ok, ok, offs
 
 
-@triton.jit
+@jit_variants(counts=("M",), shapes=("N", "K", "stride_bn"))
 def splitk_bias_relu_kernel(
     a_ptr, b_ptr, bias_ptr, c_ptr, part_ptr, count_ptr,
     M, N, K, k_chunk, stride_bk, stride_bn,
@@ -96,7 +98,7 @@ def splitk_bias_relu_kernel(
         tl.store(c_ptr + offs, acc.to(c_ptr.dtype.element_ty), mask=ok)
 
 
-@triton.jit
+@jit_variants(counts=("M",), shapes=("N", "K", "stride_bn"))
 def splitk_partials_kernel(
     a_ptr, b_ptr, part_ptr,
     M, N, K, k_chunk, stride_bk, stride_bn,
@@ -130,7 +132,7 @@ def _data_and_weight_grads(g_ptr, w_ptr, dw_ptr, act, M, K, N, k_first, k_last,
     return acc
 
 
-@triton.jit
+@jit_variants(counts=("M",), shapes=("D", "HID"))
 def da_dw2_kernel(
     dz_ptr, w2_ptr, h_ptr, da_ptr, db1_ptr, dw2_ptr, part_ptr, count_ptr,
     M, D, HID, k_chunk,
@@ -172,7 +174,7 @@ def _layer_norm_param_grads(
     tl.store(db2_ptr + rn, tl.sum(dz, axis=0).to(db2_ptr.dtype.element_ty), mask=n_ok)
 
 
-@triton.jit
+@jit_variants(counts=("M",), shapes=("D", "HID"))
 def dx_dw1_kernel(
     da_ptr, w1_ptr, x_ptr, dy_ptr, dx_ptr, dw1_ptr, part_ptr, count_ptr,
     zb_ptr, b2_ptr, dz_ptr, mean_ptr, rstd_ptr, dlnw_ptr, dlnb_ptr, db2_ptr,
