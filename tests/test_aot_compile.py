@@ -78,7 +78,8 @@ def _pattern(spec) -> tuple:
     split_k = "split-K" in spec.name
     constexprs = {k: v for k, v in spec.constexprs.items() if not (split_k and k == "BLOCK_M")}
     return (spec.kernel.__name__, spec.kernel.variant, tuple(sorted(constexprs.items())),
-            tuple(spec.signature.items()), spec.divisible, spec.num_warps, spec.num_stages)
+            tuple(spec.signature.items()), spec.divisible, spec.num_warps, spec.num_stages,
+            tuple(spec.options.items()))
 
 
 @pytest.mark.parametrize("dtype_name", DTYPES)

@@ -88,6 +88,7 @@ class KernelSpec(NamedTuple):
     num_warps: int
     num_stages: int
     divisible: tuple = ()  # integer parameters compiled as multiples of 16
+    options: dict = {}  # further compile options (``maxnreg``), as the launch passes them
 
 
 TRITON_TYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int32": "i32"}
@@ -144,7 +145,7 @@ def spec_from_launch(launch, name: str | None = None) -> KernelSpec:
         else:
             raise TypeError(f"{launch.kernel.__name__}: argument {param}={value!r} has no Triton type")
     return KernelSpec(name or launch.name, launch.kernel, signature, constexprs,
-                      launch.num_warps, launch.num_stages, tuple(divisible))
+                      launch.num_warps, launch.num_stages, tuple(divisible), launch.options)
 
 
 def _nvidia_tool(name: str) -> str:
@@ -226,7 +227,7 @@ def compile_one(module_name: str, dtype_name: str, index: int, cc: int) -> dict:
         compiled = triton.compile(
             _ast_source(spec),
             target=GPUTarget("cuda", cc, 32),
-            options={"num_warps": spec.num_warps, "num_stages": spec.num_stages},
+            options={"num_warps": spec.num_warps, "num_stages": spec.num_stages, **spec.options},
         )
         usage = _resource_usage(compiled.asm["cubin"], compiled.asm["ptx"], cc)
     except Exception as exc:  # reported per config; the run fails at the end

@@ -34,8 +34,8 @@ class Variants(NamedTuple):
     hinted: Any
     plain: Any
 
-    def pick(self, hinted: bool):
-        return self.hinted if hinted else self.plain
+    def pick(self, shapes_hinted: bool):
+        return self.hinted if shapes_hinted else self.plain
 
 
 def jit_variants(*, counts: tuple = (), shapes: tuple = ()):
@@ -54,7 +54,10 @@ def jit_variants(*, counts: tuple = (), shapes: tuple = ()):
 
 def hinted(*dims: int) -> bool:
     """True when every one of ``dims`` is a multiple of 16 (the ``hinted`` kernels' shapes)."""
-    return all(dim % 16 == 0 for dim in dims)
+    for dim in dims:
+        if dim % 16:
+            return False
+    return True
 
 
 def aligned_contiguous(t: torch.Tensor) -> torch.Tensor:

@@ -136,9 +136,12 @@ ROW_KERNEL_CONFIGS = (
     RowKernelConfig(4096, 1, 16, False),
     RowKernelConfig(8192, 1, 16, True),
 )
-# The chunked F3 and B1 of wide rows: columns per chunk, warps.
+# The chunked F3 and B1 of wide rows: columns per chunk, warps, and the register budget of a
+# 16-warp block stated to ptxas: left to itself, ptxas 12.x keeps the fp32 F3 at 32 registers
+# on sm_90 and spills (more blocks per SM); with the budget it takes 48, spill-free.
 WIDE_BLOCK_N = 2048
 WIDE_WARPS = 16
+WIDE_OPTIONS = {"maxnreg": 128}
 ROW_KERNEL_STAGES = 1
 MAX_D = ROW_KERNEL_CONFIGS[-1].block_n
 # B1 writes at most this many rows of partials (each program owns a contiguous row range).
@@ -213,19 +216,19 @@ def matmul_config(dtype, grad: bool, shapes_hinted: bool) -> MatmulConfig:
 
 def _arrival_counters(device, *counts: int) -> tuple[torch.Tensor, list]:
     """(buffer, views): a fresh int32 buffer holding ``counts[i]`` arrival counters for the
-    pass's i-th counting launch, each view starting 16-byte aligned.
+    pass's i-th counting launch, each view starting 16-byte aligned (and running to the end:
+    a launch reads only its own).
 
     Made for every call and zeroed by the launch before the kernels that count (F0, a fill;
     in the backward B1, which runs anyway), in stream order: a result never depends on what
     earlier launches left (a CUDA graph captured without warm-up, graphs replayed in another
     order or on two streams, a launch that died), and no kernel resets a counter.
     """
-    offsets, total = [], 0
-    for n in counts:
-        offsets.append(total)
-        total += cdiv(n, COUNTER_ALIGN) * COUNTER_ALIGN
-    buf = torch.empty((total,), dtype=torch.int32, device=device)
-    return buf, [buf[o:o + n] for o, n in zip(offsets, counts)]
+    offsets = [0]
+    for n in counts[:-1]:
+        offsets.append(offsets[-1] + cdiv(n, COUNTER_ALIGN) * COUNTER_ALIGN)
+    buf = torch.empty((offsets[-1] + counts[-1],), dtype=torch.int32, device=device)
+    return buf, [buf[o:] if o else buf for o in offsets]
 
 
 def _tiles(rows: int, cols: int, cfg: MatmulConfig) -> int:
@@ -317,7 +320,7 @@ def forward_plan(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
             layer_norm_forward_wide_kernel.pick(row_hinted), (M,), f3_args,
             dict(BLOCK_N=WIDE_BLOCK_N, STORE_ZB=store_zb), WIDE_WARPS, ROW_KERNEL_STAGES,
             nbytes=f3_bytes + 2 * tensor_bytes(part2, b2),
-            workspace_bytes=3 * f3_workspace,
+            workspace_bytes=3 * f3_workspace, options=WIDE_OPTIONS,
         ))
     else:
         launches.append(Launch(
@@ -372,7 +375,8 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
             f"B1 layer norm backward (chunks of {WIDE_BLOCK_N})",
             layer_norm_backward_wide_kernel.pick(row_hinted), b1_grid, ln_args,
             dict(BLOCK_N=WIDE_BLOCK_N, PARTIALS=partials), WIDE_WARPS,
-            ROW_KERNEL_STAGES, nbytes=ln_bytes, workspace_bytes=tensor_bytes(*ln_parts))]
+            ROW_KERNEL_STAGES, nbytes=ln_bytes, workspace_bytes=tensor_bytes(*ln_parts),
+            options=WIDE_OPTIONS)]
     else:
         launches = [Launch(
             f"B1 layer norm backward ({rows.block_r}x{rows.block_n})",
@@ -518,7 +522,7 @@ def aot_specs(dtype: torch.dtype) -> list:
                                      name=base.name + (f" {precision}" if precision else ""))
                 key = (spec.kernel.__name__, tuple(sorted(constexprs.items())),
                        tuple(spec.signature.items()), spec.divisible, spec.num_warps,
-                       spec.num_stages)
+                       spec.num_stages, tuple(spec.options.items()))
                 if key not in seen:
                     seen.add(key)
                     specs.append(spec)
