@@ -207,7 +207,7 @@ void relu_backward_shared_(T* dh, const T* h, int64_t rows, int64_t m, T* db1) {
         const T* hr = h + r * m;
 #pragma omp simd
         for (int64_t k = 0; k < m; ++k) {
-          const T v = static_cast<acc_t>(hr[k]) > acc_t(0) ? g[k] : T(0);
+          const T v = static_cast<acc_t>(hr[k]) <= acc_t(0) ? T(0) : g[k];  // NaN h: g, as torch
           g[k] = v;
           p[k] += static_cast<acc_t>(v);
         }
@@ -224,7 +224,7 @@ void relu_backward_grouped_(T* dh, const T* h, int64_t rows, int64_t m, T* db1) 
   at::parallel_for(0, rows * m, 32768, [&](int64_t begin, int64_t end) {
 #pragma omp simd
     for (int64_t i = begin; i < end; ++i) {
-      const T v = static_cast<acc_t>(h[i]) > acc_t(0) ? dh[i] : T(0);
+      const T v = static_cast<acc_t>(h[i]) <= acc_t(0) ? T(0) : dh[i];  // NaN h: dh, as torch
       dh[i] = v;
       db1[i] = v;
     }

@@ -9,6 +9,7 @@ import triton
 
 from rpt_fast.ops import cost_model, plan
 from rpt_fast.ops import triton_residual_mlp as trm
+from rpt_fast.ops.launches import ZeroFill
 
 HEADLINE_SMALL_M = [(100, 2048, 800), (100, 4096, 800), (10, 768, 400)]
 LARGE_M = (16384, 1024, 256)
@@ -26,15 +27,20 @@ def test_weight_reading_launches_fill_an_h200(shape, dtype):
 
 @pytest.mark.parametrize("shape", [*HEADLINE_SMALL_M, LARGE_M], ids=str)
 def test_launch_counts(shape):
+    """3 kernels per pass; the split-K forward also zeroes F1's arrival counters (a launch the
+    model prices like any other); the backward's B1 zeroes B2's and B3's."""
     forward, backward = trm.plans(*shape, torch.bfloat16)
-    assert len(forward) <= 3 and len(backward) <= 5
+    fills = [launch for launch in forward + backward if isinstance(launch, ZeroFill)]
+    assert len(forward) == (3 if shape == LARGE_M else 4) and len(backward) == 3
+    assert [launch.name[:2] for launch in fills] == ([] if shape == LARGE_M else ["F0"])
     assert all(launch.programs >= 1 for launch in forward + backward)
 
 
-def test_estimate_within_3x_of_the_floor_at_the_paper_shape():
+def test_estimate_within_3_5x_of_the_floor_at_the_paper_shape():
+    """3.2x by the model: launch overheads are a third of it (7 launches, F0 included)."""
     report = plan.estimate("shared", 100, 2048, 800, "bf16", "h200")
     full = report["full"]
-    assert full["graph_seconds"] <= 3 * full["floor_seconds"], full
+    assert full["graph_seconds"] <= 3.5 * full["floor_seconds"], full
     assert full["eager_seconds"] > full["graph_seconds"]
 
 
@@ -66,7 +72,7 @@ def test_cli_prints_every_launch_and_the_totals(capsys):
         assert name in out
     assert plan.main(["--shape", "10,768,400", "--gpu", "a100", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["gpu"].startswith("A100") and len(report["forward"]["launches"]) == 3
+    assert report["gpu"].startswith("A100") and len(report["forward"]["launches"]) == 4
     with pytest.raises(SystemExit):
         plan.main(["--shape", "10,768"])
 

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from grouped_op_cases import (
+    NAMES,
+    TOLERANCE,
+    check_against_reference,
+    make_inputs,
+    relative_error,
+)
+from shared_op_cases import unaligned
 
 from rpt_fast import BackendUnavailableError, _library, grouped_residual_mlp
 from rpt_fast.ops import triton_backend, triton_grouped
 from rpt_fast.ops.reference import grouped_residual_mlp_reference, residual_mlp_reference
-
-# Max |triton - reference| relative to max(1, max |reference|) of each output: a few fp32 ulps
-# of the fp32 accumulation; about four ulps of fp16/bf16 storage of h and the outputs.
-TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
-NAMES = ("y", "dx", "dw1", "db1", "dw2", "db2", "dln_weight", "dln_bias")
 
 # These run the kernels on CPU tensors through the interpreter (conftest sets TRITON_INTERPRET
 # where no GPU is present); tests/test_gpu_kernels.py covers the device.
@@ -24,42 +27,6 @@ interpreted = pytest.mark.skipif(
     triton_backend.unavailable_reason(torch.empty(1)) is not None,
     reason="the Triton interpreter is off (TRITON_INTERPRET unset)",
 )
-
-
-def make_inputs(n, d, m, dtype=torch.float64):
-    """x (n, d) and the six stacked parameters, scaled like a trained encoder's."""
-    x = torch.randn(n, d, dtype=dtype)
-    w1 = torch.randn(n, m, d, dtype=dtype) / d**0.5
-    b1 = 0.1 * torch.randn(n, m, dtype=dtype)
-    w2 = torch.randn(n, d, m, dtype=dtype) / m**0.5
-    b2 = 0.1 * torch.randn(n, d, dtype=dtype)
-    ln_weight = 1 + 0.1 * torch.randn(n, d, dtype=dtype)
-    ln_bias = 0.1 * torch.randn(n, d, dtype=dtype)
-    return [x, w1, b1, w2, b2, ln_weight, ln_bias]
-
-
-def value_and_grads(fn, leaves, dy, **kwargs):
-    leaves = [t.detach().requires_grad_() for t in leaves]
-    y = fn(*leaves, **kwargs)
-    return [y.detach()] + list(torch.autograd.grad(y, leaves, dy))
-
-
-def relative_error(o, r):
-    return (o.double() - r).abs().max().item() / max(1.0, r.abs().max().item())
-
-
-def check_against_reference(tensors, dtype):
-    """Runs the Triton backend in ``dtype``; compares with float64 on the same rounded inputs."""
-    low = [t.to(dtype) for t in tensors]
-    dy = torch.randn_like(low[0])
-    ref = value_and_grads(grouped_residual_mlp_reference, [t.double() for t in low], dy.double())
-    got = value_and_grads(grouped_residual_mlp, low, dy, backend="triton")
-    for name, o, r in zip(NAMES, got, ref):
-        assert o.dtype == dtype and o.shape == r.shape, name
-        err = relative_error(o, r)
-        assert err <= TOLERANCE[dtype], f"{name}: error {err:.3g} > {TOLERANCE[dtype]} ({dtype})"
-    return got, low
-
 
 # (n, d, m, dtype): n in {1, 3, 10, 100}, d in {8, 64, 768, 1000}, m in {1, 5, 64, 800}.
 CASES = [
@@ -260,3 +227,53 @@ def test_reference_is_a_loop_of_the_shared_reference(n):
     )
     torch.testing.assert_close(got, loop, rtol=1e-12, atol=1e-12)
 
+
+
+def _launched_pattern(kernel, param, value) -> str:
+    """What Triton's launcher compiles an integer argument as (rpt_fast.ops.aot mirrors it)."""
+    if param in kernel.unspecialised:
+        return "i32"
+    if value == 1:
+        return "constexpr 1"
+    return "i32 divisible" if value % 16 == 0 else "i32"
+
+
+def _compiled_pattern(spec, param) -> str:
+    if spec.signature[param] == "constexpr":
+        return f"constexpr {spec.constexprs[param]}"
+    return spec.signature[param] + (" divisible" if param in spec.divisible else "")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_launches_run_the_variants_the_aot_check_compiles(dtype, monkeypatch):
+    """Every launch, at d and m of 1, odd and multiples of 16 and from unaligned views, gets
+    16-byte-aligned pointers and integers that Triton specialises exactly as one of
+    ``aot_specs`` is compiled (recorded, not run)."""
+    recorded = []
+
+    def record(kernel, name, grid, shapes_hinted, *args, **constexprs):
+        recorded.append((name, kernel.pick(shapes_hinted), args))
+
+    monkeypatch.setattr(triton_grouped, "_launch", record)
+    specs = {spec.name: spec for spec in triton_grouped.aot_specs(dtype)}
+    for n, d, m in [(1, 8, 1), (3, 100, 5), (2, 768, 800), (1, 16, 16), (2, 1, 32)]:
+        x, w1, b1, w2, b2, g, beta = (unaligned(t.to(dtype)) for t in make_inputs(n, d, m))
+        y, h, z, mean, rstd = triton_grouped.grouped_residual_mlp_forward(
+            x, w1, b1, w2, b2, g, beta, 1e-5)
+        triton_grouped.grouped_residual_mlp_backward(unaligned(y), x, w1, w2, b2, g, h, z,
+                                                     mean, rstd)
+    assert len(recorded) == 5 * 7
+    for name, kernel, args in recorded:
+        spec = specs[f"{name} ({kernel.variant})"]
+        for param, value in zip(kernel.arg_names, args):
+            if isinstance(value, torch.Tensor):
+                assert value.data_ptr() % 16 == 0, (name, param)
+            elif isinstance(value, int):
+                launched = _launched_pattern(kernel, param, value)
+                assert launched == _compiled_pattern(spec, param), (spec.name, param, value)
+
+
+@interpreted
+def test_unaligned_views_match_the_reference(poisoned):
+    check_against_reference([unaligned(t.float()) for t in make_inputs(3, 37, 5)],
+                            torch.float32)

@@ -7,55 +7,26 @@ launchers allocate is prefilled with NaN, so an element a kernel fails to write 
 
 import pytest
 import torch
-import torch.nn.functional as F
 import triton
+from shared_op_cases import (
+    DEVICE,
+    GRAD_NAMES,
+    OUT_NAMES,
+    SMALL_SPLIT_K,
+    TOLERANCE,
+    check_kernels,
+    make_inputs,
+    reference,
+    rel,
+    run_kernels,
+    small_split_k,
+    unaligned,
+)
 
 import rpt_fast
 from rpt_fast.ops import triton_residual_mlp as trm
+from rpt_fast.ops.launches import Launch, ZeroFill
 from rpt_fast.ops.reference import residual_mlp_reference
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# Relative Frobenius error vs float64: (outputs y/h/mean/rstd, gradients).
-TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.float16: (3e-3, 1e-2)}
-GRAD_NAMES = ("x", "w1", "b1", "w2", "b2", "ln_weight", "ln_bias")
-
-
-def _inputs(M, d, m, dtype, strided_weights=False):
-    """Random inputs scaled so the LayerNorm sees well-spread rows (never zeros)."""
-    if strided_weights:
-        w1 = torch.randn(d, m, device=DEVICE).t()  # (m, d), strides (1, m)
-        w2 = torch.randn(d, 2 * m, device=DEVICE)[:, ::2]  # (d, m), strides (2m, 2)
-    else:
-        w1 = torch.randn(m, d, device=DEVICE)
-        w2 = torch.randn(d, m, device=DEVICE)
-    tensors = (
-        torch.randn(M, d, device=DEVICE),
-        w1 / d**0.5,
-        0.1 * torch.randn(m, device=DEVICE),
-        w2 / m**0.5,
-        0.1 * torch.randn(d, device=DEVICE),
-        1 + 0.1 * torch.randn(d, device=DEVICE),
-        0.1 * torch.randn(d, device=DEVICE),
-    )
-    return [t.to(dtype) for t in tensors]
-
-
-def _rel(a, b):
-    return ((a.double() - b).norm() / b.norm().clamp_min(1e-30)).item()
-
-
-def _reference(inputs, dy, eps=1e-5):
-    """float64 (y, h, mean, rstd) and the seven gradients, on upcast copies."""
-    ref = [t.detach().double().requires_grad_() for t in inputs]
-    y = residual_mlp_reference(*ref, eps)
-    grads = torch.autograd.grad(y, ref, dy.double())
-    with torch.no_grad():
-        x, w1, b1, w2, b2 = ref[:5]
-        h = F.relu(F.linear(x, w1, b1))
-        z = F.linear(h, w2, b2)
-        mean = z.mean(-1)
-        rstd = torch.rsqrt(z.var(-1, unbiased=False) + eps)
-    return y.detach(), h, mean, rstd, grads
 
 
 @pytest.fixture
@@ -68,14 +39,6 @@ def nan_buffers(monkeypatch):
 
     monkeypatch.setattr(torch, "empty", lambda *a, **k: poison(empty(*a, **k)))
     monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poison(empty_like(*a, **k)))
-
-
-def _run_kernels(inputs, dy, eps=1e-5):
-    x, w1, b1, w2, b2, ln_weight, ln_bias = inputs
-    y, h, z, mean, rstd = trm.residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps)
-    assert z.shape == x.shape and z.dtype == x.dtype  # zb = h W2^T, kept for the backward
-    grads = trm.residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd)
-    return (y, h, mean, rstd), grads
 
 
 # (M, d, m, dtype, strided_weights): every M in {1, 7, 100, 1000}, d in {8, 64, 768, 1000},
@@ -94,26 +57,12 @@ CASES = [
 
 @pytest.mark.parametrize("M, d, m, dtype, strided_weights", CASES, ids=str)
 def test_kernels_match_float64_reference(M, d, m, dtype, strided_weights, nan_buffers):
-    inputs = _inputs(M, d, m, dtype, strided_weights)
-    dy = torch.randn(M, d, device=DEVICE).to(dtype)
-    *ref_out, ref_grads = _reference(inputs, dy)
-    outs, grads = _run_kernels(inputs, dy)
-    out_tol, grad_tol = TOLERANCE[dtype]
-    for name, out, ref, want_dtype in zip(
-        ("y", "h", "mean", "rstd"), outs, ref_out, (dtype, dtype, torch.float32, torch.float32)
-    ):
-        assert out.dtype == want_dtype and out.shape == ref.shape, name
-        assert torch.isfinite(out).all(), f"{name} has unwritten (NaN) elements"
-        assert _rel(out, ref) < out_tol, name
-    for name, grad, ref, param in zip(GRAD_NAMES, grads, ref_grads, inputs):
-        assert grad.dtype == dtype and grad.shape == param.shape, name
-        assert torch.isfinite(grad).all(), f"d{name} has unwritten (NaN) elements"
-        assert _rel(grad, ref) < grad_tol, f"d{name}"
+    check_kernels(M, d, m, dtype, strided_weights)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_public_op_with_3d_noncontiguous_x_and_strided_weights(dtype):
-    inputs = _inputs(10, 64, 5, dtype, strided_weights=True)
+    inputs = make_inputs(10, 64, 5, dtype, strided_weights=True)
     x = inputs[0].reshape(5, 2, 64).transpose(0, 1).requires_grad_()  # (2, 5, 64), strided
     weights = [t.detach().requires_grad_() for t in inputs[1:]]
     assert not x.is_contiguous() and not weights[0].is_contiguous()
@@ -126,45 +75,40 @@ def test_public_op_with_3d_noncontiguous_x_and_strided_weights(dtype):
     ref_grads = torch.autograd.grad(ref, ref_inputs, dy.double())
     out_tol, grad_tol = TOLERANCE[dtype]
     assert out.shape == x.shape and out.dtype == dtype
-    assert _rel(out, ref) < out_tol
+    assert rel(out, ref) < out_tol
     for name, grad, r in zip(GRAD_NAMES, grads, ref_grads):
         assert grad.shape == r.shape, name
-        assert _rel(grad, r) < grad_tol, f"d{name}"
+        assert rel(grad, r) < grad_tol, f"d{name}"
 
 
-@pytest.mark.parametrize("M", [20, 150])  # split-K path (no partials), tiled path (partials)
-def test_chunked_backward_of_wide_rows(M, monkeypatch, nan_buffers):
-    # Rows wider than 4096 take the chunked LayerNorm backward; shrink its chunk so a small d
-    # walks several chunks (and a ragged last one) in the interpreter.
+@pytest.mark.parametrize("M", [20, 150])  # split-K path (F2 partials), tiled (B1 partials)
+def test_chunked_layer_norm_of_wide_rows(M, monkeypatch, nan_buffers):
+    # Rows wider than 4096 take the chunked F3 and B1; shrink their chunk so a small d walks
+    # several chunks (and a ragged last one) in the interpreter.
     monkeypatch.setattr(trm, "ROW_KERNEL_CONFIGS", (trm.RowKernelConfig(128, 1, 4, True),))
-    monkeypatch.setattr(trm, "WIDE_BACKWARD_BLOCK_N", 32)
+    monkeypatch.setattr(trm, "WIDE_BLOCK_N", 32)
     monkeypatch.setattr(trm, "MAX_PARTIALS", 8)  # several rows per program
-    inputs = _inputs(M, 100, 8, torch.float32)
-    dy = torch.randn(M, 100, device=DEVICE)
-    ref_grads = _reference(inputs, dy)[4]
-    _, grads = _run_kernels(inputs, dy)
-    for name, grad, ref in zip(GRAD_NAMES, grads, ref_grads):
-        assert torch.isfinite(grad).all(), f"d{name} has unwritten (NaN) elements"
-        assert _rel(grad, ref) < TOLERANCE[torch.float32][1], f"d{name}"
+    small_split_k(monkeypatch, 64)  # F2 in 3 splits: F3 sums 3 partials per pass
+    check_kernels(M, 100, 40, torch.float32)
 
 
 @pytest.mark.gpu  # the interpreter runs programs one after another: it cannot show a race
 def test_bitwise_deterministic():
     # 300 rows: B2 programs own several rows each, so the partial sums have real depth.
-    inputs = _inputs(300, 32, 8, torch.float32)
+    inputs = make_inputs(300, 32, 8, torch.float32)
     dy = torch.randn(300, 32, device=DEVICE)
-    first, second = _run_kernels(inputs, dy), _run_kernels(inputs, dy)
+    first, second = run_kernels(inputs, dy), run_kernels(inputs, dy)
     for a, b in zip((*first[0], *first[1]), (*second[0], *second[1])):
         assert torch.equal(a, b)
 
 
 def test_nan_propagates_like_the_reference():
-    inputs = _inputs(7, 64, 5, torch.float32)
+    inputs = make_inputs(7, 64, 5, torch.float32)
     inputs[0][3, 10] = float("nan")
     inputs[1][2, 5] = float("nan")  # a hidden unit whose row of w1 is poisoned
     dy = torch.randn(7, 64, device=DEVICE)
-    ref_y, _, _, _, ref_grads = _reference(inputs, dy)
-    (y, h, _, _), grads = _run_kernels(inputs, dy)
+    ref_y, _, _, _, ref_grads = reference(inputs, dy)
+    (y, h, _, _), grads = run_kernels(inputs, dy)
     assert torch.isnan(y).any()
     assert torch.equal(torch.isnan(y), torch.isnan(ref_y))
     for name, grad, ref in zip(GRAD_NAMES, grads, ref_grads):
@@ -197,52 +141,70 @@ SPLIT_CASES = [
 
 @pytest.mark.parametrize("M, d, m, dtype, target", SPLIT_CASES, ids=str)
 def test_split_k_matches_reference(M, d, m, dtype, target, monkeypatch, poisoned):
-    monkeypatch.setattr(trm, "TARGET_PROGRAMS", target)
-    for table in (trm.SPLITK_CONFIGS, trm.SPLITK_GRAD_CONFIGS):
-        monkeypatch.setitem(table, dtype, trm.SplitKConfig((16,), 16, 4, 1))
-    inputs = _inputs(M, d, m, dtype)
-    dy = torch.randn(M, d, device=DEVICE).to(dtype)
-    splits = [trm.split_k(m, d, trm.SPLITK_CONFIGS[dtype]).splits,
-              trm.split_k(d, m, trm.SPLITK_CONFIGS[dtype]).splits]
+    small_split_k(monkeypatch, target)
+    splits = [trm.split_k(m, d, SMALL_SPLIT_K).splits, trm.split_k(d, m, SMALL_SPLIT_K).splits]
     assert (max(splits) == 1) == (target == 1), splits
-    *ref_out, ref_grads = _reference(inputs, dy)
-    outs, grads = _run_kernels(inputs, dy)
-    out_tol, grad_tol = TOLERANCE[dtype]
-    for name, out, ref in zip(("y", "h", "mean", "rstd"), outs, ref_out):
-        assert torch.isfinite(out).all(), f"{name} has unwritten (NaN) elements"
-        assert _rel(out, ref) < out_tol, name
-    for name, grad, ref in zip(GRAD_NAMES, grads, ref_grads):
-        assert torch.isfinite(grad).all(), f"d{name} has unwritten (NaN) elements"
-        assert _rel(grad, ref) < grad_tol, f"d{name}"
-    for counters in trm._COUNTERS.values():  # every launch left its arrival counters at 0
-        assert counters.device.type == "meta" or not counters.any()  # meta: launch plans
+    check_kernels(M, d, m, dtype)
 
 
-@pytest.mark.parametrize("M", [5, 300])
-def test_launch_counts(M, monkeypatch):
-    """At most 3 launches forward and 5 backward (here 3 and 3), on both paths."""
-    launched = []
-    kind = type(trm.matmul_kernel)  # JITFunction, or InterpretedFunction in the interpreter
-    getitem = kind.__getitem__
+@pytest.mark.parametrize("M, fills", [(5, 1), (300, 0)])
+def test_launch_counts(M, fills, monkeypatch):
+    """3 Triton kernels forward and 3 backward on both paths; a fill of F1's arrival counters
+    before them in the split-K forward (the backward's B1 zeroes B2's and B3's); nothing else."""
+    kernels, fill_calls = [], []
+    kind = type(trm.matmul_kernel.hinted)  # JITFunction, or InterpretedFunction (interpreter)
+    getitem, fill = kind.__getitem__, ZeroFill.__call__
 
-    def counting(self, grid):
-        launched.append(grid)
+    def counting_kernel(self, grid):
+        kernels.append(grid)
         return getitem(self, grid)
 
-    monkeypatch.setattr(kind, "__getitem__", counting)
-    x, w1, b1, w2, b2, ln_weight, ln_bias = _inputs(M, 16, 8, torch.float32)
+    def counting_fill(self):
+        fill_calls.append(self.name)
+        fill(self)
+
+    monkeypatch.setattr(kind, "__getitem__", counting_kernel)
+    monkeypatch.setattr(ZeroFill, "__call__", counting_fill)
+    x, w1, b1, w2, b2, ln_weight, ln_bias = make_inputs(M, 16, 8, torch.float32)
     y, h, z, mean, rstd = trm.residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, 1e-5)
-    assert len(launched) == 3, launched
-    launched.clear()
+    assert (len(kernels), len(fill_calls)) == (3, fills), (kernels, fill_calls)
+    kernels.clear()
+    fill_calls.clear()
     trm.residual_mlp_backward(torch.randn_like(x), x, w1, w2, b2, ln_weight, h, z, mean, rstd)
-    assert len(launched) == 3, launched
+    assert (len(kernels), len(fill_calls)) == (3, 0), (kernels, fill_calls)
+    forward, backward = trm.plans(M, 16, 8, torch.float32)
+    assert (len(forward), len(backward)) == (3 + fills, 3)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_zero_rows_give_zero_gradients(dtype, poisoned):
-    x, w1, b1, w2, b2, ln_weight, ln_bias = _inputs(0, 32, 8, dtype)
+    x, w1, b1, w2, b2, ln_weight, ln_bias = make_inputs(0, 32, 8, dtype)
     y, h, z, mean, rstd = trm.residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, 1e-5)
     assert y.shape == (0, 32) and h.shape == (0, 8)
     grads = trm.residual_mlp_backward(x.clone(), x, w1, w2, b2, ln_weight, h, z, mean, rstd)
     for name, grad, param in zip(GRAD_NAMES, grads, (x, w1, b1, w2, b2, ln_weight, ln_bias)):
         assert grad.shape == param.shape and not grad.any(), f"d{name}"
+
+
+@pytest.mark.parametrize("M", [9, 200])  # split-K path, tiled path
+def test_unaligned_views_reach_the_kernels_aligned(M, monkeypatch):
+    """Triton specialises kernels on 16-byte pointer alignment and the AOT check compiles the
+    aligned variant: the launchers copy inputs that start elsewhere, same numbers."""
+    unaligned_args = []
+    call = Launch.__call__
+
+    def checking(self):
+        unaligned_args.extend(name for name, value in self.args.items()
+                              if isinstance(value, torch.Tensor) and value.data_ptr() % 16)
+        call(self)
+
+    monkeypatch.setattr(Launch, "__call__", checking)
+    inputs = make_inputs(M, 37, 5, torch.float32)
+    dy = torch.randn(M, 37, device=DEVICE)
+    *ref_out, ref_grads = reference(inputs, dy)
+    outs, grads = run_kernels([unaligned(t) for t in inputs], unaligned(dy))
+    assert unaligned_args == []
+    for name, out, ref in zip(OUT_NAMES, outs, ref_out):
+        assert rel(out, ref) < TOLERANCE[torch.float32][0], name
+    for name, grad, ref in zip(GRAD_NAMES, grads, ref_grads):
+        assert rel(grad, ref) < TOLERANCE[torch.float32][1], f"d{name}"

@@ -11,8 +11,10 @@ fails to compile, spills, or needs more shared memory than the target allows.
 It compiles what runs: a spec made by :func:`spec_from_launch` from a real launch plan
 (``rpt_fast.ops.launches.Launch``, built on meta tensors at the shapes that matter) carries
 the specialisation Triton's launcher applies at run time: integer arguments equal to 1
-become constants, integers divisible by 16 and 16-byte-aligned pointers (every tensor the
-caching allocator hands out) get ``tt.divisibility = 16``. The ``ptxas`` is the one the
+become constants, integers divisible by 16 and 16-byte-aligned pointers (the launchers hand
+kernels nothing else) get ``tt.divisibility = 16``, except the integers a kernel names in
+``do_not_specialize`` (its ``unspecialised``; ``rpt_fast.ops.specialise`` says which, and why
+that leaves two variants per kernel and config). The ``ptxas`` is the one the
 installed Triton itself uses for the target (``triton.backends.nvidia.compiler.get_ptxas``:
 triton 3.9 compiles sm_90 with its CUDA 13 ``ptxas-blackwell``, 3.6 with ``ptxas``; both
 honour ``TRITON_PTXAS_PATH``/``TRITON_PTXAS_BLACKWELL_PATH``).
@@ -45,17 +47,35 @@ from typing import Any, NamedTuple
 KERNEL_MODULES = ("rpt_fast.ops.triton_residual_mlp", "rpt_fast.ops.triton_grouped")
 TARGETS = (80, 90)
 DTYPES = ("float32", "float16", "bfloat16")
-# Dynamic shared memory one block may opt in to, in bytes (CUDA C Programming Guide, "Compute
-# Capabilities" table: 163 KB on sm_80, 227 KB on sm_90), and per SM (164 KB, 228 KB).
-SHARED_LIMIT = {80: 166912, 90: 232448}
-SHARED_PER_SM = {80: 167936, 90: 233472}
-# Per SM on both targets (same table): 64 K 32-bit registers, allocated per warp in units of
-# 256; 2048 threads; 32 resident blocks; 1 KB of shared memory reserved per block.
+
+
+class ArchLimits(NamedTuple):
+    """What one SM of a compute capability holds at once."""
+
+    threads: int
+    blocks: int
+    shared: int  # bytes of shared memory
+    shared_reserved_per_block: int  # bytes the driver keeps per resident block
+
+
+# The CUDA C++ Programming Guide's "Technical Specifications per Compute Capability", as NVIDIA's
+# CCCL encodes it (libcudacxx, cuda/__device/arch_traits.h). Every one of these has 64 K 32-bit
+# registers per SM, allocated per warp in units of 256; a block may opt in to all the shared
+# memory but the reserved part. sm_86/87/89/120 hold 1536 threads, not 2048, and fewer blocks.
+ARCH_LIMITS = {
+    75: ArchLimits(1024, 16, 64 * 1024, 0),
+    80: ArchLimits(2048, 32, 164 * 1024, 1024),
+    86: ArchLimits(1536, 16, 100 * 1024, 1024),
+    87: ArchLimits(1536, 16, 164 * 1024, 1024),
+    89: ArchLimits(1536, 24, 100 * 1024, 1024),
+    90: ArchLimits(2048, 32, 228 * 1024, 1024),
+    100: ArchLimits(2048, 32, 228 * 1024, 1024),
+    120: ArchLimits(1536, 24, 100 * 1024, 1024),
+}
 REGISTERS_PER_SM = 65536
 REGISTER_UNIT = 256
-THREADS_PER_SM = 2048
-BLOCKS_PER_SM = 32
-SHARED_RESERVED_PER_BLOCK = 1024
+# Dynamic shared memory one block may opt in to, in bytes (163 KB on sm_80, 227 KB on sm_90).
+SHARED_LIMIT = {cc: a.shared - a.shared_reserved_per_block for cc, a in ARCH_LIMITS.items()}
 
 
 class KernelSpec(NamedTuple):
@@ -68,6 +88,7 @@ class KernelSpec(NamedTuple):
     num_warps: int
     num_stages: int
     divisible: tuple = ()  # integer parameters compiled as multiples of 16
+    options: dict = {}  # further compile options (``maxnreg``), as the launch passes them
 
 
 TRITON_TYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int32": "i32"}
@@ -101,6 +122,7 @@ def spec_from_launch(launch, name: str | None = None) -> KernelSpec:
     import torch
 
     signature, constexprs, divisible = {}, dict(launch.constexprs), []
+    unspecialised = launch.kernel.unspecialised
     for param in launch.kernel.arg_names:
         if param in constexprs:
             signature[param] = "constexpr"
@@ -111,19 +133,19 @@ def spec_from_launch(launch, name: str | None = None) -> KernelSpec:
         elif isinstance(value, bool):
             signature[param] = "i1"
         elif isinstance(value, int):
-            if value == 1:
+            if value == 1 and param not in unspecialised:
                 signature[param] = "constexpr"
                 constexprs[param] = 1
                 continue
             signature[param] = "i32" if -2**31 <= value < 2**31 else "i64"
-            if value % 16 == 0:
+            if value % 16 == 0 and param not in unspecialised:
                 divisible.append(param)
         elif isinstance(value, float):
             signature[param] = "fp32"
         else:
             raise TypeError(f"{launch.kernel.__name__}: argument {param}={value!r} has no Triton type")
     return KernelSpec(name or launch.name, launch.kernel, signature, constexprs,
-                      launch.num_warps, launch.num_stages, tuple(divisible))
+                      launch.num_warps, launch.num_stages, tuple(divisible), launch.options)
 
 
 def _nvidia_tool(name: str) -> str:
@@ -205,7 +227,7 @@ def compile_one(module_name: str, dtype_name: str, index: int, cc: int) -> dict:
         compiled = triton.compile(
             _ast_source(spec),
             target=GPUTarget("cuda", cc, 32),
-            options={"num_warps": spec.num_warps, "num_stages": spec.num_stages},
+            options={"num_warps": spec.num_warps, "num_stages": spec.num_stages, **spec.options},
         )
         usage = _resource_usage(compiled.asm["cubin"], compiled.asm["ptx"], cc)
     except Exception as exc:  # reported per config; the run fails at the end
@@ -221,14 +243,15 @@ def compile_one(module_name: str, dtype_name: str, index: int, cc: int) -> dict:
 
 
 def ctas_per_sm(registers: int, num_warps: int, shared: int, cc: int) -> int:
-    """Blocks of this kernel one SM holds at once: the tightest of registers, threads,
-    shared memory and the block limit (CUDA occupancy rules, without the register-file
-    bank details)."""
+    """Blocks of this kernel one SM of compute capability ``cc`` holds at once: the tightest of
+    registers, threads, shared memory and the block limit (CUDA occupancy rules, without the
+    register-file bank details)."""
+    arch = ARCH_LIMITS[cc]
     per_warp = -(-registers * 32 // REGISTER_UNIT) * REGISTER_UNIT
-    limits = [BLOCKS_PER_SM, THREADS_PER_SM // (32 * num_warps)]
+    limits = [arch.blocks, arch.threads // (32 * num_warps)]
     if per_warp:
         limits.append(REGISTERS_PER_SM // (per_warp * num_warps))
-    limits.append(SHARED_PER_SM[cc] // (shared + SHARED_RESERVED_PER_BLOCK))
+    limits.append(arch.shared // (shared + arch.shared_reserved_per_block))
     return min(limits)
 
 

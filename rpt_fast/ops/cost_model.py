@@ -24,9 +24,9 @@ programs count once), no tail effects (programs / SMs not an integer), no occupa
 program's latency hiding does not depend on its registers), no interference between
 launches, no host time: the eager totals assume Python issues launches faster than the GPU
 runs them. At prompt shapes it may not: at (10, 768, 400) the Python side of one forward +
-backward through the Triton path takes 205-231 us, its launch plans alone 68-93 us (launches
+backward through the Triton path takes 231-256 us, its launch plans alone 97-117 us (launches
 stubbed, CPU tensors, 2-core Xeon, triton 3.9: ``benchmarks/bench_host.py``), before Triton's
-launcher, against 17.6 us of modelled GPU time launched eagerly, so without CUDA graphs host
+launcher, against 21.4 us of modelled GPU time launched eagerly (H200), so without CUDA graphs host
 time may set the pace. Measured times should be set beside it (``benchmarks/bench_kernels.py``
 does).
 """

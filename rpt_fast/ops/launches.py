@@ -11,7 +11,8 @@ from typing import Any
 
 @dataclass
 class Launch:
-    """``kernel[grid](**args, **constexprs, num_warps=, num_stages=)`` plus its modelled cost.
+    """``kernel[grid](**args, **constexprs, num_warps=, num_stages=, **options)`` plus its
+    modelled cost (``options``: further compile options, such as ``maxnreg``).
 
     ``nbytes`` counts each tensor the launch reads or writes once (DRAM traffic if nothing is
     cached; ``workspace_bytes`` is the part of it that is fp32 split-K partials, small enough to
@@ -29,6 +30,7 @@ class Launch:
     flops: int = 0
     workspace_bytes: int = 0
     weight_reading: bool = False  # reads W1 or W2 (the launches that must fill the GPU)
+    options: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
 
     @property
@@ -38,9 +40,22 @@ class Launch:
     def __call__(self) -> None:
         if self.programs == 0:  # no rows: nothing to launch (CUDA rejects empty grids)
             return
-        self.kernel[self.grid](
-            **self.args, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages
-        )
+        self.kernel[self.grid](**self.args, **self.constexprs, num_warps=self.num_warps,
+                               num_stages=self.num_stages, **self.options)
+
+
+@dataclass
+class ZeroFill(Launch):
+    """``args["out"].zero_()``: torch's fill kernel, one launch on the current stream (a kernel
+    node when captured into a CUDA graph). Not a Triton kernel: the AOT check skips it."""
+
+    def __call__(self) -> None:
+        self.args["out"].zero_()
+
+
+def zero_fill(name: str, out) -> ZeroFill:
+    """The launch that zeroes ``out`` (one program: it moves a few bytes)."""
+    return ZeroFill(name, None, (1,), {"out": out}, {}, 0, 0, nbytes=tensor_bytes(out))
 
 
 def cdiv(a: int, b: int) -> int:

@@ -21,9 +21,12 @@ Backward, 4 launches, each weight read once:
 The split counts of launches 2 and 3 come from :func:`plan` (also behind :func:`launch_plan`):
 with few groups (n = 10) the loop over the other weight dimension is cut into chunks so the
 launch has enough programs to fill the GPU (>= ~2 per SM of an H200), and the chunk loop is
-software-pipelined (``tl.range(num_stages=...)``). Weights are addressed through their
-strides (never copied); gradients take the layout of ``torch.empty_like`` of their parameter,
-as the fake implementations in ``_library`` do.
+software-pipelined (``tl.range(num_stages=...)``). Inputs are contiguous (``_library``
+requires it) and 16-byte aligned (copied here when not); the kernels address them through the
+contiguous strides of their shapes, and run as their ``hinted`` variant when d and m are
+multiples of 16, as ``plain`` otherwise (``rpt_fast.ops.specialise``). Gradients take the
+layout of ``torch.empty_like`` of their parameter, as the fake implementations in ``_library``
+do.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import triton.language as tl
 
 from .aot import KernelSpec, make_signature, triton_type
 from .launches import cdiv
+from .specialise import Variants, aligned_contiguous, hinted, jit_variants
 
 # Tile shapes and warps of each kernel; one config per kernel for every dtype (see aot_specs).
 CONFIGS = {
@@ -68,7 +72,8 @@ def _up_projection(h_ptr, w2_ptr, b2_ptr, g, offs_d, mask_d, m,
     return tl.sum(acc, axis=1) + b.to(tl.float32)
 
 
-@triton.jit
+@jit_variants(shapes=("d", "m", "stride_xn", "stride_w1n", "stride_w1m", "stride_b1n",
+                      "stride_hn"))
 def _grouped_hidden_kernel(x_ptr, w1_ptr, b1_ptr, h_ptr, d, m,
                            stride_xn, stride_xd, stride_w1n, stride_w1m, stride_w1d,
                            stride_b1n, stride_b1m, stride_hn,
@@ -92,7 +97,8 @@ def _grouped_hidden_kernel(x_ptr, w1_ptr, b1_ptr, h_ptr, d, m,
     tl.store(h_ptr + g * stride_hn + offs_m, hv.to(h_ptr.dtype.element_ty), mask=mask_m)
 
 
-@triton.jit
+@jit_variants(counts=("num_parts",),
+              shapes=("d", "m", "stride_hn", "stride_w2n", "stride_w2d", "stride_b2n"))
 def _grouped_output_kernel(h_ptr, w2_ptr, b2_ptr, z_ptr, part_sum_ptr, part_m2_ptr,
                            d, m, num_parts,
                            stride_hn, stride_w2n, stride_w2d, stride_w2m, stride_b2n, stride_b2d,
@@ -113,7 +119,8 @@ def _grouped_output_kernel(h_ptr, w2_ptr, b2_ptr, z_ptr, part_sum_ptr, part_m2_p
     tl.store(part_m2_ptr + g * num_parts + pid, tl.sum(centered * centered, axis=0))
 
 
-@triton.jit
+@jit_variants(counts=("num_parts",),
+              shapes=("d", "stride_xn", "stride_lwn", "stride_lbn", "stride_yn"))
 def _grouped_norm_kernel(x_ptr, z_ptr, part_sum_ptr, part_m2_ptr, lnw_ptr, lnb_ptr,
                          y_ptr, mean_ptr, rstd_ptr, d, num_parts, eps,
                          stride_xn, stride_xd, stride_lwn, stride_lwd, stride_lbn, stride_lbd,
@@ -150,7 +157,8 @@ def _grouped_norm_kernel(x_ptr, z_ptr, part_sum_ptr, part_m2_ptr, lnw_ptr, lnb_p
         tl.store(rstd_ptr + g, rstd)
 
 
-@triton.jit
+@jit_variants(counts=("num_parts",),
+              shapes=("d", "stride_dyn", "stride_lwn", "stride_dlwn", "stride_dlbn"))
 def _grouped_norm_grad_kernel(dy_ptr, z_ptr, lnw_ptr, mean_ptr, rstd_ptr,
                               dlnw_ptr, dlnb_ptr, part_a_ptr, part_b_ptr, d, num_parts,
                               stride_dyn, stride_dyd, stride_lwn, stride_lwd,
@@ -176,7 +184,9 @@ def _grouped_norm_grad_kernel(dy_ptr, z_ptr, lnw_ptr, mean_ptr, rstd_ptr,
              tl.sum(tl.where(mask_d, dzhat * zhat, 0.0), axis=0))
 
 
-@triton.jit
+@jit_variants(counts=("num_parts",),
+              shapes=("d", "m", "stride_dyn", "stride_hn", "stride_w2n", "stride_w2d", "stride_lwn",
+                      "stride_db2n", "stride_dw2n", "stride_dw2d"))
 def _grouped_up_grad_kernel(dy_ptr, h_ptr, w2_ptr, z_ptr, lnw_ptr, mean_ptr, rstd_ptr,
                             part_a_ptr, part_b_ptr, db2_ptr, dw2_ptr, dh_part_ptr,
                             d, m, num_parts, chunk_m,
@@ -226,7 +236,9 @@ def _grouped_up_grad_kernel(dy_ptr, h_ptr, w2_ptr, z_ptr, lnw_ptr, mean_ptr, rst
         tl.store(dh_row + offs_m, tl.sum(w2 * dz[:, None], axis=0), mask=mask_m)
 
 
-@triton.jit
+@jit_variants(counts=("num_dh_parts",),
+              shapes=("d", "m", "stride_xn", "stride_w1n", "stride_w1m", "stride_hn", "stride_db1n",
+                      "stride_dw1n", "stride_dw1m"))
 def _grouped_down_grad_kernel(x_ptr, w1_ptr, h_ptr, dh_part_ptr, db1_ptr, dw1_ptr, dx_part_ptr,
                               d, m, num_dh_parts, chunk_d,
                               stride_xn, stride_xd, stride_w1n, stride_w1m, stride_w1d,
@@ -246,7 +258,7 @@ def _grouped_down_grad_kernel(x_ptr, w1_ptr, h_ptr, dh_part_ptr, db1_ptr, dw1_pt
         ptrs = dh_part_ptr + (g * num_dh_parts + offs_p[:, None]) * m + offs_m[None, :]
         dh += tl.load(ptrs, mask=(offs_p[:, None] < num_dh_parts) & mask_m[None, :], other=0.0)
     hv = tl.load(h_ptr + g * stride_hn + offs_m, mask=mask_m, other=0.0).to(tl.float32)
-    da = tl.where(hv > 0.0, tl.sum(dh, axis=0), 0.0)
+    da = tl.where(hv <= 0.0, 0.0, tl.sum(dh, axis=0))  # NaN h passes dh, as torch's ReLU
     if split == 0:
         tl.store(db1_ptr + g * stride_db1n + offs_m * stride_db1m,
                  da.to(db1_ptr.dtype.element_ty), mask=mask_m)
@@ -267,7 +279,7 @@ def _grouped_down_grad_kernel(x_ptr, w1_ptr, h_ptr, dh_part_ptr, db1_ptr, dw1_pt
         tl.store(dx_row + offs_d, tl.sum(w1 * da[:, None], axis=0), mask=mask_d)
 
 
-@triton.jit
+@jit_variants(counts=("num_parts",), shapes=("d", "stride_dyn", "stride_dxn"))
 def _grouped_input_grad_kernel(dy_ptr, dx_part_ptr, dx_ptr, d, num_parts,
                                stride_dyn, stride_dyd, stride_dxn, stride_dxd,
                                BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -360,18 +372,32 @@ def _prod(values) -> int:
     return out
 
 
-def _launch(kernel, name: str, grid, *args, **constexprs):
+def _launch(kernel: Variants, name: str, grid, shapes_hinted: bool, *args, **constexprs):
     config = CONFIGS[name]
     blocks = {k: v for k, v in config.items() if k != "num_warps"}
-    kernel[grid](*args, **blocks, **constexprs, num_warps=config["num_warps"],
-                 num_stages=NUM_STAGES)
+    kernel.pick(shapes_hinted)[grid](*args, **blocks, **constexprs,
+                                     num_warps=config["num_warps"], num_stages=NUM_STAGES)
+
+
+def _strides(t) -> tuple:
+    """The strides of ``t``'s shape laid out contiguously. ``t`` is contiguous, so these address
+    its elements; unlike ``t.stride()`` they never differ at a size-1 dimension, so every
+    integer a kernel gets follows from n, d and m (the variant that runs is one AOT compiled)."""
+    strides, step = [], 1
+    for size in reversed(t.shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
 
 
 def grouped_residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
     """(y, h, z, mean, rstd) of the grouped op in 3 launches, z the fp32 (n, d) pre-norm rows
     kept for the backward; see the module docstring."""
+    x, w1, b1, w2, b2, ln_weight, ln_bias = (
+        aligned_contiguous(t) for t in (x, w1, b1, w2, b2, ln_weight, ln_bias))
     n, d = x.shape
     m = w1.shape[1]
+    both, rows = hinted(d, m), hinted(d)
     p = plan(n, d, m)
     f32 = {"device": x.device, "dtype": torch.float32}
     num_parts = p["output"]["parts"]
@@ -383,14 +409,13 @@ def grouped_residual_mlp_forward(x, w1, b1, w2, b2, ln_weight, ln_bias, eps):
     mean = torch.empty((n,), **f32)
     rstd = torch.empty((n,), **f32)
 
-    _launch(_grouped_hidden_kernel, "hidden", p["hidden"]["grid"],
-            x, w1, b1, h, d, m, *x.stride(), *w1.stride(), *b1.stride(), h.stride(0))
-    _launch(_grouped_output_kernel, "output", p["output"]["grid"],
-            h, w2, b2, z, part_sum, part_m2, d, m, num_parts,
-            h.stride(0), *w2.stride(), *b2.stride())
-    _launch(_grouped_norm_kernel, "norm", p["norm"]["grid"],
+    _launch(_grouped_hidden_kernel, "hidden", p["hidden"]["grid"], both,
+            x, w1, b1, h, d, m, *_strides(x), *_strides(w1), *_strides(b1), m)
+    _launch(_grouped_output_kernel, "output", p["output"]["grid"], both,
+            h, w2, b2, z, part_sum, part_m2, d, m, num_parts, m, *_strides(w2), *_strides(b2))
+    _launch(_grouped_norm_kernel, "norm", p["norm"]["grid"], rows,
             x, z, part_sum, part_m2, ln_weight, ln_bias, y, mean, rstd, d, num_parts, eps,
-            *x.stride(), *ln_weight.stride(), *ln_bias.stride(), *y.stride(),
+            *_strides(x), *_strides(ln_weight), *_strides(ln_bias), *_strides(y),
             PART_D=CONFIGS["output"]["BLOCK_D"])
     return y, h, z, mean, rstd
 
@@ -403,6 +428,9 @@ def grouped_residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd
     if z.shape != (n, d) or z.dtype != torch.float32 or not z.is_contiguous():
         raise ValueError(f"z: expected the forward's contiguous float32 ({n}, {d}) z, got "
                          f"{z.dtype} {tuple(z.shape)}")
+    dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd = (
+        aligned_contiguous(t) for t in (dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd))
+    both, rows = hinted(d, m), hinted(d)
     p = plan(n, d, m)
     f32 = {"device": x.device, "dtype": torch.float32}
     stat_parts, dh_parts = p["norm_grad"]["parts"], p["up_grad"]["parts"]
@@ -419,19 +447,19 @@ def grouped_residual_mlp_backward(dy, x, w1, w2, b2, ln_weight, h, z, mean, rstd
     dln_weight = torch.empty_like(ln_weight)
     dln_bias = torch.empty_like(ln_weight)
 
-    _launch(_grouped_norm_grad_kernel, "norm_grad", p["norm_grad"]["grid"],
+    _launch(_grouped_norm_grad_kernel, "norm_grad", p["norm_grad"]["grid"], rows,
             dy, z, ln_weight, mean, rstd, dln_weight, dln_bias, part_a, part_b, d, stat_parts,
-            *dy.stride(), *ln_weight.stride(), *dln_weight.stride(), *dln_bias.stride())
-    _launch(_grouped_up_grad_kernel, "up_grad", p["up_grad"]["grid"],
+            *_strides(dy), *_strides(ln_weight), *_strides(dln_weight), *_strides(dln_bias))
+    _launch(_grouped_up_grad_kernel, "up_grad", p["up_grad"]["grid"], both,
             dy, h, w2, z, ln_weight, mean, rstd, part_a, part_b, db2, dw2, dh_part,
-            d, m, stat_parts, p["up_grad"]["chunk"], *dy.stride(), h.stride(0), *w2.stride(),
-            *ln_weight.stride(), *db2.stride(), *dw2.stride(), LOOP_STAGES=LOOP_STAGES)
-    _launch(_grouped_down_grad_kernel, "down_grad", p["down_grad"]["grid"],
+            d, m, stat_parts, p["up_grad"]["chunk"], *_strides(dy), m, *_strides(w2),
+            *_strides(ln_weight), *_strides(db2), *_strides(dw2), LOOP_STAGES=LOOP_STAGES)
+    _launch(_grouped_down_grad_kernel, "down_grad", p["down_grad"]["grid"], both,
             x, w1, h, dh_part, db1, dw1, dx_part, d, m, dh_parts, p["down_grad"]["chunk"],
-            *x.stride(), *w1.stride(), h.stride(0), *db1.stride(), *dw1.stride(),
+            *_strides(x), *_strides(w1), m, *_strides(db1), *_strides(dw1),
             LOOP_STAGES=LOOP_STAGES)
-    _launch(_grouped_input_grad_kernel, "input_grad", p["input_grad"]["grid"],
-            dy, dx_part, dx, d, dx_parts, *dy.stride(), *dx.stride())
+    _launch(_grouped_input_grad_kernel, "input_grad", p["input_grad"]["grid"], rows,
+            dy, dx_part, dx, d, dx_parts, *_strides(dy), *_strides(dx))
     return dx, dw1, db1, dw2, db2, dln_weight, dln_bias
 
 
@@ -440,7 +468,8 @@ _FP32_POINTERS = {
     "z_ptr", "part_sum_ptr", "part_m2_ptr", "mean_ptr", "rstd_ptr",
     "part_a_ptr", "part_b_ptr", "dh_part_ptr", "dx_part_ptr",
 }
-# Last-dimension strides: 1 for contiguous tensors, which Triton's launcher specializes.
+# Last-dimension strides: 1 (the launchers pass contiguous strides), which Triton's launcher
+# specialises in both variants.
 _UNIT_STRIDES = {
     "stride_xd", "stride_w1d", "stride_b1m", "stride_w2m", "stride_b2d", "stride_lwd",
     "stride_lbd", "stride_yd", "stride_dyd", "stride_dxd", "stride_dlwd", "stride_dlbd",
@@ -458,14 +487,17 @@ _KERNELS = {
 
 
 def aot_specs(dtype: torch.dtype) -> list[KernelSpec]:
-    """The one config of each kernel for inputs of ``dtype`` (see ``ops/aot.py``)."""
+    """The one config of each kernel, in both variants (``rpt_fast.ops.specialise``), for inputs
+    of ``dtype`` (see ``ops/aot.py``): unit strides are constant 1, the ``hinted`` variant's
+    other integers multiples of 16 (but the counts), the ``plain`` variant's anything."""
     io_type = triton_type(dtype)
     specs = []
-    for name, kernel in _KERNELS.items():
+    for name, variants in _KERNELS.items():
         config = CONFIGS[name]
         constexprs = {k: v for k, v in config.items() if k != "num_warps"}
         if name == "norm":
             constexprs["PART_D"] = CONFIGS["output"]["BLOCK_D"]
+        kernel = variants.hinted
         if "LOOP_STAGES" in kernel.arg_names:
             constexprs["LOOP_STAGES"] = LOOP_STAGES
         constexprs.update({arg: 1 for arg in kernel.arg_names if arg in _UNIT_STRIDES})
@@ -475,5 +507,9 @@ def aot_specs(dtype: torch.dtype) -> list[KernelSpec]:
             if arg.endswith("_ptr")
         }
         signature = make_signature(kernel, pointers, constexprs, {"eps": "fp32"} if name == "norm" else None)
-        specs.append(KernelSpec(name, kernel, signature, constexprs, config["num_warps"], NUM_STAGES))
+        for variant, jitted in zip(variants._fields, variants):
+            divisible = tuple(arg for arg, ty in signature.items()
+                              if ty == "i32" and arg not in jitted.unspecialised)
+            specs.append(KernelSpec(f"{name} ({variant})", jitted, signature, constexprs,
+                                    config["num_warps"], NUM_STAGES, divisible))
     return specs

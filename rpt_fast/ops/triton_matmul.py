@@ -20,6 +20,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .specialise import jit_variants
+
 # Epilogues, applied to the fp32 accumulator before the store.
 EPI_NONE = 0  # C = A @ B
 EPI_BIAS = 1  # C = A @ B + bias[n]
@@ -150,8 +152,9 @@ def _split_grad_tile(
     ``job % splits`` (a weight gradient whose K = the many rows). Each program stores its fp32
     partial (and, with ROWSUM in the first column block, its row-sum partial) and takes a
     ticket from the tile's arrival counter; the last to arrive sums the ``splits`` partials in
-    order 0..splits-1, stores C (and rowsum) and resets the counter.
-    part is (splits, M, N) fp32, part_sum (splits, M) fp32, count one int32 per tile."""
+    order 0..splits-1 and stores C (and rowsum).
+    part is (splits, M, N) fp32, part_sum (splits, M) fp32, count one int32 per tile, zeroed
+    by the launch before."""
     tile = job // splits
     split = job % splits
     pid_m, pid_n = _tile_coords(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -182,10 +185,10 @@ def _split_grad_tile(
         if ROWSUM:
             if pid_n == 0:
                 tl.store(rowsum_ptr + rows, row_sum.to(rowsum_ptr.dtype.element_ty), mask=rows < M)
-        tl.store(count_ptr + tile, 0)
 
 
-@triton.jit
+@jit_variants(counts=("M",), shapes=("N", "K", "stride_am", "stride_bk", "stride_bn", "stride_cm",
+                                      "stride_auxm"))
 def matmul_kernel(
     a_ptr, b_ptr, c_ptr, bias_ptr, aux_ptr,
     M, N, K,
@@ -216,7 +219,7 @@ def _column_sums(part_ptr, out_ptr, P, N, col_block, BLOCK_P: tl.constexpr, BLOC
     tl.store(out_ptr + cols, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty), mask=c_ok)
 
 
-@triton.jit
+@jit_variants(counts=("M", "P", "splits"), shapes=("D", "HID", "stride_w1h"))
 def backward_grads_kernel(
     da_ptr, dz_ptr, x_ptr, h_ptr, w1_ptr, dy_ptr,
     dw1_ptr, db1_ptr, dw2_ptr, db2_ptr, dx_ptr,

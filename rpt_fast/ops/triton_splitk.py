@@ -8,9 +8,9 @@ M rows live in one tile, so each weight tile is read exactly once per pass.
 Program ``(n, s)`` writes its fp32 partial to ``part[s]``; for the kernels with an epilogue it
 then takes a ticket from a per-column-block arrival counter (acq_rel atomic, after a CTA
 barrier). The program drawing the last ticket sums the S partials in the fixed order
-s = 0 .. S-1 (deterministic whatever the arrival order), applies the epilogue and resets the
-counter to 0 for the next launch. The counters live in a zeroed buffer that the launcher keeps
-per device and stream (``triton_residual_mlp._counters``).
+s = 0 .. S-1 (deterministic whatever the arrival order) and applies the epilogue. The counters
+are zeroed for each call by the launch before (``triton_residual_mlp._arrival_counters``), so
+the kernels never reset them and nothing carries over from one launch to the next.
 
 * :func:`splitk_bias_relu_kernel`   F1: ``h = relu(x W1^T + b1)``.
 * :func:`splitk_partials_kernel`    F2: fp32 partials of ``h W2^T`` (the LayerNorm kernel sums them).
@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+from .specialise import jit_variants
 
 
 @triton.jit
@@ -80,7 +82,7 @@ def _splitk_partial(
     return rn, n_ok, ok, offs
 
 
-@triton.jit
+@jit_variants(counts=("M",), shapes=("N", "K", "stride_bn"))
 def splitk_bias_relu_kernel(
     a_ptr, b_ptr, bias_ptr, c_ptr, part_ptr, count_ptr,
     M, N, K, k_chunk, stride_bk, stride_bn,
@@ -94,10 +96,9 @@ def splitk_bias_relu_kernel(
         acc += tl.load(bias_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
         acc = tl.where(acc < 0.0, 0.0, acc)
         tl.store(c_ptr + offs, acc.to(c_ptr.dtype.element_ty), mask=ok)
-        tl.store(count_ptr + tl.program_id(0), 0)
 
 
-@triton.jit
+@jit_variants(counts=("M",), shapes=("N", "K", "stride_bn"))
 def splitk_partials_kernel(
     a_ptr, b_ptr, part_ptr,
     M, N, K, k_chunk, stride_bk, stride_bn,
@@ -131,7 +132,7 @@ def _data_and_weight_grads(g_ptr, w_ptr, dw_ptr, act, M, K, N, k_first, k_last,
     return acc
 
 
-@triton.jit
+@jit_variants(counts=("M",), shapes=("D", "HID"))
 def da_dw2_kernel(
     dz_ptr, w2_ptr, h_ptr, da_ptr, db1_ptr, dw2_ptr, part_ptr, count_ptr,
     M, D, HID, k_chunk,
@@ -151,7 +152,6 @@ def da_dw2_kernel(
         tl.store(da_ptr + offs, da, mask=ok)
         db1 = tl.sum(da.to(tl.float32), axis=0)  # rows past M are 0
         tl.store(db1_ptr + rn, db1.to(db1_ptr.dtype.element_ty), mask=n_ok)
-        tl.store(count_ptr + tl.program_id(0), 0)
 
 
 @triton.jit
@@ -174,7 +174,7 @@ def _layer_norm_param_grads(
     tl.store(db2_ptr + rn, tl.sum(dz, axis=0).to(db2_ptr.dtype.element_ty), mask=n_ok)
 
 
-@triton.jit
+@jit_variants(counts=("M",), shapes=("D", "HID"))
 def dx_dw1_kernel(
     da_ptr, w1_ptr, x_ptr, dy_ptr, dx_ptr, dw1_ptr, part_ptr, count_ptr,
     zb_ptr, b2_ptr, dz_ptr, mean_ptr, rstd_ptr, dlnw_ptr, dlnb_ptr, db2_ptr,
@@ -199,4 +199,3 @@ def dx_dw1_kernel(
             acc = _sum_partials(part_ptr, M * D, offs, ok, n_splits, BLOCK_M, BLOCK_N)
             acc += tl.load(dy_ptr + offs, mask=ok, other=0.0).to(tl.float32)
             tl.store(dx_ptr + offs, acc.to(dx_ptr.dtype.element_ty), mask=ok)
-            tl.store(count_ptr + tl.program_id(0), 0)
