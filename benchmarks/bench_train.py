@@ -134,8 +134,8 @@ def _csv(text: str, ok, what: str) -> list[str]:
 
 
 def planner_setup(spec: dict, attention: str, dropout: float) -> Setup:
-    """The Setup ``rpt-train --plan`` (cli.print_plan) builds for this run, with the backbone's
-    real attention and dropout (print_plan assumes sdpa and 0.1)."""
+    """The Setup ``rpt-train --plan`` (autoplan.planner_setup) builds for this run, with the
+    attention and dropout the benchmarked backbone really ran with (the plan assumes sdpa)."""
     mode = spec.get("resolved_mode") or spec["mode"].split("@")[0]
     if mode in ("peft", "loop", "auto"):  # one process, the backbone resident (auto: if it failed)
         mode = "plain"

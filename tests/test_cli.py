@@ -148,7 +148,7 @@ def test_rpt_memory_and_plan_speak_rpt_trains_flags(tmp_path):
     memory = subprocess.run([sys.executable, "-m", "rpt_fast.train.memory_cli", *flags], cwd=tmp_path, env=env(),
                             capture_output=True, text=True, timeout=120)
     plan = rpt_train(tmp_path, "--plan", *flags)
-    assert (memory.returncode, plan.returncode) == (1, 0), memory.stderr + plan.stderr  # rpt-memory: does not fit
+    assert (memory.returncode, plan.returncode) == (1, 1), memory.stderr + plan.stderr  # does not fit: exit 1 from both
     assert memory.stdout == plan.stdout and "does not fit: about" in plan.stdout
     assert "append to the rpt-train command" in plan.stdout and "  --zero-stage 3 --offload-param cpu" in plan.stdout
     old = subprocess.run([sys.executable, "-m", "rpt_fast.train.memory_cli", "--source-length", "512"], cwd=tmp_path,

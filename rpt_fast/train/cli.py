@@ -38,9 +38,11 @@ def main(argv: list[str] | None = None) -> None:
             from .memory_cli import report_plan
 
             cfg.validate()
-            text = report_plan(cfg, options["world_size"])
+            text, fits = report_plan(cfg, options["world_size"])
             if reports_errors():  # under a launcher: once per node
-                print(text)
+                print(text, flush=True)
+            if not fits:  # as rpt-memory: scripts can test the verdict
+                sys.exit(1)
             return
         from .preflight import preflight
         from .resume import finished, prepare

@@ -144,10 +144,12 @@ def _text(result: dict) -> str:
     return "\n".join(lines)
 
 
-def report_plan(cfg, world_size: int | None, gpu: str | None = None) -> str:
+def report_plan(cfg, world_size: int | None, gpu: str | None = None) -> tuple[str, bool]:
     """The plan of an ``rpt-train`` run as text, with a verdict and pasteable ``rpt-train``
-    flags when the run names its GPU memory (``--gpu-memory``, e.g. "80GB")."""
-    return _text(_result(cfg, world_size, gpu))
+    flags when the run names its GPU memory (``--gpu-memory``, e.g. "80GB"), and whether it
+    fits (True where no GPU memory is named): ``rpt-train --plan`` exits 1 when it does not."""
+    result = _result(cfg, world_size, gpu)
+    return _text(result), result.get("fits", True)
 
 
 def goals(cfg, world: int) -> list[dict]:
