@@ -40,7 +40,7 @@ if not os.environ.get("RPT_FAST_INSTALLED"):
     sys.path.insert(0, str(HERE.parent))
 
 from _results import LOCAL_RESULTS  # noqa: E402
-from rpt_fast.memory import GIB, Setup, plan  # noqa: E402
+from rpt_fast.memory import GIB, Setup, load_arch, plan  # noqa: E402
 from rpt_fast.presets import PRESETS  # noqa: E402
 
 SCHEMA = "rpt-fast-bench-train/1"
@@ -163,7 +163,7 @@ PREDICTIONS = ("pred_backbone_params", "pred_gathered_bytes", "pred_persistent_b
 def compare(row: dict) -> None:
     """Adds the planner's prediction and its relative errors to a measured row (None, with
     the planner's reason in ``planner_note``, for a model it does not know)."""
-    dropout = row.get("dropout", PRESETS[row["model"]].get("dropout_rate", 0.1))  # failed rows
+    dropout = row.get("dropout", load_arch(row["model"]).dropout)  # failed rows: the preset's own
     try:
         p = plan(planner_setup(row, row.get("attention", "sdpa"), dropout))
     except ValueError as exc:

@@ -11,11 +11,11 @@ Why: the planner's activation and ZeRO-3 terms are estimates; this script states
   on CUDA (what the planner models) 1 byte.
 * ZeRO-3 gathered parameters (``--zero3``): peak bytes of non-persistent backbone parameters that
   are gathered or in flight (ds_status not NOT_AVAILABLE) at any module hook (_train_gathered.py)
-  during training steps of a tiny T5 under ``deepspeed.initialize`` on one CPU rank
+  during training steps of a tiny model under ``deepspeed.initialize`` on one CPU rank
   (DS_ACCELERATOR=cpu, gloo), vs the planner's term; t5-tiny and tiny-llama. ``param_dtypes`` lists
   the dtypes of every parameter and partition (fp32 is what the planner assumes).
 
-Usage: python benchmarks/check_memory.py [--json] [--zero3]
+Usage: python benchmarks/check_memory.py [--json] [--zero3] [--no-activations]
 """
 
 from __future__ import annotations
@@ -273,7 +273,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--zero3", action="store_true", help="also run the ZeRO-3 check (deepspeed)")
-    ap.add_argument("--no-activations", action="store_true")
+    ap.add_argument("--no-activations", action="store_true", help="skip the activation check (with --zero3: "
+                    "the ZeRO-3 check only)")
     args = ap.parse_args(argv)
     # DeepSpeed prints its own lines to stdout: keep stdout for the results alone.
     with contextlib.redirect_stdout(sys.stderr):

@@ -10,7 +10,7 @@ Parameters (exact; tests check them against real models)
     N_backbone = V d (shared embedding) + V d (lm_head, unless tied: transformers 5 ties T5
                  always, 4.x honours tie_word_embeddings; the installed one decides)
                + L_enc (4 d inner + F + 2 d) + L_dec (8 d inner + F + 3 d) + 2 d
-               + 32 H (relative attention buckets, first layer of each stack)
+               + 32 H (relative attention buckets, first layer of each stack; UMT5: every layer)
     with F = 3 d d_ff (gated-gelu) or 2 d d_ff (relu).
 
 Activations (ESTIMATE of the saved-for-backward tensors with frozen weights, whose linear
@@ -69,6 +69,7 @@ class T5Arch:
     tied: bool
     num_buckets: int = 32
     dropout: float = 0.1  # the config's dropout_rate
+    bias_every_layer: bool = False  # UMT5: a relative attention bias in every self-attention
 
     family = "t5"
 
@@ -90,6 +91,7 @@ class T5Arch:
             tied=_tied(raw),
             num_buckets=int(raw.get("relative_attention_num_buckets", 32)),
             dropout=float(raw.get("dropout_rate", 0.1)),
+            bias_every_layer=raw.get("model_type") == "umt5",
         )
 
     @property
@@ -107,7 +109,8 @@ class T5Arch:
         enc = [("attn", d * i, 4), ("norm", d, 2), *ff]
         dec = [("attn", d * i, 8), ("norm", d, 3), *ff]
         out = [("embedding", self.vocab_size * d, 1 if self.tied else 2), ("norm", d, 2),
-               ("bias", self.num_buckets * self.num_heads, 2)]
+               ("bias", self.num_buckets * self.num_heads,
+                self.num_layers + self.num_decoder_layers if self.bias_every_layer else 2)]
         out += [(k, n, c * self.num_layers) for k, n, c in enc]
         out += [(k, n, c * self.num_decoder_layers) for k, n, c in dec]
         return out

@@ -62,13 +62,12 @@ from typing import Union
 
 from .arch_decoder import FAMILIES, DecoderArch
 from .arch_t5 import T5Arch
-from .plan_setup import Setup, check_setup
+from .plan_setup import NVME_BUFFER_COUNT, Setup, check_setup
 
 GIB = 1024**3
 CUDA_CONTEXT_BYTES = GIB // 2
 FRAGMENTATION = 0.10
 HOST_BASELINE_BYTES = 3 * GIB
-NVME_BUFFER_COUNT = 5
 
 
 # A backbone as the planner sees it: T5Arch or DecoderArch (parameter tensors, activations, FLOPs).
@@ -242,6 +241,7 @@ TERM_NAMES = {
     "trainable grads": "prompt and MLP gradients",
     "activations": "activations kept for backward",
     "backward_workspace": "working memory of backward",
+    "gradient reduce bucket (fp32)": "DeepSpeed's gradient reduce bucket (fp32)",
     "process baseline": "Python, torch and CUDA libraries",
     "backbone partition (pinned)": "this GPU's share of the backbone (offloaded)",
     "nvme swap buffers (pinned)": "NVMe swap buffers (pinned)",
@@ -262,11 +262,11 @@ def format_plan(p: dict) -> str:
         f"gradient checkpointing {'on' if s['grad_checkpointing'] else 'off'}, {s['world_size']} GPU(s)",
         "  GPU memory per GPU:",
     ]
-    lines += [f"    {TERM_NAMES.get(k, k):<52s}{_size(v)}" for k, v in p["gpu_terms"].items()]
+    lines += [f"    {TERM_NAMES[k]:<52s}{_size(v)}" for k, v in p["gpu_terms"].items()]
     lines.append(f"    {'sum of the above (tensors at the peak)':<52s}{_size(p['gpu_allocated_peak'])}")
     context = f"+ {CUDA_CONTEXT_BYTES / GIB:.1f} GiB CUDA context, + {FRAGMENTATION:.0%} fragmentation"
     lines.append(f"    {'predicted total':<52s}{_size(p['gpu_total'])}   ({context})")
     lines.append("  host memory per GPU process:")
-    lines += [f"    {TERM_NAMES.get(k, k):<52s}{_size(v)}" for k, v in p["host_terms"].items()]
+    lines += [f"    {TERM_NAMES[k]:<52s}{_size(v)}" for k, v in p["host_terms"].items()]
     lines.append(f"    {'predicted total':<52s}{_size(p['host_total'])}")
     return "\n".join(lines)

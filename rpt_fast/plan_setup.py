@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Elements of each NVMe swap buffer (DeepSpeed's default size).
+# NVMe swap buffers: elements of each (DeepSpeed's default size; the run may take larger ones)
+# and how many (DeepSpeed's default count; the run's DeepSpeed config sets the same).
 NVME_BUFFER_SIZE = 100_000_000
+NVME_BUFFER_COUNT = 5
 
 
 @dataclass(frozen=True)

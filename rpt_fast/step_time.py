@@ -6,8 +6,9 @@ instead of by a fixed order. Pure arithmetic on the architecture, the
 Why: the settings trade memory for time in different currencies. Gradient checkpointing pays
 FLOPs (one more forward); ZeRO-3 pays all-gathers over NVLink; parameter offload pays the whole
 backbone over PCIe, twice per micro-batch. For T5-XXL in bf16 on one 40 GB A100 (rpt-train's
-default lengths, batch 8) checkpointing recomputes about 33 TFLOP (0.26 s at 40% of 312
-TFLOP/s) while offload moves about 44 GB over PCIe (1.8 s at 25 GB/s).
+default lengths, batch 8) checkpointing recomputes about 27 TFLOP (0.21 s at 40% of 312
+TFLOP/s; the blocks' forward again, less than the whole forward) while offload moves about
+44 GB over PCIe (1.8 s at 25 GB/s).
 
 The model (one rank, one optimizer step of A = gradient_accumulation micro-batches; e = 2 bytes
 under bf16, 4 under fp32; N_np the backbone elements ZeRO-3 partitions)

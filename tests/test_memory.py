@@ -18,6 +18,7 @@ from rpt_fast.memory import (
     GIB,
     Setup,
     activation_terms,
+    arch_from_config,
     backbone_params,
     format_plan,
     load_arch,
@@ -59,6 +60,16 @@ def test_backbone_params_exact_on_cpu(name):
 @pytest.mark.parametrize("name", ["t5-base", "t5-large", "t5-xl", "t5-xxl"])
 def test_backbone_params_exact_on_meta(name):
     assert backbone_params(load_arch(name)) == _real_count(name, "meta")
+
+
+@pytest.mark.parametrize("kind", ["MT5", "UMT5"])  # UMT5: a relative attention bias in every layer
+def test_backbone_params_exact_for_mt5_and_umt5(kind):
+    import transformers
+
+    config = getattr(transformers, f"{kind}Config")(vocab_size=64, d_model=16, d_kv=8, d_ff=32, num_heads=2,
+                                                    num_layers=3, num_decoder_layers=2)
+    model = getattr(transformers, f"{kind}ForConditionalGeneration")(config)
+    assert backbone_params(arch_from_config(config.to_dict())) == sum(p.numel() for p in model.parameters())
 
 
 def test_config_dir_matches_preset(tmp_path):
@@ -170,6 +181,8 @@ def test_counts_and_sizes_readable_at_every_scale():
     assert format_count(8_030_261_248) == "8,030,261,248 (8.03 billion)"
     assert format_count(222_208) == "222,208 (222 thousand)"
     assert format_count(64) == "64"
+    for stage in (0, 3):  # every term has its plain words (a missing one raises KeyError)
+        format_plan(plan(Setup(model="t5-xl", zero_stage=stage, world_size=2)))
     text = format_plan(plan(Setup(model="t5-tiny", bf16=False)))
     assert "222,208 (222 thousand) frozen backbone parameters" in text and "0.000" not in text
     assert " KiB" in text and " MiB" in text
@@ -180,7 +193,8 @@ def test_cli_json_and_goals(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["plan"]["backbone_params"] == backbone_params(load_arch("t5-xl"))
     assert all(g["fits"] for g in out["goals"])
-    assert all(p["gpu_total"] <= 8 * GIB for p in out["suggestions"])
+    assert out["suggestions"]  # each one planned again from its own setup fits
+    assert all(plan(Setup(**q["setup"]))["gpu_total"] <= 8 * GIB for q in out["suggestions"])
 
 
 def test_cli_speaks_rpt_trains_flags_with_the_same_meaning(capsys):
@@ -206,11 +220,20 @@ def test_cli_verdict_in_plain_words_pasteable_suggestions_and_exit_codes(capsys)
     assert "estimated step time on NVIDIA H100 SXM5 80GB" in text  # --gpu-memory alone: an H100's rates
     lines = [line for line in text.splitlines() if line.startswith("  --")]
     assert lines and all(" per step" in line for line in lines)  # each with its estimated step time
-    for line in lines:  # each line pasted after the same command gives a run predicted to fit
-        assert main([*base, *line.split("#")[0].split()]) == 0
-        assert "\nfits: about" in capsys.readouterr().out
+    for planned in (["--zero-stage", "0", "--offload-param", "none"], ["--zero-stage", "3", "--offload-param", "cpu"]):
+        command = [*base, "--gpu-memory", "16GB", *planned]  # both settings suggested, neither fits
+        assert main(command) == 1
+        lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  --")]
+        assert {line.split()[1] for line in lines} == {"0", "3"}
+        for line in lines:  # each line pasted after the planned command gives a run predicted to fit
+            assert main([*command, *line.split("#")[0].split()]) == 0
+            assert "\nfits: about" in capsys.readouterr().out
     assert main(["--model", "t5-tiny", "--gpu-memory", "1GB"]) == 0
     assert "fits: about" in capsys.readouterr().out
+    # Without DeepSpeed only checkpointing and accumulation vary, and the flags say so
+    assert main(["--model", "t5-small", "--no-deepspeed", "--gpu-memory", "1GB"]) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  --")]
+    assert lines and all(line.startswith("  --no-deepspeed --gradient-checkpointing") for line in lines)
 
 
 def test_cli_lists_settings_fastest_first_and_falls_back_to_accumulation(capsys):

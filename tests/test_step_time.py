@@ -76,7 +76,6 @@ def test_transfer_terms():
     # the whole partitioned backbone, bf16, over PCIe for forward and for backward
     assert t["bytes"] == {"parameter offload over PCIe": 2 * n_np * 2}
     assert t["terms"]["parameter offload over PCIe"] == 2 * n_np * 2 / h100.pcie
-    assert t["total"] == pytest.approx(sum(t["terms"].values()))
     # four ranks, two micro-batches: each rank copies its quarter in and gathers the rest, twice as often
     t = step_time(dataclasses.replace(one, world_size=4, gradient_accumulation=2, offload_param="nvme"), arch, h100)
     assert t["bytes"]["parameter offload over PCIe"] == t["bytes"]["parameter reads from NVMe"] == 2 * 2 * n_np * 2 / 4

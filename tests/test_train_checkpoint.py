@@ -82,3 +82,11 @@ def test_garbled_manifest_and_dangling_pointer_are_named(tmp_path):
         handle.write("step-00000099")
     with pytest.raises(checkpoint.CheckpointError, match="names 'step-00000099'"):
         checkpoint.latest(str(tmp_path))
+
+
+def test_fingerprint_changes_name_what_changed_and_ignore_settings_an_older_version_lacked():
+    from rpt_fast.train.state import fingerprint_changes
+
+    saved = {"model": "t5-tiny", "seed": 1}  # written before chat_template existed
+    assert fingerprint_changes(saved, {"model": "t5-tiny", "seed": 1, "chat_template": False}) == {}
+    assert fingerprint_changes(saved, {"model": "t5-tiny", "seed": 2, "chat_template": False}) == {"seed": (1, 2)}

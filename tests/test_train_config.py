@@ -176,6 +176,24 @@ def test_resume_refuses_every_setting_that_defines_the_run_and_takes_the_others(
         resume.prepare(TrainConfig(output_dir=linear, resume=True, max_steps=20), {"max_steps"})
 
 
+def test_resume_matches_auto_with_the_planned_choice_and_plans_again_for_new_memory(tmp_path):
+    from rpt_fast.train import resume
+
+    out = _saved_run(tmp_path, zero_stage=3, offload_param="cpu", max_live_parameters=1000, gpu_memory="8GB")
+    # "auto" (the Python API's default, or repeated on the command line) is what the planner chose
+    cfg, resumption = resume.prepare(TrainConfig(output_dir=out, resume=True), {"zero_stage", "offload_param"})
+    assert (cfg.zero_stage, cfg.offload_param, cfg.max_live_parameters) == (3, "cpu", 1000)
+    assert resumption.changes == {}
+    resume.prepare(TrainConfig(output_dir=out, resume=True, gpu_memory="8GB"), set(resume.field_names()))  # train()'s
+    # more memory: the live-parameter limit is planned again, unless given too
+    cfg, resumption = resume.prepare(TrainConfig(output_dir=out, resume=True, gpu_memory="80GB"), {"gpu_memory"})
+    assert (cfg.gpu_memory, cfg.max_live_parameters) == ("80GB", None)
+    assert resumption.changes == {"gpu_memory": ["8GB", "80GB"], "max_live_parameters": [1000, None]}
+    cfg, resumption = resume.prepare(TrainConfig(output_dir=out, resume=True, gpu_memory="80GB", max_live_parameters=5),
+                                     {"gpu_memory", "max_live_parameters"})
+    assert cfg.max_live_parameters == 5 and resumption.changes["max_live_parameters"] == [1000, 5]
+
+
 def test_resume_auto_starts_where_there_is_no_checkpoint(tmp_path):
     from rpt_fast.train import resume
     from rpt_fast.train.errors import UsageError

@@ -30,15 +30,13 @@ import math
 import os
 from dataclasses import dataclass
 
+from ..plan_setup import NVME_BUFFER_COUNT, NVME_BUFFER_SIZE
 from .config import TrainConfig
 
 # Backbones the planner does not model keep at least this many parameters live (DeepSpeed's
-# 1e8 limit was below T5-XXL's 131.6M-element embedding: nothing was prefetched); T5's limit is
-# planned from the memory left (planned_live_parameters).
+# 1e8 limit was below T5-XXL's 131.6M-element embedding: nothing was prefetched); a modelled
+# family's limit is planned from the memory left (planned_live_parameters).
 MIN_LIVE_PARAMETERS = 100_000_000
-# NVMe swap buffers: DeepSpeed's default size and count; larger partitions get larger buffers.
-NVME_MIN_BUFFER = 100_000_000
-NVME_BUFFER_COUNT = 5
 # Parameters at most this large stay whole on every ZeRO-3 rank (DeepSpeed's default 1e5): the
 # norms and position biases. 1e6 (T5-small/base attention matrices whole) measured no faster on
 # one CPU rank; the planner models what is persistent.
@@ -51,7 +49,6 @@ MAX_REDUCE_BUCKET = 500_000_000
 class ModelSizes:
     """What the DeepSpeed settings need to know about the backbone (no weights loaded)."""
 
-    d_model: int
     largest_tensor: int  # numel of the largest backbone parameter (the embedding, usually)
     layer_params: int  # numel of the largest transformer block
     trainable: int  # P and the residual MLP(s)
@@ -71,7 +68,7 @@ def model_sizes(cfg: TrainConfig) -> ModelSizes:
         arch = None
     if arch is not None:
         largest = max(n for _, n, _ in backbone_tensors(arch))
-        return ModelSizes(arch.hidden, largest, arch.layer_params(), trainable_params(arch.hidden, setup), True,
+        return ModelSizes(largest, arch.layer_params(), trainable_params(arch.hidden, setup), True,
                           arch.dropout)
     from .backbone import model_config
 
@@ -79,7 +76,7 @@ def model_sizes(cfg: TrainConfig) -> ModelSizes:
     d = int(next(getattr(config, k) for k in ("d_model", "hidden_size", "n_embd") if hasattr(config, k)))
     inner = int(getattr(config, "intermediate_size", None) or 4 * d)
     layer = 4 * d * d + 3 * d * inner
-    return ModelSizes(d, max(config.vocab_size * d, layer), layer, trainable_params(d, setup), False)
+    return ModelSizes(max(config.vocab_size * d, layer), layer, trainable_params(d, setup), False)
 
 
 def zero3_limits(sizes: ModelSizes, cfg: TrainConfig) -> dict[str, int]:
@@ -135,7 +132,7 @@ def nvme_buffer_size(sizes: ModelSizes, world_size: int) -> int:
     """Elements per NVMe swap buffer: at least one rank's partition of the largest parameter
     (DeepSpeed aborts at model build otherwise), rounded up to a whole million."""
     need = math.ceil(sizes.largest_tensor / world_size)
-    return max(NVME_MIN_BUFFER, -(-need // 1_000_000) * 1_000_000)
+    return max(NVME_BUFFER_SIZE, -(-need // 1_000_000) * 1_000_000)
 
 
 def planner_setup(cfg: TrainConfig, world_size: int, sizes: ModelSizes | None = None):

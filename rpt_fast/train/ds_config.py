@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ..plan_setup import NVME_BUFFER_COUNT
 from .config import TrainConfig
 
 
@@ -62,7 +63,7 @@ def build_ds_config(cfg: TrainConfig, world_size: int, *, pin_memory: bool) -> d
         if cfg.offload_param != "none":
             offload = {"device": cfg.offload_param, "pin_memory": pin_memory}
             if cfg.offload_param == "nvme":
-                offload.update(nvme_path=cfg.nvme_path, buffer_count=autoplan.NVME_BUFFER_COUNT,
+                offload.update(nvme_path=cfg.nvme_path, buffer_count=NVME_BUFFER_COUNT,
                                buffer_size=autoplan.nvme_buffer_size(sizes, world_size))
             zero["offload_param"] = offload
     bf16 = cfg.bf16 and cfg.zero_stage == 3

@@ -56,11 +56,13 @@ def setup_for_run(cfg, world_size: int | None = None, gpu: str | None = None) ->
 
 def train_flags(chosen, base) -> str:
     """The memory settings of the run ``chosen`` as ``rpt-train`` flags to append to the
-    command of ``base`` (argparse keeps a flag's last value). ZeRO-3's live limit is left to
-    the run, which plans it from the same memory."""
-    flags = [f"--zero-stage {chosen.zero_stage}"]
-    if chosen.zero_stage == 3:
-        flags.append(f"--offload-param {chosen.offload_param}")
+    command of ``base`` (argparse keeps a flag's last value), every one spelled out so that
+    whatever ``base`` set is overridden. ZeRO-3's live limit is left to the run, which plans it
+    from the same memory (or keeps ``base``'s own)."""
+    if chosen.deepspeed:
+        flags = [f"--zero-stage {chosen.zero_stage}", f"--offload-param {chosen.offload_param}"]
+    else:
+        flags = ["--no-deepspeed"]
     if chosen.gradient_checkpointing:
         flags.append("--gradient-checkpointing")
     if chosen.gradient_accumulation_steps != base.gradient_accumulation_steps:
@@ -69,14 +71,16 @@ def train_flags(chosen, base) -> str:
 
 
 def suggest(cfg, world: int, gpu: str | None, limit: int = 3) -> list[dict]:
-    """Of the settings "auto" ranks (:func:`rpt_fast.train.autoplan.rank`; also those the
-    command's own ``--zero-stage``, ``--offload-param``, ``--gradient-checkpointing`` rule out),
-    those predicted to fit the named GPU memory, fastest first; when none fits, the same with
-    more gradient accumulation (smaller micro-batches, the same global batch)."""
+    """Of the settings "auto" ranks (:func:`rpt_fast.train.autoplan.rank`), including those
+    the command's own ``--zero-stage`` and ``--offload-param`` rule out, those predicted to fit
+    the named GPU memory, fastest first; when none fits, the same with more gradient
+    accumulation (smaller micro-batches, the same global batch). What appended flags cannot
+    undo stays as given: ``--gradient-checkpointing``, ``--max-live-parameters`` and
+    ``--no-deepspeed`` (then only checkpointing and accumulation vary)."""
     from . import autoplan
 
-    free = dataclasses.replace(cfg, zero_stage="auto", offload_param="auto", gradient_checkpointing=False,
-                               max_live_parameters=None)
+    free = dataclasses.replace(cfg, zero_stage="auto" if cfg.deepspeed else 0,
+                               offload_param="auto" if cfg.deepspeed else "none")
     device = _device()
     sizes = autoplan.model_sizes(free)
     budget, _ = autoplan.device_memory(free, device, 1, gpu)

@@ -60,8 +60,11 @@ def saved_settings(out: str) -> dict:
     return settings
 
 
+PLANNED = ("zero_stage", "offload_param")  # "auto" given, the planner's choice saved: the same setting
+
+
 def _same(name: str, a, b) -> bool:
-    if a == b:
+    if a == b or (name in PLANNED and a == "auto"):
         return True
     paths = name in PATH_SETTINGS and isinstance(a, str) and isinstance(b, str)
     return paths and os.path.abspath(a) == os.path.abspath(b)
@@ -95,6 +98,9 @@ def prepare(cfg: TrainConfig, explicit) -> tuple[TrainConfig, Resumption | None]
         if name in explicit and RESUME_ROLES[name] == FREE and not _same(name, getattr(cfg, name), saved[name]):
             settings[name] = getattr(cfg, name)
             changes[name] = [saved[name], settings[name]]
+    if "gpu_memory" in changes and "max_live_parameters" not in explicit and saved["max_live_parameters"] is not None:
+        settings["max_live_parameters"] = None  # planned again from the new memory, as a new run plans it
+        changes["max_live_parameters"] = [saved["max_live_parameters"], None]
     if saved["lr_scheduler"] == "linear":
         for name in ("max_steps", "epochs"):
             if name in changes:

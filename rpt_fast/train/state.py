@@ -101,13 +101,18 @@ def find_resumable(root: str, info: DistInfo) -> str | None:
     return value
 
 
+def fingerprint_changes(saved: dict, now: dict) -> dict:
+    """``{setting: (saved, now)}`` for the settings a resumed run changed; a setting the saved
+    fingerprint lacks did not exist in the rpt-fast version that wrote it, so it is no change."""
+    return {k: (saved[k], v) for k, v in now.items() if k in saved and saved[k] != v}
+
+
 def load(folder: str, info: DistInfo, *, fingerprint: dict, engine=None, model=None, optimizer=None,
          scheduler=None) -> tuple[dict, dict | None]:
     """Restores a verified checkpoint into the built run; returns ``(trainer_state, best)``."""
     with open(os.path.join(folder, TRAINER_STATE), encoding="utf-8") as handle:
         trainer_state = json.load(handle)
-    saved = trainer_state["fingerprint"]
-    changed = {k: (saved.get(k), v) for k, v in fingerprint.items() if saved.get(k) != v}
+    changed = fingerprint_changes(trainer_state["fingerprint"], fingerprint)
     if changed:
         detail = ", ".join(f"{k} was {old!r}, now {new!r}" for k, (old, new) in changed.items())
         raise checkpoint.CheckpointError(f"cannot resume from {folder}: the run changed ({detail})")
