@@ -26,7 +26,8 @@ from .specialise import jit_variants
 EPI_NONE = 0  # C = A @ B
 EPI_BIAS = 1  # C = A @ B + bias[n]
 EPI_BIAS_RELU = 2  # C = relu(A @ B + bias[n])   (NaN stays NaN, as torch.relu)
-EPI_RELU_MASK = 3  # C = (A @ B) * (aux[m, n] > 0)   (the ReLU backward; aux is h)
+EPI_RELU_MASK = 3  # C = A @ B, 0 where aux[m, n] <= 0   (the ReLU backward; aux is h: a NaN h
+#                    passes its gradient, as torch's threshold_backward)
 EPI_ADD = 4  # C = A @ B + aux[m, n]
 
 

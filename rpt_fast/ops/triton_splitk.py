@@ -14,8 +14,9 @@ the kernels never reset them and nothing carries over from one launch to the nex
 
 * :func:`splitk_bias_relu_kernel`   F1: ``h = relu(x W1^T + b1)``.
 * :func:`splitk_partials_kernel`    F2: fp32 partials of ``h W2^T`` (the LayerNorm kernel sums them).
-* :func:`da_dw2_kernel`             B2: ``da = (dz W2) * (h > 0)``, ``db1``; and ``dW2 = dz^T h``
-  from the same dz tiles (dW2 needs no reduction: K = M fits one tile).
+* :func:`da_dw2_kernel`             B2: ``da = dz W2`` zeroed where ``h <= 0`` (a NaN h passes,
+  as torch's ReLU backward), ``db1``; and ``dW2 = dz^T h`` from the same dz tiles
+  (dW2 needs no reduction: K = M fits one tile).
 * :func:`dx_dw1_kernel`             B3: ``dx = da W1 + dy``; ``dW1 = da^T x`` from the same da
   tiles; one extra program row computes dln_weight, dln_bias and db2 from dy, zb and dz
   (M rows are few: no partials needed).
