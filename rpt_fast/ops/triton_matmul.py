@@ -155,7 +155,8 @@ def _split_grad_tile(
     ticket from the tile's arrival counter; the last to arrive sums the ``splits`` partials in
     order 0..splits-1 and stores C (and rowsum).
     part is (splits, M, N) fp32, part_sum (splits, M) fp32, count one int32 per tile, zeroed
-    by the launch before."""
+    earlier in the same pass, not necessarily by the launch just before (in the shared op's
+    backward by B1; the tiled B2 runs between B1 and the B3 that calls this)."""
     tile = job // splits
     split = job % splits
     pid_m, pid_n = _tile_coords(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)

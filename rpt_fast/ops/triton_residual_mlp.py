@@ -220,10 +220,11 @@ def _arrival_counters(device, *counts: int) -> tuple[torch.Tensor, list]:
     pass's i-th counting launch, each view starting 16-byte aligned (and running to the end:
     a launch reads only its own).
 
-    Made for every call and zeroed by the launch before the kernels that count (F0, a fill;
-    in the backward B1, which runs anyway), in stream order: a result never depends on what
-    earlier launches left (a CUDA graph captured without warm-up, graphs replayed in another
-    order or on two streams, a launch that died), and no kernel resets a counter.
+    Made for every call (this only allocates it) and zeroed by a launch ahead of the kernels
+    that count (F0, a fill; in the backward B1, which runs anyway), in stream order: a result
+    never depends on what earlier launches left (a CUDA graph captured without warm-up, graphs
+    replayed in another order or on two streams, a launch that died), and no kernel resets a
+    counter.
     """
     offsets = [0]
     for n in counts[:-1]:

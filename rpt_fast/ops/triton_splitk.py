@@ -9,8 +9,10 @@ Program ``(n, s)`` writes its fp32 partial to ``part[s]``; for the kernels with 
 then takes a ticket from a per-column-block arrival counter (acq_rel atomic, after a CTA
 barrier). The program drawing the last ticket sums the S partials in the fixed order
 s = 0 .. S-1 (deterministic whatever the arrival order) and applies the epilogue. The counters
-are zeroed for each call by the launch before (``triton_residual_mlp._arrival_counters``), so
-the kernels never reset them and nothing carries over from one launch to the next.
+live in a buffer made for each call (``triton_residual_mlp._arrival_counters`` only allocates
+it) and zeroed earlier in the same pass, in stream order: by the fill launch F0 before F1 in
+the forward, by B1 (before B2 and B3) in the backward. The kernels never reset them, and
+nothing carries over from one call to the next.
 
 * :func:`splitk_bias_relu_kernel`   F1: ``h = relu(x W1^T + b1)``.
 * :func:`splitk_partials_kernel`    F2: fp32 partials of ``h W2^T`` (the LayerNorm kernel sums them).
