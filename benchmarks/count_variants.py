@@ -1,12 +1,14 @@
 """How many Triton kernel variants a GPU step compiles, counted on a CPU.
 
-Triton compiles a kernel once per specialisation: its constexpr values, warps and stages, the
-dtype of each pointer and whether it is 16-byte aligned, and each integer argument equal to 1
-or divisible by 16. A first GPU run pays a compile (about 1-3 s on an H100) for every distinct
-one, so the time limits of ``gpu_check.sh`` are sized from these counts. Here the launchers
-run as on a GPU, on meta tensors (shapes and dtypes only, so any size and bf16 too), with every
-Triton launch stubbed (the interpreter's entry point), and each launch's specialisation is
-recorded.
+Each jitted function (a kernel's ``hinted`` and ``plain`` variants are two, with one name)
+compiles once per specialisation: its constexpr values, warps, stages and further options, the
+dtype of each pointer and whether it is 16-byte aligned, each integer's type and, unless the
+kernel names it in ``do_not_specialize`` (``rpt_fast.ops.specialise``), whether it equals 1
+or is divisible by 16: the spec ``rpt_fast.ops.aot`` compiles for a launch. A first GPU run
+pays a compile (about 1-3 s on an H100) for every distinct one, so the time limits of
+``gpu_check.sh`` are sized from these counts. Here the launchers run as on a GPU, on meta
+tensors (shapes and dtypes only, so any size and bf16 too), with every Triton launch stubbed
+(the interpreter's entry point), and each launch's specialisation is recorded.
 
   python benchmarks/count_variants.py selfcheck --dtype bfloat16     # python -m rpt_fast on CUDA
   python benchmarks/count_variants.py tests tests/test_gpu_kernels.py tests/test_gpu_cuda_graphs.py
@@ -28,6 +30,7 @@ import inspect
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported: kernels become interpretable
 
@@ -37,31 +40,47 @@ if not os.environ.get("RPT_FAST_INSTALLED"):
 
 import torch  # noqa: E402
 
+from rpt_fast.ops.aot import spec_from_launch  # noqa: E402
+from rpt_fast.ops.specialise import ALIGN_BYTES  # noqa: E402
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _spec(value) -> tuple:
-    if isinstance(value, torch.Tensor):  # meta tensors: contiguous allocations are aligned
-        address = value.storage_offset() * value.element_size() if value.is_meta else value.data_ptr()
-        return (str(value.dtype), address % 16 == 0)
-    if isinstance(value, bool):
-        return ("i1",)
-    if isinstance(value, int):
-        return ("1",) if value == 1 else ("i64" if not -2**31 <= value < 2**31 else "i32", value % 16 == 0)
-    if isinstance(value, float):
-        return ("fp32",)
-    return (repr(value),)
+def _unaligned(tensor: torch.Tensor) -> bool:
+    # Meta tensors have no address: a view's offset in its (aligned) allocation stands in.
+    address = tensor.storage_offset() * tensor.element_size() if tensor.is_meta else tensor.data_ptr()
+    return address % ALIGN_BYTES != 0
 
 
-def variant_key(fn, args: tuple, kwargs: dict) -> tuple:
-    """The specialisation Triton's launcher compiles for ``fn[grid](*args, **kwargs)``."""
-    params = inspect.signature(fn).parameters
-    bound = inspect.signature(fn).bind_partial(*args, **{k: v for k, v in kwargs.items() if k in params})
+def variant_key(kernel, args: tuple, kwargs: dict) -> tuple:
+    """The specialisation Triton's launcher compiles for ``kernel[grid](*args, **kwargs)``: the
+    jitted function itself (a kernel's ``hinted`` and ``plain`` variants share a name, not a
+    cache), its constexprs, num_warps, num_stages and further options, each argument's type,
+    and for the integers the kernel does not name in ``do_not_specialize`` (``unspecialised``)
+    whether they equal 1 or are multiples of 16: ``rpt_fast.ops.aot.spec_from_launch``, the
+    spec the AOT check compiles, which takes pointers as 16-byte aligned; the key also names
+    the pointers that are not (the launchers hand kernels none)."""
+    if not hasattr(kernel, "unspecialised"):
+        raise TypeError(f"count_variants: {kernel.__name__} was not jitted by rpt_fast.ops.specialise."
+                        "jit_variants, so its do_not_specialize set is unknown")
+    signature = inspect.signature(kernel.fn)
+    params = signature.parameters
+    bound = signature.bind(*args, **{k: v for k, v in kwargs.items() if k in params})
+    bound.apply_defaults()
     constexpr = {name for name, p in params.items() if "constexpr" in str(p.annotation)}
-    key = tuple((name, value if name in constexpr else _spec(value)) for name, value in bound.arguments.items())
-    options = tuple(sorted((k, v) for k, v in kwargs.items() if k not in params))  # num_warps, num_stages
-    return (fn.__name__, key, options)
+    options = {k: v for k, v in kwargs.items() if k not in params}
+    spec = spec_from_launch(SimpleNamespace(
+        kernel=kernel, name=kernel.__name__,
+        args={k: v for k, v in bound.arguments.items() if k not in constexpr},
+        constexprs={k: v for k, v in bound.arguments.items() if k in constexpr},
+        num_warps=options.pop("num_warps", 4), num_stages=options.pop("num_stages", 3), options=options))
+    unaligned = tuple(name for name, value in bound.arguments.items()
+                      if isinstance(value, torch.Tensor) and name not in kernel.unspecialised
+                      and _unaligned(value))
+    return (kernel.__name__, kernel.variant, tuple(spec.signature.items()),
+            tuple(sorted(spec.constexprs.items())), spec.divisible, spec.num_warps, spec.num_stages,
+            tuple(sorted(spec.options.items())), unaligned)
 
 
 @contextlib.contextmanager
@@ -72,7 +91,7 @@ def recording(seen: set):
     original = InterpretedFunction.run
 
     def run(self, *args, grid, warmup, **kwargs):
-        seen.add(variant_key(self.fn, args, kwargs))
+        seen.add(variant_key(self, args, kwargs))
 
     InterpretedFunction.run = run
     try:

@@ -9,8 +9,8 @@
 #   4. bench_train.py, T5-XL with ZeRO-3 + checkpointing, offload first (skipped without deepspeed)
 # Limits come from the Triton variants each step compiles, counted by the dry run
 # (count_variants.py --expect fails it when a step outgrows the count below) at an assumed
-# 2 s per compile: self-check 64 (one process), GPU tier 201 (8 workers, 40 also the
-# self-check's), kernel benchmarks 28 per dtype (all compiled by the GPU tier before).
+# 2 s per compile: self-check 64 (one process), GPU tier 138 (8 workers, 52 also the
+# self-check's), kernel benchmarks 25 per dtype (all compiled by the GPU tier before).
 # $OUT gets at most 8 files and no folder (what the device tool returns), as steps end:
 # gpu_check.log, kernels-bf16.json, kernels-fp32.json, host.json, train.json, report.md,
 # bench.tar.gz. A failing step does not stop the others; exit status 1 if any failed.
@@ -100,8 +100,8 @@ if [[ $DRY -eq 1 ]]; then  # the same flow on CPU: Triton through its interprete
          --op shared,grouped --mode full --provider eager,eager-loop,compile,triton,native,gemms --budget 0.01
          --threads 1)
   count 64 selfcheck --dtype bfloat16,float32
-  count 201 tests "${GPU_TESTS[@]}"
-  count 28 bench --quick --op shared,grouped --mode full --dtype bf16
+  count 138 tests "${GPU_TESTS[@]}"
+  count 25 bench --quick --op shared,grouped --mode full --dtype bf16
 fi
 
 # 1. Correctness: the self-check in the background (its lines prefixed), the GPU tier beside it.

@@ -191,7 +191,8 @@ void layer_norm_backward_grouped_(const T* zb, const T* dy, const T* b2, const T
   });
 }
 
-// dh *= (h > 0) in place; db1 = column sums of the masked dh (shared op).
+// dh = 0 where h <= 0, in place (a NaN h keeps its dh, as torch's threshold_backward);
+// db1 = column sums of the masked dh (shared op).
 template <typename T>
 void relu_backward_shared_(T* dh, const T* h, int64_t rows, int64_t m, T* db1) {
   using acc_t = at::opmath_type<T>;
@@ -217,7 +218,8 @@ void relu_backward_shared_(T* dh, const T* h, int64_t rows, int64_t m, T* db1) {
   reduce_chunks(partials, chunks, m, {db1});
 }
 
-// dh *= (h > 0) in place and db1 = dh, row by row (grouped op).
+// dh = 0 where h <= 0, in place (a NaN h keeps its dh, as torch's threshold_backward), and
+// db1 = dh, row by row (grouped op).
 template <typename T>
 void relu_backward_grouped_(T* dh, const T* h, int64_t rows, int64_t m, T* db1) {
   using acc_t = at::opmath_type<T>;

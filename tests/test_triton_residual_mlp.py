@@ -92,16 +92,6 @@ def test_chunked_layer_norm_of_wide_rows(M, monkeypatch, nan_buffers):
     check_kernels(M, 100, 40, torch.float32)
 
 
-@pytest.mark.gpu  # the interpreter runs programs one after another: it cannot show a race
-def test_bitwise_deterministic():
-    # 300 rows: B2 programs own several rows each, so the partial sums have real depth.
-    inputs = make_inputs(300, 32, 8, torch.float32)
-    dy = torch.randn(300, 32, device=DEVICE)
-    first, second = run_kernels(inputs, dy), run_kernels(inputs, dy)
-    for a, b in zip((*first[0], *first[1]), (*second[0], *second[1])):
-        assert torch.equal(a, b)
-
-
 def test_nan_propagates_like_the_reference():
     inputs = make_inputs(7, 64, 5, torch.float32)
     inputs[0][3, 10] = float("nan")

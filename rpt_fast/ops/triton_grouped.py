@@ -15,8 +15,9 @@ Backward, 4 launches, each weight read once:
      grads and per-block sums of dzhat and dzhat * zhat.
   2. grid (n, d-blocks, m-splits): dz from the merged sums; writes db2, dW2 = dz (x) h and
      per-d-block partials of dh = w2^T dz (reads w2 once).
-  3. grid (n, m-blocks, d-splits): sums the dh partials, da = dh * (h > 0); writes db1,
-     dW1 = da (x) x and per-m-block partials of w1^T da (reads w1 once).
+  3. grid (n, m-blocks, d-splits): sums the dh partials, da = dh zeroed where h <= 0 (a NaN h
+     passes dh, as torch's ReLU backward); writes db1, dW1 = da (x) x and
+     per-m-block partials of w1^T da (reads w1 once).
   4. grid (n, d-blocks): dx = dy + the summed partials.
 The split counts of launches 2 and 3 come from :func:`plan` (also behind :func:`launch_plan`):
 with few groups (n = 10) the loop over the other weight dimension is cut into chunks so the

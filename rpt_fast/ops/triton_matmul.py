@@ -26,7 +26,8 @@ from .specialise import jit_variants
 EPI_NONE = 0  # C = A @ B
 EPI_BIAS = 1  # C = A @ B + bias[n]
 EPI_BIAS_RELU = 2  # C = relu(A @ B + bias[n])   (NaN stays NaN, as torch.relu)
-EPI_RELU_MASK = 3  # C = (A @ B) * (aux[m, n] > 0)   (the ReLU backward; aux is h)
+EPI_RELU_MASK = 3  # C = A @ B, 0 where aux[m, n] <= 0   (the ReLU backward; aux is h: a NaN h
+#                    passes its gradient, as torch's threshold_backward)
 EPI_ADD = 4  # C = A @ B + aux[m, n]
 
 
@@ -154,7 +155,8 @@ def _split_grad_tile(
     ticket from the tile's arrival counter; the last to arrive sums the ``splits`` partials in
     order 0..splits-1 and stores C (and rowsum).
     part is (splits, M, N) fp32, part_sum (splits, M) fp32, count one int32 per tile, zeroed
-    by the launch before."""
+    earlier in the same pass, not necessarily by the launch just before (in the shared op's
+    backward by B1; the tiled B2 runs between B1 and the B3 that calls this)."""
     tile = job // splits
     split = job % splits
     pid_m, pid_n = _tile_coords(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)

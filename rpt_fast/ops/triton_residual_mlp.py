@@ -5,9 +5,10 @@ for prompt-sized inputs, which F3 sums and saves as zb; zb itself in x's dtype f
 F3 adds b2, LayerNorm + affine + residual (writes y, mean, rstd). zb is saved for the
 backward, which so needs no GEMM to rebuild z = zb + b2.
 Backward, 3 kernels: B1 LayerNorm backward (dz; for many rows also fp32 partials of
-dln_weight, dln_bias, db2); B2 ``da = (dz W2) * (h > 0)`` (for few rows also db1, and
-dW2 = dz^T h from the same dz tiles); B3 ``dx = da W1 + dy``, dW1 (from the same da tiles for
-few rows; with db1 and dW2 split over the rows for many), dln_weight, dln_bias and db2.
+dln_weight, dln_bias, db2); B2 ``da = dz W2``, zeroed where ``h <= 0`` (a NaN h passes its
+gradient, as torch's threshold_backward; for few rows also db1, and dW2 = dz^T h from the
+same dz tiles); B3 ``dx = da W1 + dy``, dW1 (from the same da tiles for few rows; with db1
+and dW2 split over the rows for many), dln_weight, dln_bias and db2.
 The kernels that reduce across programs with arrival counters (F1 for few rows, B2 and B3)
 count in a buffer made for that call alone and zeroed before them: by a fill launch F0 in the
 forward, by B1 in the backward. No result depends on what an earlier launch left behind.
@@ -219,10 +220,11 @@ def _arrival_counters(device, *counts: int) -> tuple[torch.Tensor, list]:
     pass's i-th counting launch, each view starting 16-byte aligned (and running to the end:
     a launch reads only its own).
 
-    Made for every call and zeroed by the launch before the kernels that count (F0, a fill;
-    in the backward B1, which runs anyway), in stream order: a result never depends on what
-    earlier launches left (a CUDA graph captured without warm-up, graphs replayed in another
-    order or on two streams, a launch that died), and no kernel resets a counter.
+    Made for every call (this only allocates it) and zeroed by a launch ahead of the kernels
+    that count (F0, a fill; in the backward B1, which runs anyway), in stream order: a result
+    never depends on what earlier launches left (a CUDA graph captured without warm-up, graphs
+    replayed in another order or on two streams, a launch that died), and no kernel resets a
+    counter.
     """
     offsets = [0]
     for n in counts[:-1]:
@@ -399,7 +401,7 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
     if not partials:
         part_a = torch.empty((p2.splits, M, m), **f32)
         launches.append(Launch(
-            f"B2 da=(dz@w2)*(h>0), db1, dw2=dz.T@h split-K {p2.splits}",
+            f"B2 da=dz@w2 (0 where h<=0), db1, dw2=dz.T@h split-K {p2.splits}",
             da_dw2_kernel.pick(gemm_hinted),
             (p2.blocks, p2.splits),
             dict(dz_ptr=dz, w2_ptr=w2, h_ptr=h, da_ptr=da, db1_ptr=db1, dw2_ptr=dw2,
@@ -426,7 +428,7 @@ def backward_plan(dy, x, w1, w2, b2, ln_weight, h, zb, mean, rstd):
         return launches, grads
 
     launches.append(_matmul_launch(
-        "B2 da=(dz@w2)*(h>0)", dz, w2, (m, 1), da, da, h, d, EPI_RELU_MASK, precision,
+        "B2 da=dz@w2 (0 where h<=0)", dz, w2, (m, 1), da, da, h, d, EPI_RELU_MASK, precision,
         gemm_hinted, tensor_bytes(dz, w2, h, da), 2 * M * d * m))
     part_dw1 = torch.empty((splits, m, d), **f32)
     part_db1 = torch.empty((splits, m), **f32)

@@ -9,13 +9,16 @@ Program ``(n, s)`` writes its fp32 partial to ``part[s]``; for the kernels with 
 then takes a ticket from a per-column-block arrival counter (acq_rel atomic, after a CTA
 barrier). The program drawing the last ticket sums the S partials in the fixed order
 s = 0 .. S-1 (deterministic whatever the arrival order) and applies the epilogue. The counters
-are zeroed for each call by the launch before (``triton_residual_mlp._arrival_counters``), so
-the kernels never reset them and nothing carries over from one launch to the next.
+live in a buffer made for each call (``triton_residual_mlp._arrival_counters`` only allocates
+it) and zeroed earlier in the same pass, in stream order: by the fill launch F0 before F1 in
+the forward, by B1 (before B2 and B3) in the backward. The kernels never reset them, and
+nothing carries over from one call to the next.
 
 * :func:`splitk_bias_relu_kernel`   F1: ``h = relu(x W1^T + b1)``.
 * :func:`splitk_partials_kernel`    F2: fp32 partials of ``h W2^T`` (the LayerNorm kernel sums them).
-* :func:`da_dw2_kernel`             B2: ``da = (dz W2) * (h > 0)``, ``db1``; and ``dW2 = dz^T h``
-  from the same dz tiles (dW2 needs no reduction: K = M fits one tile).
+* :func:`da_dw2_kernel`             B2: ``da = dz W2`` zeroed where ``h <= 0`` (a NaN h passes,
+  as torch's ReLU backward), ``db1``; and ``dW2 = dz^T h`` from the same dz tiles
+  (dW2 needs no reduction: K = M fits one tile).
 * :func:`dx_dw1_kernel`             B3: ``dx = da W1 + dy``; ``dW1 = da^T x`` from the same da
   tiles; one extra program row computes dln_weight, dln_bias and db2 from dy, zb and dz
   (M rows are few: no partials needed).
