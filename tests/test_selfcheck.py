@@ -40,7 +40,8 @@ def test_reports_versions_device_auto_choice_and_one_line_per_backend(capsys):
     assert "float32 -> native" in auto and "float16 -> eager (native: " in auto
     for backend in ("native", "eager"):
         line = _one(lines, f"PASS {backend} ")
-        assert " worst " in line and " / tolerance " in line and "15 cases in bfloat16, float32, float64" in line or "15 cases in float32, float16, float64" in line
+        assert " worst " in line and " / tolerance " in line and (
+            "15 cases in bfloat16, float32, float64" in line or "15 cases in float32, float16, float64" in line)
     assert "float16: the native kernels take" in _one(lines, "    not checked: float16")
     assert lines[-1].startswith("self-check passed: 30 cases on 2 backend(s) in ")
 
