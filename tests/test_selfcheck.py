@@ -122,8 +122,10 @@ def _rpt_train(tmp_path, *args, wrong=False):
 
 
 @pytest.mark.timeout(300)
-def test_rpt_train_prints_its_self_check_line_before_training(tmp_path):
-    proc = _rpt_train(tmp_path, "--output-dir", "run")
+@pytest.mark.parametrize("dropout", [[], ["--prompt-dropout", "0.1"]], ids=["plain", "dropout"])
+def test_rpt_train_prints_its_self_check_line_before_training(tmp_path, dropout):
+    # with --prompt-dropout the steps run the MLP eagerly, evaluation and export the fused op
+    proc = _rpt_train(tmp_path, "--output-dir", "run", *dropout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = _one(proc.stdout.splitlines(), "self-check: ")
     assert line.startswith("self-check: native, float32, shared op at (4, 64, 800) on cpu: worst error ")

@@ -1,5 +1,5 @@
 """``rpt-train``'s self-check before its first step: the prompt encoder's fused op, with the
-backend, dtype and shape this run trains with, against the float64 reference
+backend, dtype and shape this run trains and evaluates with, against the float64 reference
 (:func:`rpt_fast.selfcheck.check_case`). One line, ``self-check: ...``; a mismatch stops the
 run with a one-line error naming ``--backend`` (``--skip-self-check`` skips the check)."""
 
@@ -28,7 +28,9 @@ def self_check(run) -> str:
 def _check(run, cfg, info) -> str:
     if cfg.reparam == "none":
         return "self-check: skipped, --reparam none trains no MLP"
-    eager_for = _unfused_reason(cfg.activation, cfg.layer_norm, cfg.residual, True, cfg.prompt_dropout)
+    # In eval mode: with --prompt-dropout the training steps run the MLP eagerly, but evaluation
+    # and the export still run the fused op (the same op either way).
+    eager_for = _unfused_reason(cfg.activation, cfg.layer_norm, cfg.residual, False, cfg.prompt_dropout)
     if eager_for is not None:
         return f"self-check: skipped, the prompt MLP runs eagerly for {eager_for} (no fused op)"
     encoder = run.model.prompt_encoder
