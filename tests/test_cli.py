@@ -143,6 +143,12 @@ def test_help_shows_every_flag_with_help_and_its_real_default(tmp_path):
     assert "plain PyTorch" in text[start:start + 120]
 
 
+def test_save_interval_help_says_the_last_step_and_a_stop_signal_checkpoint_with_0_too():
+    _, actions = _options()
+    (action,) = [a for a in actions if "--save-interval" in a.option_strings]
+    assert "0: none in between" in action.help and "last step" in action.help and "stop signal" in action.help
+
+
 def test_rpt_memory_and_plan_speak_rpt_trains_flags(tmp_path):
     flags = ["--model", "t5-xl", "--bf16", "--max-input-length", "512", "--zero-stage", "0", "--gpu-memory", "8GB"]
     memory = subprocess.run([sys.executable, "-m", "rpt_fast.train.memory_cli", *flags], cwd=tmp_path, env=env(),
