@@ -112,12 +112,11 @@ def test_bad_arguments_are_one_line_errors(capsys):
 
 # rpt-train, as a user runs it; WRONG makes the native shared op 1% off before the command starts.
 TRAIN = ["--no-deepspeed", "--max-steps", "1", "--eval-interval", "0", "--num-tokens", "4", "--no-progress"]
-WRONG = ("import sys, rpt_fast.ops.native as n; f = n.residual_mlp; n.residual_mlp = lambda *a: f(*a) * 1.01; "
-         "from rpt_fast.train.cli import main; sys.argv[0] = 'rpt-train'; main()")
+WRONG = os.path.join(os.path.dirname(__file__), "train_scripts", "wrong_native_op.py")
 
 
 def _rpt_train(tmp_path, *args, wrong=False):
-    command = [sys.executable, *(["-c", WRONG] if wrong else ["-m", "rpt_fast.train"]), *TRAIN, *args]
+    command = [sys.executable, *([WRONG] if wrong else ["-m", "rpt_fast.train"]), *TRAIN, *args]
     return subprocess.run(command, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=240)
 
 

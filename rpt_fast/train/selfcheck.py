@@ -11,15 +11,22 @@ from .._backends import BackendUnavailableError, resolve_backend
 from ..modules import _unfused_reason
 from ..selfcheck import check_case
 from .errors import UsageError
+from .rank_errors import failure_on_any_rank, on_every_rank
 
 MAX_GROUPS = 16  # the grouped op checks this many of its MLPs at most: the same kernels, less memory
 
 
 def self_check(run) -> str:
     """Checks the op ``run`` will train with on its device; prints its line on the main process
-    and returns it; raises :class:`UsageError` on a mismatch."""
+    and returns it. Collective: a mismatch on any rank raises :class:`UsageError` on every rank."""
     cfg, info = run.cfg, run.info
-    line = _check(run, cfg, info)
+    try:
+        line, failure = _check(run, cfg, info), None
+    except UsageError as exc:  # --backend: not available here, or it disagrees with the reference
+        line, failure = None, exc.message
+    failure = failure_on_any_rank(info, failure)
+    if failure is not None:
+        raise on_every_rank(UsageError("backend", failure))
     if info.is_main:
         print(line, flush=True)
     return line
