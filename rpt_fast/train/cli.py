@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         if reports_errors():
             print(f"rpt-train: {exc}", file=sys.stderr, flush=True)
         sys.exit(stopping.exit_code(exc.signum))
-    except KeyboardInterrupt as exc:  # a signal outside the steps, or the same signal twice
+    except KeyboardInterrupt as exc:  # a signal outside the steps, or a repeat (stopping)
         if debug_requested(argv):
             raise
         signum = getattr(exc, "signum", signal.SIGINT)
