@@ -1,7 +1,8 @@
 """Multi-rank behaviour on CPU ranks started the way ``mpirun`` starts them: each process gets
 only Open MPI's variables (OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK) plus MASTER_ADDR/PORT, no
-RANK/WORLD_SIZE. Covers launcher discovery end to end, failure propagation, and a SIGTERM that
-reaches one rank stopping them all after the same step."""
+RANK/WORLD_SIZE. Covers launcher discovery end to end, failure propagation, errors every rank
+detects itself (a self-check mismatch, a refused resume) reported once with exit code 2, and a
+SIGTERM that reaches one rank stopping them all after the same step."""
 
 import json
 import os

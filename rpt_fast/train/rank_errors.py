@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-from .distributed import DistInfo
+from .distributed import DistInfo, all_gather_objects
 
 FAILURE_KEY = "rpt-fast/failure"
 ACK_KEY = "rpt-fast/failure-acks"
@@ -42,8 +42,6 @@ def failure_on_any_rank(info: DistInfo, message: str | None) -> str | None:
     naming the ranks where not all failed; None where all passed. Raise it marked
     :func:`on_every_rank`: one line per node and the error's exit code on every rank, where each
     rank's own exception would report itself as one rank's failure (and the others exit 1)."""
-    from .distributed import all_gather_objects
-
     failed = [(rank, text) for rank, text in enumerate(all_gather_objects(info, message)) if text is not None]
     if not failed:
         return None
