@@ -143,6 +143,12 @@ def test_help_shows_every_flag_with_help_and_its_real_default(tmp_path):
     assert "plain PyTorch" in text[start:start + 120]
 
 
+def test_save_interval_help_says_the_last_step_and_a_stop_signal_checkpoint_with_0_too():
+    _, actions = _options()
+    (action,) = [a for a in actions if "--save-interval" in a.option_strings]
+    assert "0: none in between" in action.help and "last step" in action.help and "stop signal" in action.help
+
+
 def test_rpt_memory_and_plan_speak_rpt_trains_flags(tmp_path):
     flags = ["--model", "t5-xl", "--bf16", "--max-input-length", "512", "--zero-stage", "0", "--gpu-memory", "8GB"]
     memory = subprocess.run([sys.executable, "-m", "rpt_fast.train.memory_cli", *flags], cwd=tmp_path, env=env(),
@@ -178,3 +184,33 @@ def test_a_runs_config_json_is_a_config_file_that_reproduces_it_bit_exactly(tmp_
     assert losses[0] == losses[1] and len(losses[0]) == 3
     settings = json.load(open(second / "config.json"))["train"]
     assert settings == {**json.load(open(first / "config.json"))["train"], "output_dir": str(second)}
+
+
+# a finished run ---------------------------------------------------------------------------------
+
+# the built-in task with 64 training examples in batches of 4: 16 steps an epoch
+FINISHED = ["--no-deepspeed", "--max-train-examples", "64", "--batch-size", "4"]
+
+
+@pytest.mark.parametrize("flags, hint", [
+    ([], "a larger --max-steps trains it further"),  # the default length
+    (["--max-steps", "8"], "a larger --max-steps trains it further"),
+    (["--epochs", "1"], "a larger --epochs trains it further"),
+    (["--epochs", "1", "--max-steps", "100"], "a larger --epochs trains it further"),  # 16 < 100
+    (["--epochs", "1", "--max-steps", "16"], "larger --max-steps and --epochs train it further"),
+    (["--max-steps", "8", "--lr-scheduler", "linear"], "its --lr-scheduler linear schedule decayed to 0 at its last "
+     "step, so a resume cannot train it further (a new run in another --output-dir can train longer)"),
+])
+def test_a_finished_run_names_what_would_train_it_further(tmp_path, capsys, flags, hint):
+    from rpt_fast.train import checkpoint
+    from rpt_fast.train.cli import main
+
+    settings = config_from_args([*FINISHED, *flags])
+    steps = settings.total_steps(16)
+    (tmp_path / "config.json").write_text(json.dumps({"train": settings.to_dict()}))
+    (tmp_path / "summary.json").write_text(json.dumps({"steps": steps}))
+    root = str(tmp_path / "checkpoints")
+    checkpoint.seal(root, checkpoint.begin(root, steps), steps)
+    main(["--output-dir", str(tmp_path), "--resume"])
+    assert capsys.readouterr().out.strip() == (
+        f"rpt-train: the run in {tmp_path} is finished (step {steps} of {steps}); {hint}")

@@ -40,7 +40,8 @@ def test_reports_versions_device_auto_choice_and_one_line_per_backend(capsys):
     assert "float32 -> native" in auto and "float16 -> eager (native: " in auto
     for backend in ("native", "eager"):
         line = _one(lines, f"PASS {backend} ")
-        assert " worst " in line and " / tolerance " in line and "15 cases in bfloat16, float32, float64" in line or "15 cases in float32, float16, float64" in line
+        assert " worst " in line and " / tolerance " in line and (
+            "15 cases in bfloat16, float32, float64" in line or "15 cases in float32, float16, float64" in line)
     assert "float16: the native kernels take" in _one(lines, "    not checked: float16")
     assert lines[-1].startswith("self-check passed: 30 cases on 2 backend(s) in ")
 
@@ -111,18 +112,19 @@ def test_bad_arguments_are_one_line_errors(capsys):
 
 # rpt-train, as a user runs it; WRONG makes the native shared op 1% off before the command starts.
 TRAIN = ["--no-deepspeed", "--max-steps", "1", "--eval-interval", "0", "--num-tokens", "4", "--no-progress"]
-WRONG = ("import sys, rpt_fast.ops.native as n; f = n.residual_mlp; n.residual_mlp = lambda *a: f(*a) * 1.01; "
-         "from rpt_fast.train.cli import main; sys.argv[0] = 'rpt-train'; main()")
+WRONG = os.path.join(os.path.dirname(__file__), "train_scripts", "wrong_native_op.py")
 
 
 def _rpt_train(tmp_path, *args, wrong=False):
-    command = [sys.executable, *(["-c", WRONG] if wrong else ["-m", "rpt_fast.train"]), *TRAIN, *args]
+    command = [sys.executable, *([WRONG] if wrong else ["-m", "rpt_fast.train"]), *TRAIN, *args]
     return subprocess.run(command, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=240)
 
 
 @pytest.mark.timeout(300)
-def test_rpt_train_prints_its_self_check_line_before_training(tmp_path):
-    proc = _rpt_train(tmp_path, "--output-dir", "run")
+@pytest.mark.parametrize("dropout", [[], ["--prompt-dropout", "0.1"]], ids=["plain", "dropout"])
+def test_rpt_train_prints_its_self_check_line_before_training(tmp_path, dropout):
+    # with --prompt-dropout the steps run the MLP eagerly, evaluation and export the fused op
+    proc = _rpt_train(tmp_path, "--output-dir", "run", *dropout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = _one(proc.stdout.splitlines(), "self-check: ")
     assert line.startswith("self-check: native, float32, shared op at (4, 64, 800) on cpu: worst error ")

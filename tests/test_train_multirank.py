@@ -1,8 +1,10 @@
 """Multi-rank behaviour on CPU ranks started the way ``mpirun`` starts them: each process gets
 only Open MPI's variables (OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK) plus MASTER_ADDR/PORT, no
-RANK/WORLD_SIZE. Covers launcher discovery end to end, failure propagation, and a SIGTERM that
-reaches one rank stopping them all after the same step."""
+RANK/WORLD_SIZE. Covers launcher discovery end to end, failure propagation, errors every rank
+detects itself (a self-check mismatch, a refused resume) reported once with exit code 2, and a
+SIGTERM that reaches one rank stopping them all after the same step."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,7 +17,10 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "train_scripts"))
 import harness  # noqa: E402
 
-from rpt_fast.train import checkpoint  # noqa: E402
+from rpt_fast.train import checkpoint, trainer  # noqa: E402
+from rpt_fast.train.cli import config_from_args  # noqa: E402
+from rpt_fast.train.config import TrainConfig  # noqa: E402
+from rpt_fast.train.distributed import DistInfo  # noqa: E402
 
 RUN = [*harness.SMALL, "--max-steps", "6", "--eval-interval", "0", "--backend", "eager"]
 
@@ -122,6 +127,47 @@ def test_node_local_output_folders_are_refused_at_start_on_every_rank(tmp_path):
         assert "is not shared: rank 1 on" in err and "node-local disks are not supported" in err, err[-3000:]
         assert "Traceback" not in err
     assert not os.path.exists(tmp_path / "node0" / "run" / "checkpoints")  # nothing trained
+
+
+@pytest.mark.timeout(360)
+@pytest.mark.parametrize("wrong_ranks, where", [("0,1", ""), ("1", " (on rank 1 of 2)")], ids=["every-rank", "rank-1"])
+def test_a_self_check_mismatch_is_one_line_and_exit_2_on_every_rank(tmp_path, wrong_ranks, where):
+    out = str(tmp_path / "run")
+    args = ["--output-dir", out, *RUN, "--backend", "native", "--zero-stage", "0"]
+    script = os.path.join(harness.SCRIPTS, "wrong_native_op.py")
+    results = spawn_mpi_style([script], [args, args], extra_env={"WRONG_RANKS": wrong_ranks})
+    for rank, (code, err, _) in enumerate(results):
+        assert code == 2 and "Traceback" not in err and "rank 0 failed" not in err and "rank 1 failed" not in err, \
+            f"rank {rank} exited {code}:\n{err[-3000:]}"
+    errors = [line for line in results[0][1].splitlines() if line.startswith("rpt-train: error: ")]
+    assert len(errors) == 1 and errors[0].startswith(  # the node's first process reports
+        "rpt-train: error: --backend: self-check failed: native, float32, shared op at "), errors
+    assert errors[0].endswith(f"--skip-self-check to train anyway{where}"), errors
+    assert "rpt-train: error: " not in results[1][1]
+    assert not os.path.exists(out)  # a failed start leaves nothing
+
+
+@pytest.mark.timeout(360)
+def test_a_resume_refused_for_a_changed_run_is_one_line_and_exit_2_on_every_rank(tmp_path):
+    out = tmp_path / "run"
+    args = ["--output-dir", str(out), *RUN, "--zero-stage", "0"]
+    saved = TrainConfig(**config_from_args(args).recorded())
+    out.mkdir()  # a checkpoint of this run, as one process would save it
+    (out / "config.json").write_text(json.dumps({"train": saved.to_dict()}))
+    root = str(out / "checkpoints")
+    tmp = checkpoint.begin(root, 2)
+    fingerprint = trainer._fingerprint(saved, DistInfo(0, 1, 0, torch.device("cpu")))
+    with open(os.path.join(tmp, "trainer_state.json"), "w") as handle:
+        json.dump({"step": 2, "fingerprint": fingerprint}, handle)
+    folder = checkpoint.seal(root, tmp, 2)
+    results = spawn_mpi_style(["-m", "rpt_fast.train"], [["--output-dir", str(out), "--resume"]] * 2)
+    for rank, (code, err, _) in enumerate(results):
+        assert code == 2 and "Traceback" not in err and "rank 0 failed" not in err and "rank 1 failed" not in err, \
+            f"rank {rank} exited {code}:\n{err[-3000:]}"
+    errors = [line for line in results[0][1].splitlines() if line.startswith("rpt-train: error: ")]
+    assert errors == [f"rpt-train: error: --resume: cannot resume from {folder}: the run changed "
+                      "(world_size was 1, now 2)"], results[0][1][-3000:]
+    assert "rpt-train: error: " not in results[1][1]
 
 
 @pytest.mark.timeout(360)

@@ -28,6 +28,23 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     return parse(argv)[0]
 
 
+def finished_line(cfg: TrainConfig, step: int, num_examples: int) -> str:
+    """What ``--resume`` says of a run that trained all its steps, and what would train it on
+    (``num_examples``: the training set's size)."""
+    if cfg.lr_scheduler == "linear":  # a resume that changes the run's length is refused
+        further = ("its --lr-scheduler linear schedule decayed to 0 at its last step, so a resume cannot train it "
+                   "further (a new run in another --output-dir can train longer)")
+    else:
+        from .data import StepSampler
+
+        steps_per_epoch = StepSampler(num_examples, cfg.batch_size, cfg.seed, 0, 1,
+                                      accumulation=cfg.gradient_accumulation_steps).steps_per_epoch
+        flags = cfg.length_flags(steps_per_epoch)
+        further = (f"a larger {flags[0]} trains it further" if len(flags) == 1 else
+                   f"larger {' and '.join(flags)} train it further")
+    return f"rpt-train: the run in {cfg.output_dir} is finished (step {step} of {step}); {further}"
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -51,8 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         task = preflight(cfg)  # before the process group, DeepSpeed and the model
         if resumption is not None and finished(cfg, resumption, len(task.train)):
             if reports_errors():
-                print(f"rpt-train: the run in {cfg.output_dir} is finished (step {resumption.step} of "
-                      f"{resumption.step}); a larger --max-steps trains it further", flush=True)
+                print(finished_line(cfg, resumption.step, len(task.train)), flush=True)
             return
         from .distributed import choose_accelerator
 
@@ -65,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         if reports_errors():
             print(f"rpt-train: {exc}", file=sys.stderr, flush=True)
         sys.exit(stopping.exit_code(exc.signum))
-    except KeyboardInterrupt as exc:  # a signal outside the steps, or the same signal twice
+    except KeyboardInterrupt as exc:  # a signal outside the steps, or a repeat (stopping)
         if debug_requested(argv):
             raise
         signum = getattr(exc, "signum", signal.SIGINT)

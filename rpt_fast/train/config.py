@@ -182,6 +182,15 @@ class TrainConfig:
         bounds = [b for b in (self.max_steps, self.epochs and self.epochs * steps_per_epoch) if b]
         return min(bounds) if bounds else DEFAULT_STEPS
 
+    def length_flags(self, steps_per_epoch: int) -> list[str]:
+        """The flags whose bound is :meth:`total_steps` (both where they tie): the ones a longer
+        run must raise (a larger ``--max-steps`` does nothing where ``--epochs`` ends the run)."""
+        total = self.total_steps(steps_per_epoch)
+        flags = [flag for flag, bound in (("--max-steps", self.max_steps),
+                                          ("--epochs", self.epochs and self.epochs * steps_per_epoch))
+                 if bound == total]
+        return flags or ["--max-steps"]  # neither given: the default length, which --max-steps replaces
+
     @property
     def total_eval_batch_size(self) -> int:
         return self.eval_batch_size or 4 * self.batch_size

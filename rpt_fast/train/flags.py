@@ -178,7 +178,8 @@ def build_parser(prog: str = "rpt-train", *, planner: bool = False) -> argparse.
     g.add_argument("--output-dir", default=None,
                    help="the run's folder (default: a new folder under ./rpt-runs/, made when training starts)")
     g.add_argument("--save-interval", type=int, default=d.save_interval,
-                   help="steps between checkpoints; 0: none")
+                   help="steps between checkpoints; 0: none in between (the last step and a stop "
+                        "signal write one anyway)")
     g.add_argument("--save-total-limit", type=int, default=d.save_total_limit,
                    help="checkpoints kept, the newest ones")
     g.add_argument("--resume", nargs="?", const=True, default=d.resume, type=_resume, metavar="auto",

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-from .distributed import DistInfo
+from .distributed import DistInfo, all_gather_objects
 
 FAILURE_KEY = "rpt-fast/failure"
 ACK_KEY = "rpt-fast/failure-acks"
@@ -34,6 +34,22 @@ def on_every_rank(exc: BaseException) -> BaseException:
     checkpoint verified by rank 0 and broadcast): nothing to propagate, each rank reports it."""
     exc.raised_on_every_rank = True
     return exc
+
+
+def failure_on_any_rank(info: DistInfo, message: str | None) -> str | None:
+    """Collective, around a check every rank runs by itself (the self-check, a resume's settings):
+    each rank's failure (None: it passed) -> on every rank the lowest failing rank's message,
+    naming the ranks where not all failed; None where all passed. Raise it marked
+    :func:`on_every_rank`: one line per node and the error's exit code on every rank, where each
+    rank's own exception would report itself as one rank's failure (and the others exit 1)."""
+    failed = [(rank, text) for rank, text in enumerate(all_gather_objects(info, message)) if text is not None]
+    if not failed:
+        return None
+    text = failed[0][1]
+    if len(failed) < info.world_size:
+        ranks = ", ".join(str(rank) for rank, _ in failed)
+        text += f" (on rank{'s' if len(failed) > 1 else ''} {ranks} of {info.world_size})"
+    return text
 
 
 def _store():

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from . import checkpoint
 from .distributed import DistInfo, all_gather_objects, barrier, broadcast_object
 from .export import make_public
-from .rank_errors import on_every_rank
+from .rank_errors import failure_on_any_rank, on_every_rank
 
 TRAINER_STATE = "trainer_state.json"
 BEST = "best_trainable.safetensors"
@@ -113,9 +113,10 @@ def load(folder: str, info: DistInfo, *, fingerprint: dict, engine=None, model=N
     with open(os.path.join(folder, TRAINER_STATE), encoding="utf-8") as handle:
         trainer_state = json.load(handle)
     changed = fingerprint_changes(trainer_state["fingerprint"], fingerprint)
-    if changed:
-        detail = ", ".join(f"{k} was {old!r}, now {new!r}" for k, (old, new) in changed.items())
-        raise checkpoint.CheckpointError(f"cannot resume from {folder}: the run changed ({detail})")
+    detail = ", ".join(f"{k} was {old!r}, now {new!r}" for k, (old, new) in changed.items())
+    refused = failure_on_any_rank(info, f"cannot resume from {folder}: the run changed ({detail})" if changed else None)
+    if refused is not None:
+        raise on_every_rank(checkpoint.CheckpointError(refused))
     if engine is not None:
         path, _ = engine.load_checkpoint(
             folder, tag=ENGINE_TAG, load_module_strict=False, load_optimizer_states=True,

@@ -8,9 +8,12 @@ after another; ``kill`` names one process), yet every rank must stop after the s
 write its part of the checkpoint. So at each step boundary the ranks all-reduce (max) the signal
 each has seen: one int, one tiny collective per step, outside every kernel.
 
-The same signal a second time stops at once, without a checkpoint. During start-up (until the
-model is built) a signal interrupts at once: there is nothing to save yet (:class:`Interrupted`,
-a ``KeyboardInterrupt``). During the last step, the final evaluation and the export the run
+SIGINT a second time (Ctrl-C twice) stops at once, without a checkpoint; so does SIGTERM a
+second time, but only :data:`REPEAT_GRACE_S` or more after the first: a repeat sooner is the
+same stop request sent twice (see there). A checkpoint being written is never abandoned: a stop
+at once waits until it is complete. During start-up (until the model is built) a signal
+interrupts at once: there is nothing to save yet (:class:`Interrupted`, a
+``KeyboardInterrupt``). During the last step, the final evaluation and the export the run
 finishes: its final state is checkpointed first.
 """
 
@@ -21,12 +24,21 @@ import os
 import shlex
 import signal
 import threading
+import time
 
 import torch
 
 from .errors import reports_errors
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# A second SIGTERM sooner than this after the first does not stop at once. Under Slurm (scancel,
+# the time limit) every process of the job step gets SIGTERM, and the deepspeed launcher, on its
+# own, sends each rank another one right away: a rank gets two within milliseconds, meant as one
+# request to stop with a checkpoint. 10 s is far above that gap on a loaded node and leaves the
+# checkpoint time before the SIGKILL that follows (Slurm's KillWait, the deepspeed launcher's
+# wait, Kubernetes' grace period: 30 s by default).
+REPEAT_GRACE_S = 10.0
 
 
 def exit_code(signum: int) -> int:
@@ -38,7 +50,7 @@ def name(signum: int) -> str:
 
 
 class Interrupted(KeyboardInterrupt):
-    """A signal that stops the program at once (outside the steps, or the same one twice)."""
+    """A signal that stops the program at once (outside the steps, or a repeat: see the module)."""
 
     def __init__(self, signum: int):
         super().__init__(name(signum))
@@ -84,15 +96,47 @@ class StopRequest:
     def __init__(self, info):
         self.info = info
         self.signum = 0  # the first signal this process received
+        self._first_seen: dict[int, float] = {}  # each signal's first arrival (time.monotonic)
+        self._saving = False  # a checkpoint is being written
+        self._deferred = 0  # a stop at once that came while it was
+
+    def _at_once(self, signum: int) -> bool:
+        """Whether ``signum`` asks to stop at once: SIGINT again, or SIGTERM again at least
+        :data:`REPEAT_GRACE_S` after the first."""
+        first = self._first_seen.get(signum)
+        if first is None:
+            self._first_seen[signum] = time.monotonic()
+            return False
+        return signum == signal.SIGINT or time.monotonic() - first >= REPEAT_GRACE_S
 
     def _handle(self, signum, frame):
-        if signum == self.signum:
-            raise Interrupted(signum)
+        if self._at_once(signum):
+            if not self._saving:
+                raise Interrupted(signum)
+            self._deferred = signum
+            if reports_errors():  # os.write: print() is not safe inside a signal handler
+                os.write(2, f"rpt-train: {name(signum)} again: stopping at once when the checkpoint being written "
+                            "is complete\n".encode())
+            return
         if not self.signum:
             self.signum = signum
-            if reports_errors():  # os.write: print() is not safe inside a signal handler
+            again = "again" if signum == signal.SIGINT else f"again after {REPEAT_GRACE_S:g} s"
+            if reports_errors():
                 os.write(2, f"rpt-train: {name(signum)} received: stopping after this step with a checkpoint "
-                            f"({name(signum)} again: at once, without one)\n".encode())
+                            f"({name(signum)} {again}: at once, without one)\n".encode())
+
+    @contextlib.contextmanager
+    def saving(self, stop_checkpoint: bool = False):
+        """Around writing a checkpoint: a stop at once waits until it is complete (an abort
+        mid-save would lose it), then stops the run; not after the ``stop_checkpoint``, which
+        the run leaves right after anyway (with its one line)."""
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
+        if self._deferred and not stop_checkpoint:
+            raise Interrupted(self._deferred)
 
     def agreed(self) -> int:
         """The signal any rank received (0: none): the same answer on every rank; collective."""

@@ -293,6 +293,11 @@ def _run_loop(run: Run, resume_from: str | None = None, changes: dict | None = N
     bar = tqdm(total=run.total_steps, initial=start_step, disable=not (info.is_main and cfg.progress),
                desc="train", dynamic_ncols=True)
     started = time.time()
+
+    def save(step: int, stop_checkpoint: bool = False) -> None:
+        with stop.saving(stop_checkpoint):  # a signal never abandons a checkpoint half written
+            run.save(step, best, train_time_s=run.earlier_train_time + time.time() - started)
+
     window, window_steps, last_loss = torch.zeros((), device=info.device), 0, math.nan
     first_loss, saved_step = None, start_step
     for step in range(start_step + 1, run.total_steps + 1):
@@ -313,12 +318,12 @@ def _run_loop(run: Run, resume_from: str | None = None, changes: dict | None = N
         if cfg.eval_interval and (step % cfg.eval_interval == 0 or step == run.total_steps):
             do_eval(step)
         if cfg.save_interval and step % cfg.save_interval == 0 and step < run.total_steps:
-            run.save(step, best, train_time_s=run.earlier_train_time + time.time() - started)
+            save(step)
             saved_step = step
         signum = stop.agreed() if step < run.total_steps else 0  # the last step just finishes
         if signum:
             if saved_step != step:
-                run.save(step, best, train_time_s=run.earlier_train_time + time.time() - started)
+                save(step, stop_checkpoint=True)
             bar.close()
             if log.tensorboard is not None:
                 log.tensorboard.close()
@@ -327,7 +332,7 @@ def _run_loop(run: Run, resume_from: str | None = None, changes: dict | None = N
     bar.close()
     elapsed = time.time() - started
     if saved_step != run.total_steps:  # the final state, for a resume that trains on (--max-steps)
-        run.save(run.total_steps, best, train_time_s=run.earlier_train_time + elapsed)
+        save(run.total_steps)
     if best is None:  # no evaluation: the final prompt is the one exported
         with gathered(run.model):
             best = {"step": run.total_steps, "score": None, "metrics": {}, "tensors": trainable_tensors(run.model)}
