@@ -63,12 +63,13 @@ def test_a_stop_at_once_waits_for_the_checkpoint_being_written(stop_checkpoint):
     written = []
     # then it stops at once; after the stop's own checkpoint the run leaves with its line anyway
     then = contextlib.nullcontext() if stop_checkpoint else pytest.raises(stopping.Interrupted)
-    with _requests() as request, then:
+    with _requests() as request, then as raised:
         with request.saving(stop_checkpoint):
             signal.raise_signal(signal.SIGINT)
             signal.raise_signal(signal.SIGINT)
             written.append("the rest of the checkpoint")
     assert written and request.agreed() == signal.SIGINT
+    assert stop_checkpoint or raised.value.after_save
 
 
 # rpt-train in one process, a signal during step 3 of 6, --save-interval 0 (or 2: a save at step 2)
@@ -102,6 +103,7 @@ def test_sigint_twice_during_a_save_stops_once_the_checkpoint_is_complete(tmp_pa
     out, proc = _signalled(tmp_path, "INT", 2, save_interval="2", in_save=True, at_step=2)
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "SIGINT again: stopping at once when the checkpoint being written is complete" in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("rpt-train: stopped by SIGINT at once")
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "rpt-train: stopped by SIGINT at once, once the checkpoint being written was complete")
     root = os.path.join(out, "checkpoints")
     assert checkpoint.latest(root) == os.path.join(root, "step-00000002")  # sealed, and verified

@@ -86,8 +86,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         signum = getattr(exc, "signum", signal.SIGINT)
         if reports_errors():
-            print(f"rpt-train: stopped by {stopping.name(signum)} at once, without writing a checkpoint (--resume "
-                  "continues from the run's latest one, if it has one)", file=sys.stderr, flush=True)
+            saved = ("once the checkpoint being written was complete" if getattr(exc, "after_save", False)
+                     else "without writing a checkpoint")
+            print(f"rpt-train: stopped by {stopping.name(signum)} at once, {saved} (--resume continues from the "
+                  "run's latest one, if it has one)", file=sys.stderr, flush=True)
         sys.exit(stopping.exit_code(signum))
     except Exception as exc:  # noqa: BLE001 - user errors become one line, the rest keeps its traceback
         from .checkpoint import CheckpointError

@@ -50,11 +50,13 @@ def name(signum: int) -> str:
 
 
 class Interrupted(KeyboardInterrupt):
-    """A signal that stops the program at once (outside the steps, or a repeat: see the module)."""
+    """A signal that stops the program at once (outside the steps, or a repeat: see the module);
+    ``after_save``: it waited for a checkpoint being written, which is complete."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, after_save: bool = False):
         super().__init__(name(signum))
         self.signum = signum
+        self.after_save = after_save
 
 
 class Stopped(Exception):
@@ -136,7 +138,7 @@ class StopRequest:
         finally:
             self._saving = False
         if self._deferred and not stop_checkpoint:
-            raise Interrupted(self._deferred)
+            raise Interrupted(self._deferred, after_save=True)
 
     def agreed(self) -> int:
         """The signal any rank received (0: none): the same answer on every rank; collective."""
