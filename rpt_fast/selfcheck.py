@@ -118,8 +118,9 @@ def make_inputs(grouped: bool, shape: tuple, dtype: torch.dtype, device, seed: i
 
 
 @contextlib.contextmanager
-def _poisoned():
-    """Fresh ATen allocations are NaN-filled, so an element a kernel never writes fails."""
+def poisoned_allocations():
+    """Fresh ATen allocations are NaN-filled, so an element a kernel never writes fails (the
+    tests' ``poisoned`` fixture too)."""
     previous = torch.are_deterministic_algorithms_enabled()
     fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True)
@@ -153,7 +154,7 @@ def check_case(backend: str, grouped: bool, shape: tuple, dtype: torch.dtype, de
     tensors, dy = make_inputs(grouped, shape, dtype, device, seed)
     want = _value_and_grads(reference, [t.double() for t in tensors], dy.double())
     # Poison the op's allocations; not the eager backend's on CUDA (cuBLAS refuses deterministic mode).
-    poison = _poisoned() if backend != "eager" or device.type != "cuda" else contextlib.nullcontext()
+    poison = poisoned_allocations() if backend != "eager" or device.type != "cuda" else contextlib.nullcontext()
     with poison:
         got = _value_and_grads(op, tensors, dy, backend=backend)
     tf32 = device.type == "cuda" and backend != "native" and fp32_matmul_allows_tf32()

@@ -4,7 +4,6 @@ the session's own: their keys do not cover a custom op's fake implementation, so
 by an older checkout would be reused with stale output layouts."""
 
 import atexit
-import contextlib
 import os
 import shutil
 import tempfile
@@ -26,24 +25,13 @@ def _seed():
     torch.manual_seed(0)
 
 
-@contextlib.contextmanager
-def _nan_poisoning():
-    previous = torch.are_deterministic_algorithms_enabled()
-    fill = torch.utils.deterministic.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True)
-    torch.utils.deterministic.fill_uninitialized_memory = True
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
-        torch.utils.deterministic.fill_uninitialized_memory = fill
-
-
 @pytest.fixture
 def poisoned():
     """Fresh ATen allocations (outputs and scratch) are NaN-filled, so an output element a
     kernel skips fails the comparison instead of passing on leftover memory."""
-    with _nan_poisoning():
+    from rpt_fast.selfcheck import poisoned_allocations  # after TRITON_INTERPRET is set
+
+    with poisoned_allocations():
         yield
 
 
@@ -51,7 +39,9 @@ def poisoned():
 def nan_poisoning():
     """The context manager of ``poisoned``, for tests that poison only the op under test (the
     float64 reference's cuBLAS calls refuse deterministic mode on CUDA)."""
-    return _nan_poisoning
+    from rpt_fast.selfcheck import poisoned_allocations
+
+    return poisoned_allocations
 
 
 class OfficialStyleResMLP(nn.Module):
