@@ -64,10 +64,13 @@ setup(
     install_requires=["torch>=2.11", "numpy>=1.26", "tqdm", "safetensors"],
     extras_require={
         "triton": ["triton>=3.6"],
-        # deepspeed 0.19.2: older releases cast the trainable prompt to bf16 under ZeRO-3 + bf16
-        # (tests/test_train_precision.py fails on 0.18.0 and 0.19.1).
+        # deepspeed 0.19.8: up to 0.19.7, GatheredParameters on CPU ranks (gloo) waited for the
+        # last of its all-gathers only, so the prompt and MLP it gathered (to export P', to keep
+        # the best prompt) were sometimes partly uninitialised memory: the 2-rank ZeRO-3 tests of
+        # tests/test_train_multirank.py failed 2 of 4 runs on 0.19.2; 0.19.8 waits for every one.
+        # (0.19.2 before that: older releases cast the trainable prompt to bf16 under ZeRO-3 + bf16.)
         # pyyaml: rpt-train --config run.yaml (transformers requires it too, from 5.1).
-        "train": ["transformers>=5.17", "deepspeed>=0.19.2", "peft>=0.18", "sentencepiece", "pyyaml>=5.1"],
+        "train": ["transformers>=5.17", "deepspeed>=0.19.8", "peft>=0.18", "sentencepiece", "pyyaml>=5.1"],
         "tensorboard": ["tensorboard"],
         "bench": ["matplotlib", "pytest-benchmark"],
         # numpy < 2.4: triton 3.6's interpreter (the CPU tests run kernels through it) breaks on 2.4.
