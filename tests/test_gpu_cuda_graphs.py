@@ -5,7 +5,8 @@ launchers never synchronise with the host. Skipped without a GPU."""
 import pytest
 import torch
 
-import rpt_fast
+from gpu_op_cases import cuda_params, triton_step
+
 from rpt_fast.ops.reference import residual_mlp_reference
 
 pytestmark = pytest.mark.gpu
@@ -13,19 +14,6 @@ pytestmark = pytest.mark.gpu
 # Split-K path (arrival counters) at the paper's shape and a small one; the tiled path.
 SHAPES = [(100, 2048, 800), (10, 768, 400), (4096, 1024, 256)]
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2}
-
-
-def _params(M, d, m, dtype):
-    w1 = torch.randn(m, d, device="cuda") / d**0.5
-    w2 = torch.randn(d, m, device="cuda") / m**0.5
-    tensors = (w1, 0.1 * torch.randn(m, device="cuda"), w2, 0.1 * torch.randn(d, device="cuda"),
-               1 + 0.1 * torch.randn(d, device="cuda"), 0.1 * torch.randn(d, device="cuda"))
-    return [t.to(dtype).requires_grad_() for t in tensors]
-
-
-def _step(x, params, dy):
-    y = rpt_fast.residual_mlp(x, *params, backend="triton")
-    return (y, *torch.autograd.grad(y, [x, *params], dy))
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +27,7 @@ def _no_tf32():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("M, d, m", SHAPES, ids=str)
 def test_forward_backward_replay_matches_eager(M, d, m, dtype):
-    params = _params(M, d, m, dtype)
+    params = cuda_params(d, m, dtype)
     static_x = torch.randn(M, d, device="cuda", dtype=dtype, requires_grad=True)
     static_dy = torch.randn(M, d, device="cuda", dtype=dtype)
 
@@ -47,11 +35,11 @@ def test_forward_backward_replay_matches_eager(M, d, m, dtype):
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up: compiles the kernels outside the capture
         for _ in range(2):
-            _step(static_x, params, static_dy)
+            triton_step(static_x, params, static_dy)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        static_out = _step(static_x, params, static_dy)
+        static_out = triton_step(static_x, params, static_dy)
 
     for _ in range(2):  # fresh inputs each replay, copied into the captured buffers
         x = torch.randn(M, d, device="cuda", dtype=dtype)
@@ -60,7 +48,7 @@ def test_forward_backward_replay_matches_eager(M, d, m, dtype):
             static_x.copy_(x)
             static_dy.copy_(dy)
         graph.replay()
-        eager = _step(x.requires_grad_(), params, dy)
+        eager = triton_step(x.requires_grad_(), params, dy)
         torch.cuda.synchronize()
         for name, replayed, ref in zip(("y", "dx", "dw1", "db1", "dw2", "db2", "dln_w", "dln_b"),
                                        static_out, eager):
@@ -75,13 +63,13 @@ def test_forward_backward_replay_matches_eager(M, d, m, dtype):
 
 @pytest.mark.parametrize("M, d, m", SHAPES, ids=str)
 def test_launchers_never_synchronise(M, d, m):
-    params = _params(M, d, m, torch.bfloat16)
+    params = cuda_params(d, m, torch.bfloat16)
     x = torch.randn(M, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     dy = torch.randn(M, d, device="cuda", dtype=torch.bfloat16)
-    _step(x, params, dy)  # first call: compiles
+    triton_step(x, params, dy)  # first call: compiles
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        _step(x, params, dy)
+        triton_step(x, params, dy)
     finally:
         torch.cuda.set_sync_debug_mode("default")

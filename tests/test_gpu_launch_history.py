@@ -8,6 +8,8 @@ same on CPU with poisoned buffers."""
 import pytest
 import torch
 
+from gpu_op_cases import cuda_params, triton_step
+
 import rpt_fast
 from rpt_fast.ops.reference import residual_mlp_reference
 
@@ -23,19 +25,6 @@ TOLERANCE = 3e-2
 NAMES = ("y", "dx", "dw1", "db1", "dw2", "db2", "dln_weight", "dln_bias")
 
 
-def _params(d, m):
-    w1 = torch.randn(m, d, device="cuda") / d**0.5
-    w2 = torch.randn(d, m, device="cuda") / m**0.5
-    tensors = (w1, 0.1 * torch.randn(m, device="cuda"), w2, 0.1 * torch.randn(d, device="cuda"),
-               1 + 0.1 * torch.randn(d, device="cuda"), 0.1 * torch.randn(d, device="cuda"))
-    return [t.to(DTYPE).requires_grad_() for t in tensors]
-
-
-def _step(x, params, dy):
-    y = rpt_fast.residual_mlp(x, *params, backend="triton")
-    return (y, *torch.autograd.grad(y, [x, *params], dy))
-
-
 def _check(results, x, params, dy, where):
     inputs = [t.detach().double().requires_grad_() for t in (x, *params)]
     ref = residual_mlp_reference(*inputs)
@@ -49,17 +38,17 @@ class _Captured:
     """One shape's forward + backward captured in a CUDA graph on static inputs."""
 
     def __init__(self, M, d, m, warm_up_stream=None):
-        self.params = _params(d, m)
+        self.params = cuda_params(d, m, DTYPE)
         self.x = torch.randn(M, d, device="cuda", dtype=DTYPE, requires_grad=True)
         self.dy = torch.randn(M, d, device="cuda", dtype=DTYPE)
         if warm_up_stream is not None:  # compiles the kernels, on another stream than capture's
             warm_up_stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(warm_up_stream):
-                _step(self.x, self.params, self.dy)
+                triton_step(self.x, self.params, self.dy)
             torch.cuda.current_stream().wait_stream(warm_up_stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):  # the default capture stream, shared by every graph
-            self.out = _step(self.x, self.params, self.dy)
+            self.out = triton_step(self.x, self.params, self.dy)
 
     def new_inputs(self):
         with torch.no_grad():
@@ -107,25 +96,25 @@ def test_two_graphs_replayed_in_another_order_and_on_two_streams_at_once():
 
 def test_eager_calls_on_two_streams_at_once():
     M, d, m = SHAPES[0]
-    params = _params(d, m)
+    params = cuda_params(d, m, DTYPE)
     streams = (torch.cuda.Stream(), torch.cuda.Stream())
     inputs = [(torch.randn(M, d, device="cuda", dtype=DTYPE, requires_grad=True),
                torch.randn(M, d, device="cuda", dtype=DTYPE)) for _ in streams]
-    _step(inputs[0][0], params, inputs[0][1])  # compiles
+    triton_step(inputs[0][0], params, inputs[0][1])  # compiles
     torch.cuda.synchronize()
     for stream in streams:
         stream.wait_stream(torch.cuda.current_stream())
     results = []
     for stream, (x, dy) in zip(streams, inputs):
         with torch.cuda.stream(stream):
-            results.append(_step(x, params, dy))
+            results.append(triton_step(x, params, dy))
     torch.cuda.synchronize()
     for i, (result, (x, dy)) in enumerate(zip(results, inputs)):
         _check(result, x, params, dy, f"stream {i}")
 
 
 def test_reduce_overhead_compile_alternating_shapes():
-    models = {shape: _params(*shape[1:]) for shape in SHAPES}
+    models = {shape: cuda_params(*shape[1:], DTYPE) for shape in SHAPES}
 
     @torch.compile(mode="reduce-overhead", dynamic=False)
     def forward(x, *params):
